@@ -1,0 +1,15 @@
+//! Rapport's database schema, one migration per change, applied by `rapport migrate` and on
+//! `rapport serve`. A migration that has landed on main is never edited: add a new one.
+
+pub use sea_orm_migration::prelude::*;
+
+mod m20261125_000001_profiles;
+
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(m20261125_000001_profiles::Migration)]
+    }
+}

@@ -1,0 +1,116 @@
+//! Behavioural events: something a contact did (a purchase, a page view, an email opened), with
+//! free-form properties. Senders retry, so an event may carry an idempotency key that makes a
+//! repeated delivery a no-op.
+
+use chrono::{DateTime, Utc};
+use serde_json::{Map, Value};
+use uuid::Uuid;
+
+use super::{TextError, clean_text, contact::ContactId, key::Key};
+
+/// Event type such as `order.completed`: letters, digits and `_ . : -`, at most 100 characters.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct EventType(String);
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("must be 1 to 100 letters, digits or '_', '.', ':', '-'")]
+pub struct InvalidEventType;
+
+impl EventType {
+    pub fn parse(raw: &str) -> Result<Self, InvalidEventType> {
+        let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | ':' | '-');
+        if (1..=100).contains(&raw.len()) && raw.chars().all(allowed) {
+            Ok(Self(raw.to_owned()))
+        } else {
+            Err(InvalidEventType)
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct IdempotencyKey(String);
+
+impl IdempotencyKey {
+    pub fn parse(raw: &str) -> Result<Self, TextError> {
+        clean_text(raw, 255).map(Self)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Properties are a JSON object, bounded so that one event cannot bloat a profile.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventProperties(Map<String, Value>);
+
+pub const MAX_PROPERTIES_BYTES: usize = 32 * 1024;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidProperties {
+    #[error("must be a JSON object")]
+    NotAnObject,
+    #[error("must be at most {MAX_PROPERTIES_BYTES} bytes as JSON")]
+    TooLarge,
+}
+
+impl EventProperties {
+    pub fn parse(raw: Value) -> Result<Self, InvalidProperties> {
+        let Value::Object(map) = raw else {
+            return Err(InvalidProperties::NotAnObject);
+        };
+        let size = serde_json::to_vec(&map).map_or(usize::MAX, |bytes| bytes.len());
+        if size > MAX_PROPERTIES_BYTES {
+            return Err(InvalidProperties::TooLarge);
+        }
+        Ok(Self(map))
+    }
+
+    pub fn as_map(&self) -> &Map<String, Value> {
+        &self.0
+    }
+
+    pub fn into_value(self) -> Value {
+        Value::Object(self.0)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    pub id: Uuid,
+    pub contact_id: ContactId,
+    pub event_type: EventType,
+    pub properties: EventProperties,
+    pub occurred_at: DateTime<Utc>,
+    pub received_at: DateTime<Utc>,
+    /// Which system sent it; idempotency keys are unique per source.
+    pub source: Key,
+    pub idempotency_key: Option<IdempotencyKey>,
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn dotted_event_types_are_accepted_and_spaces_are_not() {
+        assert!(EventType::parse("order.completed").is_ok());
+        assert!(EventType::parse("email:opened-v2").is_ok());
+        assert_eq!(EventType::parse("order completed"), Err(InvalidEventType));
+        assert_eq!(EventType::parse(""), Err(InvalidEventType));
+    }
+
+    #[test]
+    fn properties_must_be_a_bounded_object() {
+        assert!(EventProperties::parse(json!({"total": 12.5})).is_ok());
+        assert_eq!(EventProperties::parse(json!([1, 2])), Err(InvalidProperties::NotAnObject));
+        let huge = json!({ "blob": "x".repeat(MAX_PROPERTIES_BYTES) });
+        assert_eq!(EventProperties::parse(huge), Err(InvalidProperties::TooLarge));
+    }
+}

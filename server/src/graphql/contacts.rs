@@ -1,0 +1,435 @@
+//! Contacts over GraphQL: lookups, the filtered contact list, upsert, versioned update, delete,
+//! and the contact's nested consents, topics, consent history and events.
+
+use async_graphql::{
+    Context, ID, InputObject, Json, MaybeUndefined, Object, OneofObject, SimpleObject,
+    connection::{Connection, OpaqueCursor},
+};
+use chrono::{DateTime, Utc};
+use serde_json::{Map, Value};
+use uuid::Uuid;
+
+use super::{
+    consents::{ChannelValue, ConsentNode, ConsentStatusValue},
+    error::{GqlError, GqlResult, parse_arg},
+    events::EventNode,
+    loaders_of, page_cost,
+    pagination::{PageArgs, connection, page_request},
+    request_of, services_of,
+    topics::SubscriptionNode,
+};
+use crate::{
+    domain::{
+        Change,
+        contact::{
+            Contact, ContactId, ContactRef, CountryCode, EmailAddress, ExternalId, Locale, PersonName, PhoneNumber,
+            TimeZone,
+        },
+        event::EventType,
+        filter::{Comparison, ConsentCondition, TopicCondition},
+        key::Key,
+    },
+    service::contacts::{AttributeTest, ContactChanges, ContactFilterRequest, UpsertKey},
+    store::events::TimelineKey,
+};
+
+pub struct ContactNode(pub Contact);
+
+#[Object(name = "Contact")]
+impl ContactNode {
+    async fn id(&self) -> ID {
+        ID(self.0.id.to_string())
+    }
+
+    async fn external_id(&self) -> Option<&str> {
+        self.0.external_id.as_ref().map(ExternalId::as_str)
+    }
+
+    async fn email(&self) -> Option<&str> {
+        self.0.email.as_ref().map(EmailAddress::as_str)
+    }
+
+    /// E.164, e.g. +4930123456.
+    async fn phone(&self) -> Option<&str> {
+        self.0.profile.phone.as_ref().map(PhoneNumber::as_str)
+    }
+
+    async fn first_name(&self) -> Option<&str> {
+        self.0.profile.first_name.as_ref().map(PersonName::as_str)
+    }
+
+    async fn last_name(&self) -> Option<&str> {
+        self.0.profile.last_name.as_ref().map(PersonName::as_str)
+    }
+
+    /// BCP 47 language tag, e.g. de-CH.
+    async fn locale(&self) -> Option<&str> {
+        self.0.profile.locale.as_ref().map(Locale::as_str)
+    }
+
+    /// IANA time zone name, e.g. Europe/Berlin.
+    async fn time_zone(&self) -> Option<&str> {
+        self.0.profile.time_zone.as_ref().map(TimeZone::as_str)
+    }
+
+    /// ISO 3166-1 alpha-2 country code, e.g. DE.
+    async fn country(&self) -> Option<&str> {
+        self.0.profile.country.as_ref().map(CountryCode::as_str)
+    }
+
+    /// Custom field values by field key.
+    async fn attributes(&self) -> Json<Map<String, Value>> {
+        Json(self.0.attributes.iter().map(|(key, value)| (key.to_string(), value.to_json())).collect())
+    }
+
+    async fn created_at(&self) -> DateTime<Utc> {
+        self.0.created_at
+    }
+
+    async fn updated_at(&self) -> DateTime<Utc> {
+        self.0.updated_at
+    }
+
+    /// Increases with every change; pass it back as `expectedVersion` when updating.
+    async fn version(&self) -> i64 {
+        self.0.version
+    }
+
+    /// The current consent per purpose and channel (the latest captured decision of each).
+    async fn consents(&self, ctx: &Context<'_>) -> GqlResult<Vec<ConsentNode>> {
+        let consents = loaders_of(ctx)?.consents.load_one(self.0.id).await?.unwrap_or_default();
+        Ok(consents.into_iter().map(ConsentNode).collect())
+    }
+
+    async fn topics(&self, ctx: &Context<'_>) -> GqlResult<Vec<SubscriptionNode>> {
+        let subscriptions = loaders_of(ctx)?.subscriptions.load_one(self.0.id).await?.unwrap_or_default();
+        Ok(subscriptions.into_iter().map(SubscriptionNode).collect())
+    }
+
+    /// Every consent decision recorded for this contact, newest first.
+    #[graphql(complexity = "page_cost(first, last, child_complexity)")]
+    #[allow(clippy::too_many_arguments)]
+    async fn consent_history(
+        &self,
+        ctx: &Context<'_>,
+        purpose: Option<String>,
+        channel: Option<ChannelValue>,
+        first: Option<i32>,
+        after: Option<String>,
+        last: Option<i32>,
+        before: Option<String>,
+    ) -> GqlResult<Connection<OpaqueCursor<Uuid>, ConsentNode>> {
+        let purpose = purpose.map(|raw| parse_arg("purpose", Key::parse(&raw))).transpose()?;
+        let request = page_request(PageArgs { after, before, first, last })?;
+        let page =
+            services_of(ctx)?.consent_history(self.0.id, purpose.as_ref(), channel.map(Into::into), &request).await?;
+        Ok(connection(page, &request, |change| change.id, ConsentNode))
+    }
+
+    /// Behavioural events of this contact, newest first.
+    #[graphql(complexity = "page_cost(first, last, child_complexity)")]
+    #[allow(clippy::too_many_arguments)]
+    async fn events(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(name = "type")] event_type: Option<String>,
+        first: Option<i32>,
+        after: Option<String>,
+        last: Option<i32>,
+        before: Option<String>,
+    ) -> GqlResult<Connection<OpaqueCursor<TimelineKey>, EventNode>> {
+        let event_type = event_type.map(|raw| parse_arg("type", EventType::parse(&raw))).transpose()?;
+        let request = page_request(PageArgs { after, before, first, last })?;
+        let page = services_of(ctx)?.event_timeline(self.0.id, event_type.as_ref(), &request).await?;
+        Ok(connection(page, &request, |event| (event.occurred_at, event.id), EventNode))
+    }
+}
+
+/// Names one contact by exactly one of its identifiers.
+#[derive(OneofObject)]
+pub enum ContactLookup {
+    Id(ID),
+    ExternalId(String),
+    Email(String),
+}
+
+impl ContactLookup {
+    pub fn parse(self, field: &str) -> GqlResult<ContactRef> {
+        Ok(match self {
+            ContactLookup::Id(id) => ContactRef::Id(parse_contact_id(&format!("{field}.id"), &id)?),
+            ContactLookup::ExternalId(raw) => {
+                ContactRef::ExternalId(parse_arg(&format!("{field}.externalId"), ExternalId::parse(&raw))?)
+            }
+            ContactLookup::Email(raw) => {
+                ContactRef::Email(parse_arg(&format!("{field}.email"), EmailAddress::parse(&raw))?)
+            }
+        })
+    }
+}
+
+pub fn parse_contact_id(field: &str, id: &ID) -> GqlResult<ContactId> {
+    Uuid::parse_str(id.as_str())
+        .map(ContactId::from_uuid)
+        .map_err(|_| GqlError::bad_input(field, "is not a contact id"))
+}
+
+#[derive(async_graphql::Enum, Clone, Copy, PartialEq, Eq)]
+#[graphql(name = "Comparison")]
+pub enum ComparisonValue {
+    Equal,
+    /// Also matches contacts that have no value for the field.
+    NotEqual,
+    Less,
+    LessOrEqual,
+    Greater,
+    GreaterOrEqual,
+}
+
+impl From<ComparisonValue> for Comparison {
+    fn from(value: ComparisonValue) -> Self {
+        match value {
+            ComparisonValue::Equal => Comparison::Equal,
+            ComparisonValue::NotEqual => Comparison::NotEqual,
+            ComparisonValue::Less => Comparison::Less,
+            ComparisonValue::LessOrEqual => Comparison::LessOrEqual,
+            ComparisonValue::Greater => Comparison::Greater,
+            ComparisonValue::GreaterOrEqual => Comparison::GreaterOrEqual,
+        }
+    }
+}
+
+/// A condition on one custom field: either `comparison` with `value`, or `isSet`.
+#[derive(InputObject)]
+pub struct AttributeFilter {
+    field: String,
+    comparison: Option<ComparisonValue>,
+    value: Option<Json<Value>>,
+    is_set: Option<bool>,
+}
+
+#[derive(InputObject)]
+pub struct ConsentFilter {
+    purpose: String,
+    channel: ChannelValue,
+    status: ConsentStatusValue,
+}
+
+#[derive(InputObject)]
+pub struct TopicFilter {
+    topic: String,
+    #[graphql(default = true)]
+    subscribed: bool,
+}
+
+/// Contacts matching every condition given.
+#[derive(InputObject, Default)]
+pub struct ContactFilter {
+    attributes: Option<Vec<AttributeFilter>>,
+    consents: Option<Vec<ConsentFilter>>,
+    topics: Option<Vec<TopicFilter>>,
+}
+
+impl ContactFilter {
+    fn parse(self) -> GqlResult<ContactFilterRequest> {
+        let mut request = ContactFilterRequest::default();
+        for (index, condition) in self.attributes.unwrap_or_default().into_iter().enumerate() {
+            let test = match (condition.comparison, condition.value, condition.is_set) {
+                (Some(comparison), Some(Json(value)), None) if !value.is_null() => {
+                    AttributeTest::Compare(comparison.into(), value)
+                }
+                (None, None, Some(set)) => AttributeTest::IsSet(set),
+                _ => {
+                    return Err(GqlError::bad_input(
+                        format!("filter.attributes[{index}]"),
+                        "give either comparison and a non-null value, or isSet",
+                    ));
+                }
+            };
+            request.attributes.push((condition.field, test));
+        }
+        for (index, condition) in self.consents.unwrap_or_default().into_iter().enumerate() {
+            request.consents.push(ConsentCondition {
+                purpose: parse_arg(&format!("filter.consents[{index}].purpose"), Key::parse(&condition.purpose))?,
+                channel: condition.channel.into(),
+                status: condition.status.into(),
+            });
+        }
+        for (index, condition) in self.topics.unwrap_or_default().into_iter().enumerate() {
+            request.topics.push(TopicCondition {
+                topic: parse_arg(&format!("filter.topics[{index}].topic"), Key::parse(&condition.topic))?,
+                subscribed: condition.subscribed,
+            });
+        }
+        Ok(request)
+    }
+}
+
+/// Creates a contact or updates the one with the same `externalId` (or, without one, `email`).
+/// Fields left out are kept; fields set to null are cleared.
+#[derive(InputObject)]
+pub struct UpsertContactInput {
+    external_id: Option<String>,
+    email: MaybeUndefined<String>,
+    phone: MaybeUndefined<String>,
+    first_name: MaybeUndefined<String>,
+    last_name: MaybeUndefined<String>,
+    locale: MaybeUndefined<String>,
+    time_zone: MaybeUndefined<String>,
+    country: MaybeUndefined<String>,
+    /// Custom field values by key; a null value clears the field.
+    attributes: Option<Json<Map<String, Value>>>,
+}
+
+/// Changes a contact if it is still at `expectedVersion`. Fields left out are kept; fields set
+/// to null are cleared.
+#[derive(InputObject)]
+pub struct UpdateContactInput {
+    id: ID,
+    expected_version: i64,
+    external_id: MaybeUndefined<String>,
+    email: MaybeUndefined<String>,
+    phone: MaybeUndefined<String>,
+    first_name: MaybeUndefined<String>,
+    last_name: MaybeUndefined<String>,
+    locale: MaybeUndefined<String>,
+    time_zone: MaybeUndefined<String>,
+    country: MaybeUndefined<String>,
+    attributes: Option<Json<Map<String, Value>>>,
+}
+
+fn change<T, E: std::fmt::Display>(
+    field: &str,
+    raw: MaybeUndefined<String>,
+    parse: impl Fn(&str) -> Result<T, E>,
+) -> GqlResult<Change<T>> {
+    Ok(match raw {
+        MaybeUndefined::Undefined => Change::Keep,
+        MaybeUndefined::Null => Change::Clear,
+        MaybeUndefined::Value(raw) => Change::Set(parse_arg(field, parse(&raw))?),
+    })
+}
+
+/// The profile part shared by both inputs, parsed at the edge.
+#[allow(clippy::too_many_arguments)]
+fn profile_changes(
+    email: MaybeUndefined<String>,
+    phone: MaybeUndefined<String>,
+    first_name: MaybeUndefined<String>,
+    last_name: MaybeUndefined<String>,
+    locale: MaybeUndefined<String>,
+    time_zone: MaybeUndefined<String>,
+    country: MaybeUndefined<String>,
+    attributes: Option<Json<Map<String, Value>>>,
+) -> GqlResult<ContactChanges> {
+    Ok(ContactChanges {
+        external_id: Change::Keep,
+        email: change("email", email, EmailAddress::parse)?,
+        phone: change("phone", phone, PhoneNumber::parse)?,
+        first_name: change("firstName", first_name, PersonName::parse)?,
+        last_name: change("lastName", last_name, PersonName::parse)?,
+        locale: change("locale", locale, Locale::parse)?,
+        time_zone: change("timeZone", time_zone, TimeZone::parse)?,
+        country: change("country", country, CountryCode::parse)?,
+        attributes: attributes.map(|Json(map)| map.into_iter().collect()).unwrap_or_default(),
+    })
+}
+
+#[derive(SimpleObject)]
+pub struct UpsertContactPayload {
+    contact: ContactNode,
+    /// True when no contact matched and a new one was created.
+    created: bool,
+}
+
+#[derive(SimpleObject)]
+pub struct DeleteContactPayload {
+    deleted_contact_id: ID,
+}
+
+#[derive(Default)]
+pub struct ContactQuery;
+
+#[Object]
+impl ContactQuery {
+    /// One contact by id, external id or email; null when there is none.
+    async fn contact(&self, ctx: &Context<'_>, by: ContactLookup) -> GqlResult<Option<ContactNode>> {
+        let reference = by.parse("by")?;
+        Ok(services_of(ctx)?.find_contact(&reference).await?.map(ContactNode))
+    }
+
+    /// Contacts in creation order, optionally filtered.
+    #[graphql(complexity = "page_cost(first, last, child_complexity)")]
+    async fn contacts(
+        &self,
+        ctx: &Context<'_>,
+        filter: Option<ContactFilter>,
+        first: Option<i32>,
+        after: Option<String>,
+        last: Option<i32>,
+        before: Option<String>,
+    ) -> GqlResult<Connection<OpaqueCursor<Uuid>, ContactNode>> {
+        let filter = filter.unwrap_or_default().parse()?;
+        let request = page_request::<Uuid>(PageArgs { after, before, first, last })?;
+        let page = services_of(ctx)?.list_contacts(&filter, &request.clone().map(ContactId::from_uuid)).await?;
+        Ok(connection(page, &request, |contact| contact.id.as_uuid(), ContactNode))
+    }
+}
+
+#[derive(Default)]
+pub struct ContactMutation;
+
+#[Object]
+impl ContactMutation {
+    /// Idempotent: the same input twice leaves the contact (and its version) as the first did.
+    async fn upsert_contact(&self, ctx: &Context<'_>, input: UpsertContactInput) -> GqlResult<UpsertContactPayload> {
+        let external_id = input.external_id.map(|raw| parse_arg("externalId", ExternalId::parse(&raw))).transpose()?;
+        let email_for_key = match &input.email {
+            MaybeUndefined::Value(raw) if external_id.is_none() => Some(parse_arg("email", EmailAddress::parse(raw))?),
+            _ => None,
+        };
+        let changes = profile_changes(
+            input.email,
+            input.phone,
+            input.first_name,
+            input.last_name,
+            input.locale,
+            input.time_zone,
+            input.country,
+            input.attributes,
+        )?;
+        let key = match (external_id, email_for_key) {
+            (Some(external_id), _) => UpsertKey::ExternalId(external_id),
+            (None, Some(email)) => UpsertKey::Email(email),
+            (None, None) => {
+                return Err(GqlError::bad_input("externalId", "give an externalId or an email to find the contact by"));
+            }
+        };
+        let upserted = services_of(ctx)?.upsert_contact(request_of(ctx)?, key, changes).await?;
+        Ok(UpsertContactPayload { contact: ContactNode(upserted.contact), created: upserted.created })
+    }
+
+    /// Fails with CONFLICT, writing nothing, when the contact is no longer at `expectedVersion`.
+    async fn update_contact(&self, ctx: &Context<'_>, input: UpdateContactInput) -> GqlResult<ContactNode> {
+        let id = parse_contact_id("id", &input.id)?;
+        let mut changes = profile_changes(
+            input.email,
+            input.phone,
+            input.first_name,
+            input.last_name,
+            input.locale,
+            input.time_zone,
+            input.country,
+            input.attributes,
+        )?;
+        changes.external_id = change("externalId", input.external_id, ExternalId::parse)?;
+        let contact = services_of(ctx)?.update_contact(request_of(ctx)?, id, input.expected_version, changes).await?;
+        Ok(ContactNode(contact))
+    }
+
+    /// Deletes the contact with its consents, topic subscriptions and events.
+    async fn delete_contact(&self, ctx: &Context<'_>, id: ID) -> GqlResult<DeleteContactPayload> {
+        let contact_id = parse_contact_id("id", &id)?;
+        services_of(ctx)?.delete_contact(request_of(ctx)?, contact_id).await?;
+        Ok(DeleteContactPayload { deleted_contact_id: id })
+    }
+}

@@ -1,0 +1,191 @@
+//! Events over GraphQL: tracking a batch with one result per event, and the event type shown in
+//! a contact's timeline.
+
+use async_graphql::{Context, Enum, ID, InputObject, Json, Object, SimpleObject};
+use chrono::{DateTime, Utc};
+use serde_json::{Map, Value};
+
+use super::{
+    contacts::ContactLookup,
+    error::{Code, GqlError, GqlResult},
+    request_of, services_of,
+};
+use crate::{
+    domain::{
+        event::{Event, EventProperties, EventType, IdempotencyKey},
+        key::Key,
+    },
+    service::{
+        self,
+        events::{MAX_EVENTS_PER_CALL, NewEvent, Tracked},
+    },
+};
+
+pub struct EventNode(pub Event);
+
+#[Object(name = "Event")]
+impl EventNode {
+    async fn id(&self) -> ID {
+        ID(self.0.id.to_string())
+    }
+
+    #[graphql(name = "type")]
+    async fn event_type(&self) -> &str {
+        self.0.event_type.as_str()
+    }
+
+    async fn properties(&self) -> Json<&Map<String, Value>> {
+        Json(self.0.properties.as_map())
+    }
+
+    async fn occurred_at(&self) -> DateTime<Utc> {
+        self.0.occurred_at
+    }
+
+    async fn received_at(&self) -> DateTime<Utc> {
+        self.0.received_at
+    }
+
+    async fn source(&self) -> &str {
+        self.0.source.as_str()
+    }
+
+    async fn idempotency_key(&self) -> Option<&str> {
+        self.0.idempotency_key.as_ref().map(IdempotencyKey::as_str)
+    }
+}
+
+#[derive(InputObject)]
+pub struct TrackEventInput {
+    contact: ContactLookup,
+    #[graphql(name = "type")]
+    event_type: String,
+    properties: Option<Json<Value>>,
+    /// Defaults to now.
+    occurred_at: Option<DateTime<Utc>>,
+    /// The sending system; idempotency keys are unique per source. Defaults to "api".
+    source: Option<String>,
+    /// Sending the same key (for the same source) again stores nothing new.
+    idempotency_key: Option<String>,
+}
+
+#[derive(Enum, Clone, Copy, PartialEq, Eq)]
+pub enum TrackStatus {
+    Created,
+    /// An event with this idempotency key was stored before; `eventId` is that event.
+    Duplicate,
+    /// Not stored; `error` says why.
+    Rejected,
+}
+
+#[derive(Enum, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorCode {
+    Unauthenticated,
+    Forbidden,
+    BadUserInput,
+    NotFound,
+    Conflict,
+    RateLimited,
+    Internal,
+}
+
+impl From<Code> for ErrorCode {
+    fn from(code: Code) -> Self {
+        match code {
+            Code::Unauthenticated => ErrorCode::Unauthenticated,
+            Code::Forbidden => ErrorCode::Forbidden,
+            Code::BadUserInput => ErrorCode::BadUserInput,
+            Code::NotFound => ErrorCode::NotFound,
+            Code::Conflict => ErrorCode::Conflict,
+            Code::RateLimited => ErrorCode::RateLimited,
+            Code::Internal => ErrorCode::Internal,
+        }
+    }
+}
+
+/// Why one item of a batch was rejected.
+#[derive(SimpleObject)]
+pub struct ItemError {
+    code: ErrorCode,
+    message: String,
+    field: Option<String>,
+}
+
+impl From<GqlError> for ItemError {
+    fn from(error: GqlError) -> Self {
+        Self { code: error.code().into(), message: error.message().to_owned(), field: error.field().map(str::to_owned) }
+    }
+}
+
+#[derive(SimpleObject)]
+pub struct TrackEventResult {
+    /// Position of the event in the request.
+    index: i32,
+    status: TrackStatus,
+    event_id: Option<ID>,
+    error: Option<ItemError>,
+}
+
+#[derive(Default)]
+pub struct EventMutation;
+
+#[Object]
+impl EventMutation {
+    /// Tracks up to 1,000 events. Each gets its own result; invalid ones never stop valid ones.
+    #[graphql(complexity = "events.len() * child_complexity")]
+    async fn track_events(&self, ctx: &Context<'_>, events: Vec<TrackEventInput>) -> GqlResult<Vec<TrackEventResult>> {
+        if events.len() > MAX_EVENTS_PER_CALL {
+            return Err(GqlError::bad_input("events", format!("at most {MAX_EVENTS_PER_CALL} events per call")));
+        }
+        let batch: Vec<service::Result<NewEvent>> = events.into_iter().map(parse_event).collect();
+        let outcomes = services_of(ctx)?.track_events(request_of(ctx)?, batch).await?;
+        Ok(outcomes
+            .into_iter()
+            .enumerate()
+            .map(|(index, outcome)| {
+                let index = i32::try_from(index).unwrap_or(i32::MAX);
+                match outcome {
+                    Ok(Tracked::Created(id)) => TrackEventResult {
+                        index,
+                        status: TrackStatus::Created,
+                        event_id: Some(ID(id.to_string())),
+                        error: None,
+                    },
+                    Ok(Tracked::Duplicate(id)) => TrackEventResult {
+                        index,
+                        status: TrackStatus::Duplicate,
+                        event_id: Some(ID(id.to_string())),
+                        error: None,
+                    },
+                    Err(error) => TrackEventResult {
+                        index,
+                        status: TrackStatus::Rejected,
+                        event_id: None,
+                        error: Some(GqlError::from(error).into()),
+                    },
+                }
+            })
+            .collect())
+    }
+}
+
+fn parse_event(input: TrackEventInput) -> service::Result<NewEvent> {
+    let invalid = |field: &str, error: &dyn std::fmt::Display| service::Error::validation(field, error);
+    let contact = input
+        .contact
+        .parse("contact")
+        .map_err(|error| service::Error::validation(error.field().unwrap_or("contact"), error.message()))?;
+    Ok(NewEvent {
+        contact,
+        event_type: EventType::parse(&input.event_type).map_err(|error| invalid("type", &error))?,
+        properties: EventProperties::parse(input.properties.map_or(Value::Object(Map::new()), |Json(value)| value))
+            .map_err(|error| invalid("properties", &error))?,
+        occurred_at: input.occurred_at,
+        source: Key::parse(input.source.as_deref().unwrap_or("api")).map_err(|error| invalid("source", &error))?,
+        idempotency_key: input
+            .idempotency_key
+            .map(|raw| IdempotencyKey::parse(&raw))
+            .transpose()
+            .map_err(|error| invalid("idempotencyKey", &error))?,
+    })
+}

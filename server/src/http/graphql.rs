@@ -1,0 +1,326 @@
+//! GraphQL over HTTP, to the letter of the GraphQL-over-HTTP specification: media-type
+//! negotiation (`application/graphql-response+json` or `application/json`), 4xx for requests
+//! that never reach execution, GET for queries only, and a body size limit. A stock
+//! async-graphql-axum handler gets several of these wrong, hence this thin handler of our own.
+
+use std::collections::HashMap;
+
+use async_graphql::{
+    Request, ServerError, Value as GqlValue, Variables,
+    parser::{
+        parse_query,
+        types::{DocumentOperations, OperationType},
+    },
+};
+use axum::{
+    body::{Body, to_bytes},
+    extract::{Query, State},
+    http::{HeaderMap, HeaderValue, StatusCode, Uri, header},
+    response::{IntoResponse, Response},
+};
+use serde_json::{Value, json};
+
+use super::{AppState, graphiql, request_id};
+use crate::{
+    graphql::{error::INTERNAL_MESSAGE, loaders::Loaders},
+    service::RequestContext,
+};
+
+/// Large enough for a batch of 1,000 tracked events; anything bigger is refused unread.
+pub const MAX_BODY_BYTES: usize = 2 * 1024 * 1024;
+
+const GRAPHQL_RESPONSE_JSON: &str = "application/graphql-response+json";
+const JSON: &str = "application/json";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum MediaType {
+    GraphqlResponseJson,
+    Json,
+}
+
+impl MediaType {
+    fn content_type(self) -> HeaderValue {
+        HeaderValue::from_static(match self {
+            MediaType::GraphqlResponseJson => "application/graphql-response+json; charset=utf-8",
+            MediaType::Json => "application/json; charset=utf-8",
+        })
+    }
+}
+
+pub async fn get(State(state): State<AppState>, headers: HeaderMap, uri: Uri) -> Response {
+    let params = Query::<HashMap<String, String>>::try_from_uri(&uri).map(|Query(params)| params).unwrap_or_default();
+    if !params.contains_key("query") && accepts_html(&headers) {
+        return graphiql::page();
+    }
+    let media_type = match negotiate(&headers) {
+        Ok(media_type) => media_type,
+        Err(response) => return *response,
+    };
+    let parsed = parse_get_params(params);
+    handle(state, headers, media_type, parsed, true).await
+}
+
+pub async fn post(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
+    let media_type = match negotiate(&headers) {
+        Ok(media_type) => media_type,
+        Err(response) => return *response,
+    };
+    if let Err(message) = check_content_type(&headers) {
+        return request_error(media_type, StatusCode::UNSUPPORTED_MEDIA_TYPE, &message);
+    }
+    let bytes = match to_bytes(body, MAX_BODY_BYTES).await {
+        Ok(bytes) => bytes,
+        Err(_) => {
+            return request_error(
+                media_type,
+                StatusCode::PAYLOAD_TOO_LARGE,
+                &format!("request body exceeds {MAX_BODY_BYTES} bytes"),
+            );
+        }
+    };
+    let parsed = match serde_json::from_slice::<Value>(&bytes) {
+        Ok(Value::Object(params)) => parse_post_params(params),
+        Ok(_) => Err("the request body must be a JSON object".to_owned()),
+        Err(error) => Err(format!("the request body is not valid JSON: {error}")),
+    };
+    handle(state, headers, media_type, parsed, false).await
+}
+
+/// The parameters of one GraphQL request, checked for shape but not yet parsed as GraphQL.
+struct Params {
+    query: String,
+    operation_name: Option<String>,
+    variables: Option<Value>,
+}
+
+async fn handle(
+    state: AppState,
+    headers: HeaderMap,
+    media_type: MediaType,
+    params: Result<Params, String>,
+    is_get: bool,
+) -> Response {
+    let actor = match state.authenticator.authenticate(&headers) {
+        Ok(actor) => actor,
+        Err(_) => {
+            let mut response =
+                error_response(media_type, StatusCode::UNAUTHORIZED, "authentication required", "UNAUTHENTICATED");
+            response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            return response;
+        }
+    };
+    let params = match params {
+        Ok(params) => params,
+        Err(message) => return request_error(media_type, StatusCode::BAD_REQUEST, &message),
+    };
+    if is_get && is_mutation(&params) {
+        let mut response =
+            request_error(media_type, StatusCode::METHOD_NOT_ALLOWED, "mutations must be sent with POST");
+        response.headers_mut().insert(header::ALLOW, HeaderValue::from_static("POST"));
+        return response;
+    }
+
+    let request_id = request_id(&headers);
+    let mut request = Request::new(params.query);
+    if let Some(name) = params.operation_name {
+        request = request.operation_name(name);
+    }
+    if let Some(variables) = params.variables {
+        request = request.variables(Variables::from_json(variables));
+    }
+    let request =
+        request.data(RequestContext { actor, request_id: request_id.clone() }).data(Loaders::new(&state.services));
+    let response = state.schema.execute(request).await;
+
+    // Errors without a path arose before execution (parsing, validation, variable coercion):
+    // the request as a whole was bad, and no `data` entry is sent.
+    let never_executed = response.data == GqlValue::Null
+        && !response.errors.is_empty()
+        && response.errors.iter().all(|error| error.path.is_empty());
+    let mut response = response;
+    for error in &mut response.errors {
+        complete_error(error, &request_id);
+    }
+    if never_executed {
+        let status = match media_type {
+            MediaType::GraphqlResponseJson => StatusCode::BAD_REQUEST,
+            MediaType::Json => StatusCode::OK,
+        };
+        return respond(media_type, status, &json!({ "errors": response.errors }));
+    }
+    match serde_json::to_value(&response) {
+        Ok(body) => respond(media_type, StatusCode::OK, &body),
+        Err(error) => {
+            tracing::error!(%error, "cannot serialise a GraphQL response");
+            error_response(media_type, StatusCode::INTERNAL_SERVER_ERROR, INTERNAL_MESSAGE, "INTERNAL")
+        }
+    }
+}
+
+/// Every error carries a code (CONTRACT.md): errors raised by async-graphql itself (syntax,
+/// validation, limits, coercion) are the caller's. Internal errors name the request id, under
+/// which the log holds the details.
+fn complete_error(error: &mut ServerError, request_id: &str) {
+    let extensions = error.extensions.get_or_insert_with(Default::default);
+    match extensions.get("code") {
+        None => extensions.set("code", "BAD_USER_INPUT"),
+        Some(GqlValue::String(code)) if code == "INTERNAL" => {
+            error.message = format!("{INTERNAL_MESSAGE} (request id {request_id})");
+        }
+        Some(_) => {}
+    }
+}
+
+fn is_mutation(params: &Params) -> bool {
+    let Ok(document) = parse_query(&params.query) else {
+        return false;
+    };
+    let operation = match (&document.operations, &params.operation_name) {
+        (DocumentOperations::Single(operation), _) => Some(operation),
+        (DocumentOperations::Multiple(operations), Some(name)) => operations.get(name.as_str()),
+        (DocumentOperations::Multiple(_), None) => None,
+    };
+    operation.is_some_and(|operation| operation.node.ty == OperationType::Mutation)
+}
+
+fn parse_get_params(mut params: HashMap<String, String>) -> Result<Params, String> {
+    let query = params.remove("query").ok_or("the query parameter is missing")?;
+    let json_param = |name: &str, raw: Option<String>| -> Result<Option<Value>, String> {
+        match raw.as_deref().map(serde_json::from_str::<Value>) {
+            None => Ok(None),
+            Some(Ok(Value::Null)) => Ok(None),
+            Some(Ok(value @ Value::Object(_))) => Ok(Some(value)),
+            Some(_) => Err(format!("the {name} parameter must be a JSON object")),
+        }
+    };
+    let variables = json_param("variables", params.remove("variables"))?;
+    json_param("extensions", params.remove("extensions"))?;
+    Ok(Params { query, operation_name: params.remove("operationName").filter(|name| !name.is_empty()), variables })
+}
+
+fn parse_post_params(mut params: serde_json::Map<String, Value>) -> Result<Params, String> {
+    let query = match params.remove("query") {
+        Some(Value::String(query)) => query,
+        Some(_) => return Err("query must be a string".to_owned()),
+        None => return Err("the query parameter is missing".to_owned()),
+    };
+    let operation_name = match params.remove("operationName") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(name)) => Some(name),
+        Some(_) => return Err("operationName must be a string".to_owned()),
+    };
+    let variables = match params.remove("variables") {
+        None | Some(Value::Null) => None,
+        Some(value @ Value::Object(_)) => Some(value),
+        Some(_) => return Err("variables must be an object".to_owned()),
+    };
+    match params.remove("extensions") {
+        None | Some(Value::Null) | Some(Value::Object(_)) => {}
+        Some(_) => return Err("extensions must be an object".to_owned()),
+    }
+    Ok(Params { query, operation_name, variables })
+}
+
+/// Picks the response media type from `Accept`; none given means `application/json`.
+fn negotiate(headers: &HeaderMap) -> Result<MediaType, Box<Response>> {
+    let accept =
+        headers.get_all(header::ACCEPT).iter().filter_map(|value| value.to_str().ok()).collect::<Vec<_>>().join(",");
+    if accept.trim().is_empty() {
+        return Ok(MediaType::Json);
+    }
+    let mut best: Option<(f32, MediaType)> = None;
+    for item in accept.split(',') {
+        let mut parts = item.split(';').map(str::trim);
+        let range = parts.next().unwrap_or_default().to_ascii_lowercase();
+        let quality = parts
+            .filter_map(|param| param.strip_prefix("q=").and_then(|q| q.parse::<f32>().ok()))
+            .next()
+            .unwrap_or(1.0);
+        let media_type = match range.as_str() {
+            GRAPHQL_RESPONSE_JSON => MediaType::GraphqlResponseJson,
+            JSON | "application/*" | "*/*" => MediaType::Json,
+            _ => continue,
+        };
+        if quality > 0.0 && best.is_none_or(|(best_quality, _)| quality > best_quality) {
+            best = Some((quality, media_type));
+        }
+    }
+    best.map(|(_, media_type)| media_type).ok_or_else(|| {
+        let body = json!({ "errors": [{ "message": "acceptable response types are application/graphql-response+json and application/json", "extensions": { "code": "BAD_USER_INPUT" } }] });
+        Box::new(respond(MediaType::Json, StatusCode::NOT_ACCEPTABLE, &body))
+    })
+}
+
+fn accepts_html(headers: &HeaderMap) -> bool {
+    headers.get(header::ACCEPT).and_then(|value| value.to_str().ok()).is_some_and(|accept| accept.contains("text/html"))
+}
+
+fn check_content_type(headers: &HeaderMap) -> Result<(), String> {
+    let raw = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .ok_or("send the request body as application/json")?;
+    let mut parts = raw.split(';').map(str::trim);
+    if !parts.next().is_some_and(|mime| mime.eq_ignore_ascii_case(JSON)) {
+        return Err(format!("unsupported content type {raw:?}: send application/json"));
+    }
+    let charset_ok = parts
+        .filter_map(|param| param.split_once('='))
+        .filter(|(name, _)| name.trim().eq_ignore_ascii_case("charset"))
+        .all(|(_, value)| value.trim().trim_matches('"').eq_ignore_ascii_case("utf-8"));
+    if charset_ok { Ok(()) } else { Err("only utf-8 request bodies are accepted".to_owned()) }
+}
+
+fn request_error(media_type: MediaType, status: StatusCode, message: &str) -> Response {
+    error_response(media_type, status, message, "BAD_USER_INPUT")
+}
+
+fn error_response(media_type: MediaType, status: StatusCode, message: &str, code: &str) -> Response {
+    respond(media_type, status, &json!({ "errors": [{ "message": message, "extensions": { "code": code } }] }))
+}
+
+fn respond(media_type: MediaType, status: StatusCode, body: &Value) -> Response {
+    let mut response = (status, body.to_string()).into_response();
+    response.headers_mut().insert(header::CONTENT_TYPE, media_type.content_type());
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn accept(value: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::ACCEPT, HeaderValue::from_str(value).unwrap());
+        headers
+    }
+
+    #[test]
+    fn the_preferred_acceptable_media_type_wins() {
+        assert_eq!(negotiate(&HeaderMap::new()).unwrap(), MediaType::Json);
+        assert_eq!(negotiate(&accept("*/*")).unwrap(), MediaType::Json);
+        assert_eq!(
+            negotiate(&accept("application/graphql-response+json, application/json;q=0.9")).unwrap(),
+            MediaType::GraphqlResponseJson
+        );
+        assert_eq!(
+            negotiate(&accept("application/graphql-response+json;q=0.5, application/json")).unwrap(),
+            MediaType::Json
+        );
+        assert_eq!(negotiate(&accept("text/html")).unwrap_err().status(), StatusCode::NOT_ACCEPTABLE);
+    }
+
+    #[test]
+    fn only_utf8_json_bodies_are_accepted() {
+        let content_type = |value: &str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(header::CONTENT_TYPE, HeaderValue::from_str(value).unwrap());
+            check_content_type(&headers)
+        };
+        assert!(content_type("application/json").is_ok());
+        assert!(content_type("application/json; charset=UTF-8").is_ok());
+        assert!(content_type("application/json; charset=latin1").is_err());
+        assert!(content_type("text/plain").is_err());
+        assert!(check_content_type(&HeaderMap::new()).is_err());
+    }
+}

@@ -1,0 +1,33 @@
+//! Liveness and readiness for orchestrators and load balancers: `/healthz` answers while the
+//! process lives; `/readyz` only while the database answers, and says how each dependency is.
+
+use axum::{Json, extract::State, http::StatusCode};
+use serde_json::{Value, json};
+
+use super::AppState;
+
+pub async fn healthz() -> Json<Value> {
+    Json(json!({ "status": "ok" }))
+}
+
+pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
+    let database = match state.services.database().ping().await {
+        Ok(()) => json!({ "status": "up" }),
+        Err(error) => {
+            tracing::warn!(%error, "readiness: database does not answer");
+            json!({ "status": "down" })
+        }
+    };
+    let database_up = database["status"] == "up";
+    let smtp = if state.smtp_configured {
+        json!({ "status": "configured" })
+    } else {
+        json!({ "status": "not_configured", "detail": "mail is queued, not sent: set RAPPORT_SMTP_URL" })
+    };
+    let status = if database_up { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let body = json!({
+        "status": if database_up { "ready" } else { "unavailable" },
+        "checks": { "database": database, "smtp": smtp },
+    });
+    (status, Json(body))
+}

@@ -1,0 +1,10 @@
+//! Rapport: customer profiles, consents and preferences behind a GraphQL API, in one binary.
+
+pub mod config;
+pub mod domain;
+pub mod graphql;
+pub mod http;
+pub mod service;
+pub mod startup;
+pub mod store;
+pub mod telemetry;

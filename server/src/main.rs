@@ -1,0 +1,72 @@
+//! The `rapport` command line: parses arguments and hands over to the library.
+
+use std::{path::PathBuf, process::ExitCode};
+
+use clap::{Parser, Subcommand};
+use rapport::{
+    config::Settings,
+    startup::{self, Application, ServeOptions},
+    telemetry,
+};
+
+#[derive(Parser)]
+#[command(name = "rapport", version, about = "Self-hosted customer profiles, consents and preferences")]
+struct Cli {
+    /// Settings file (TOML); RAPPORT_* environment variables override it.
+    #[arg(long, global = true, value_name = "PATH")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the HTTP server (migrating the database first).
+    Serve {
+        /// Do not apply pending migrations on start.
+        #[arg(long)]
+        no_migrate: bool,
+        /// Run without RAPPORT_ADMIN_TOKEN: anyone who can reach the server is its owner.
+        #[arg(long)]
+        insecure_dev: bool,
+    },
+    /// Apply pending database migrations and exit.
+    Migrate,
+    /// Print the GraphQL schema (SDL); schema.graphql in the repository is its output.
+    ExportSchema,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => return fail(&anyhow::Error::from(error)),
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => fail(&error),
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    if let Command::ExportSchema = cli.command {
+        print!("{}", startup::schema_sdl());
+        return Ok(());
+    }
+    let settings = Settings::load(cli.config.as_deref())?;
+    telemetry::init(&settings.log, settings.log_format);
+    match cli.command {
+        Command::Serve { no_migrate, insecure_dev } => {
+            let options = ServeOptions { skip_migrations: no_migrate, insecure_dev };
+            Application::build(&settings, options).await?.run_until(startup::shutdown_signal()).await
+        }
+        Command::Migrate => startup::migrate(&startup::connect(&settings).await?).await,
+        Command::ExportSchema => Ok(()),
+    }
+}
+
+/// One line on stderr, with the chain of causes, and a failing exit code.
+fn fail(error: &anyhow::Error) -> ExitCode {
+    eprintln!("rapport: {error:#}");
+    ExitCode::FAILURE
+}

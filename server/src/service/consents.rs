@@ -1,0 +1,114 @@
+//! Recording consent decisions and reading them back. A decision is appended to the history and
+//! the current state follows from it in the same transaction.
+
+use chrono::{DateTime, Duration, Utc};
+use tracing::instrument;
+use uuid::Uuid;
+
+use super::{Error, RequestContext, Result, Services};
+use crate::{
+    domain::{
+        consent::{Channel, ConsentChange, ConsentProof, ConsentSource, ConsentStatus, LegalBasis, Purpose},
+        contact::{ContactId, ContactRef},
+        key::Key,
+    },
+    store::{
+        self,
+        page::{Page, PageRequest},
+    },
+};
+
+/// How far in the future a capture time may lie, for clocks that run a little fast.
+const CLOCK_SKEW: Duration = Duration::minutes(5);
+
+#[derive(Debug, Clone)]
+pub struct ConsentDecision {
+    pub contact_id: ContactId,
+    pub purpose: Key,
+    pub channel: Channel,
+    pub status: ConsentStatus,
+    pub legal_basis: LegalBasis,
+    pub source: ConsentSource,
+    /// When the person decided; now when not given.
+    pub captured_at: Option<DateTime<Utc>>,
+    pub proof: ConsentProof,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewPurpose {
+    pub key: Key,
+    pub label: String,
+    pub description: Option<String>,
+}
+
+impl Services {
+    pub async fn list_purposes(&self) -> Result<Vec<Purpose>> {
+        Ok(store::consents::purposes(self.db.connection()).await?)
+    }
+
+    #[instrument(skip_all, fields(request_id = %ctx.request_id, key = %new.key))]
+    pub async fn define_purpose(&self, ctx: &RequestContext, new: NewPurpose) -> Result<Purpose> {
+        let purpose = Purpose {
+            key: new.key,
+            label: new.label,
+            description: new.description,
+            built_in: false,
+            created_at: self.now(),
+        };
+        let tx = self.db.begin_write().await?;
+        store::consents::insert_purpose(&tx, &purpose).await?;
+        tx.commit().await?;
+        Ok(purpose)
+    }
+
+    /// Records a decision. Returns it, and the contact's current consent for that purpose and
+    /// channel afterwards (the same decision unless a later-captured one exists).
+    #[instrument(skip_all, fields(request_id = %ctx.request_id, contact_id = %decision.contact_id))]
+    pub async fn record_consent(&self, ctx: &RequestContext, decision: ConsentDecision) -> Result<ConsentChange> {
+        let now = self.now();
+        let captured_at = decision.captured_at.unwrap_or(now);
+        if captured_at > now + CLOCK_SKEW {
+            return Err(Error::validation("capturedAt", "lies in the future"));
+        }
+        let tx = self.db.begin_write().await?;
+        if store::contacts::find(&tx, &ContactRef::Id(decision.contact_id)).await?.is_none() {
+            return Err(Error::NotFound { what: "contact" });
+        }
+        if !store::consents::purposes(&tx).await?.iter().any(|purpose| purpose.key == decision.purpose) {
+            return Err(Error::validation(
+                "purpose",
+                format!("unknown consent purpose {:?}", decision.purpose.as_str()),
+            ));
+        }
+        let change = ConsentChange {
+            id: Uuid::now_v7(),
+            contact_id: decision.contact_id,
+            purpose: decision.purpose,
+            channel: decision.channel,
+            status: decision.status,
+            legal_basis: decision.legal_basis,
+            source: decision.source,
+            captured_at,
+            recorded_at: now,
+            proof: decision.proof,
+        };
+        store::consents::append(&tx, &change).await?;
+        tx.commit().await?;
+        tracing::info!(status = %change.status, purpose = %change.purpose, channel = %change.channel, "consent recorded");
+        Ok(change)
+    }
+
+    pub async fn current_consents(&self, contact_ids: &[ContactId]) -> Result<Vec<ConsentChange>> {
+        Ok(store::consents::current(self.db.connection(), contact_ids).await?)
+    }
+
+    pub async fn consent_history(
+        &self,
+        contact_id: ContactId,
+        purpose: Option<&Key>,
+        channel: Option<Channel>,
+        page: &PageRequest<Uuid>,
+    ) -> Result<Page<ConsentChange>> {
+        Ok(store::consents::history(self.db.connection(), contact_id, purpose, channel, page).await?)
+    }
+}

@@ -1,0 +1,123 @@
+//! Topics and subscriptions to them.
+
+use tracing::instrument;
+use uuid::Uuid;
+
+use super::{Error, RequestContext, Result, Services};
+use crate::{
+    domain::{
+        contact::{ContactId, ContactRef},
+        key::Key,
+        topic::{Frequency, SubscriptionStatus, Topic, TopicSubscription},
+    },
+    store,
+};
+
+#[derive(Debug, Clone)]
+pub struct NewTopic {
+    pub key: Key,
+    pub name: String,
+    pub description: Option<String>,
+    pub default_frequency: Frequency,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct TopicAlteration {
+    pub name: Option<String>,
+    pub description: Option<Option<String>>,
+    pub default_frequency: Option<Frequency>,
+}
+
+impl Services {
+    pub async fn list_topics(&self) -> Result<Vec<Topic>> {
+        Ok(store::topics::all(self.db.connection()).await?)
+    }
+
+    #[instrument(skip_all, fields(request_id = %ctx.request_id, key = %new.key))]
+    pub async fn define_topic(&self, ctx: &RequestContext, new: NewTopic) -> Result<Topic> {
+        let now = self.now();
+        let topic = Topic {
+            id: Uuid::now_v7(),
+            key: new.key,
+            name: new.name,
+            description: new.description,
+            default_frequency: new.default_frequency,
+            created_at: now,
+            updated_at: now,
+        };
+        let tx = self.db.begin_write().await?;
+        store::topics::insert(&tx, &topic).await?;
+        tx.commit().await?;
+        Ok(topic)
+    }
+
+    #[instrument(skip_all, fields(request_id = %ctx.request_id, key = %key))]
+    pub async fn alter_topic(&self, ctx: &RequestContext, key: &Key, alteration: TopicAlteration) -> Result<Topic> {
+        let tx = self.db.begin_write().await?;
+        let mut topic = store::topics::find(&tx, key).await?.ok_or(Error::NotFound { what: "topic" })?;
+        if let Some(name) = alteration.name {
+            topic.name = name;
+        }
+        if let Some(description) = alteration.description {
+            topic.description = description;
+        }
+        if let Some(frequency) = alteration.default_frequency {
+            topic.default_frequency = frequency;
+        }
+        topic.updated_at = self.now();
+        store::topics::update(&tx, &topic).await?;
+        tx.commit().await?;
+        Ok(topic)
+    }
+
+    /// Removes the topic and every subscription to it.
+    #[instrument(skip_all, fields(request_id = %ctx.request_id, key = %key))]
+    pub async fn delete_topic(&self, ctx: &RequestContext, key: &Key) -> Result<()> {
+        let tx = self.db.begin_write().await?;
+        if !store::topics::delete(&tx, key).await? {
+            return Err(Error::NotFound { what: "topic" });
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Subscribes or unsubscribes. Without a frequency, a subscription keeps the one it had, or
+    /// takes the topic's default.
+    #[instrument(skip_all, fields(request_id = %ctx.request_id, contact_id = %contact_id, topic = %topic_key))]
+    pub async fn set_subscription(
+        &self,
+        ctx: &RequestContext,
+        contact_id: ContactId,
+        topic_key: &Key,
+        status: SubscriptionStatus,
+        frequency: Option<Frequency>,
+    ) -> Result<(Topic, TopicSubscription)> {
+        let tx = self.db.begin_write().await?;
+        let topic = store::topics::find(&tx, topic_key)
+            .await?
+            .ok_or_else(|| Error::validation("topic", format!("unknown topic {:?}", topic_key.as_str())))?;
+        if store::contacts::find(&tx, &ContactRef::Id(contact_id)).await?.is_none() {
+            return Err(Error::NotFound { what: "contact" });
+        }
+        let previous = store::topics::subscriptions(&tx, &[contact_id])
+            .await?
+            .into_iter()
+            .find(|subscription| subscription.topic_id == topic.id);
+        let state = TopicSubscription {
+            contact_id,
+            topic_id: topic.id,
+            status,
+            frequency: frequency
+                .or(previous.map(|subscription| subscription.frequency))
+                .unwrap_or(topic.default_frequency),
+            updated_at: self.now(),
+        };
+        store::topics::save_subscription(&tx, &state).await?;
+        tx.commit().await?;
+        Ok((topic, state))
+    }
+
+    pub async fn subscriptions(&self, contact_ids: &[ContactId]) -> Result<Vec<TopicSubscription>> {
+        Ok(store::topics::subscriptions(self.db.connection(), contact_ids).await?)
+    }
+}

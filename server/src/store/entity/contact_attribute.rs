@@ -1,0 +1,20 @@
+use sea_orm::entity::prelude::*;
+
+/// One custom field value; exactly one of the value columns is set, chosen by the field's type.
+#[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
+#[sea_orm(table_name = "contact_attribute")]
+pub struct Model {
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub contact_id: Uuid,
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub field_key: String,
+    pub value_text: Option<String>,
+    pub value_number: Option<f64>,
+    pub value_bool: Option<bool>,
+    pub value_time: Option<DateTimeUtc>,
+}
+
+#[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+pub enum Relation {}
+
+impl ActiveModelBehavior for ActiveModel {}

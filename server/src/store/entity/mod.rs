@@ -1,0 +1,11 @@
+//! sea-orm entities: the shape of the tables, private to the store.
+
+pub mod consent;
+pub mod consent_change;
+pub mod consent_purpose;
+pub mod contact;
+pub mod contact_attribute;
+pub mod event;
+pub mod field_definition;
+pub mod topic;
+pub mod topic_subscription;

@@ -1,0 +1,145 @@
+//! Persistence: sea-orm entities (private to this module) and repositories that speak domain
+//! types. Every read and write of contacts goes through `contacts`, so that the encryption of
+//! personal fields that comes next stays a change of this module alone.
+
+mod entity;
+
+pub mod consents;
+pub mod contacts;
+pub mod events;
+pub mod fields;
+pub mod page;
+pub mod topics;
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use sea_orm::{
+    ConnectOptions, Database as SeaDatabase, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr, SqlErr,
+    SqliteTransactionMode, TransactionOptions, TransactionTrait,
+};
+
+pub use sea_orm::DatabaseConnection as Connection;
+
+/// A uniqueness rule of the schema that callers can break with ordinary input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Constraint {
+    ContactExternalId,
+    ContactEmail,
+    FieldKey,
+    PurposeKey,
+    TopicKey,
+}
+
+impl Constraint {
+    /// (constraint name as PostgreSQL reports it, column list as SQLite reports it)
+    const KNOWN: [(Constraint, &'static str, &'static str); 5] = [
+        (Constraint::ContactExternalId, "contact_external_id_key", "contact.external_id"),
+        (Constraint::ContactEmail, "contact_email_key", "contact.email"),
+        (Constraint::FieldKey, "field_definition_pkey", "field_definition.key"),
+        (Constraint::PurposeKey, "consent_purpose_pkey", "consent_purpose.key"),
+        (Constraint::TopicKey, "topic_key_key", "topic.key"),
+    ];
+
+    fn from_message(message: &str) -> Option<Self> {
+        Self::KNOWN.iter().find_map(|(constraint, pg_name, sqlite_columns)| {
+            let named = message.contains(&format!("\"{pg_name}\""));
+            let listed = message.strip_prefix("UNIQUE constraint failed: ") == Some(sqlite_columns);
+            (named || listed).then_some(*constraint)
+        })
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("unique constraint {0:?} violated")]
+    Conflict(Constraint),
+    #[error("stored value in {table}.{column} is not valid")]
+    Corrupt { table: &'static str, column: &'static str },
+    #[error(transparent)]
+    Database(DbErr),
+}
+
+impl From<DbErr> for StoreError {
+    fn from(error: DbErr) -> Self {
+        if let Some(SqlErr::UniqueConstraintViolation(message)) = error.sql_err()
+            && let Some(constraint) = Constraint::from_message(message.trim())
+        {
+            return StoreError::Conflict(constraint);
+        }
+        StoreError::Database(error)
+    }
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// The database handle shared by the whole process, with a count of the statements it ran
+/// (exported as a metric, and used by tests to prove that nested fields are batched).
+#[derive(Clone)]
+pub struct Database {
+    connection: DatabaseConnection,
+    statements: Arc<AtomicU64>,
+}
+
+impl Database {
+    pub async fn connect(url: &str) -> Result<Self, DbErr> {
+        let mut options = ConnectOptions::new(url.to_owned());
+        options
+            .max_connections(if url.starts_with("sqlite:") { 8 } else { 16 })
+            .connect_timeout(Duration::from_secs(10))
+            .sqlx_logging(false)
+            .map_sqlx_sqlite_opts(|sqlite| {
+                // WAL lets readers run beside the one writer; the busy timeout makes writers queue
+                // instead of failing while another transaction commits.
+                sqlite
+                    .journal_mode(sea_orm::sqlx::sqlite::SqliteJournalMode::Wal)
+                    .synchronous(sea_orm::sqlx::sqlite::SqliteSynchronous::Normal)
+                    .busy_timeout(Duration::from_secs(10))
+                    .foreign_keys(true)
+            });
+        let mut connection = SeaDatabase::connect(options).await?;
+        let statements = Arc::new(AtomicU64::new(0));
+        let counter = Arc::clone(&statements);
+        connection.set_metric_callback(move |_| {
+            counter.fetch_add(1, Ordering::Relaxed);
+        });
+        Ok(Self { connection, statements })
+    }
+
+    pub fn connection(&self) -> &DatabaseConnection {
+        &self.connection
+    }
+
+    pub fn backend(&self) -> DbBackend {
+        self.connection.get_database_backend()
+    }
+
+    pub fn statements_executed(&self) -> u64 {
+        self.statements.load(Ordering::Relaxed)
+    }
+
+    /// Starts a transaction that will write. On SQLite it takes the write lock up front
+    /// (`BEGIN IMMEDIATE`): a deferred transaction that reads first and writes later fails
+    /// outright when another writer got in between, instead of waiting its turn.
+    pub async fn begin_write(&self) -> Result<DatabaseTransaction, DbErr> {
+        self.connection
+            .begin_with_options(TransactionOptions {
+                sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
+                ..TransactionOptions::default()
+            })
+            .await
+    }
+
+    pub async fn ping(&self) -> Result<(), DbErr> {
+        self.connection.ping().await
+    }
+
+    pub async fn close(self) -> Result<(), DbErr> {
+        self.connection.close().await
+    }
+}
