@@ -1,1 +1,267 @@
+//! The end-to-end test harness: `spawn_app` starts the real router on a random port against a
+//! fresh SQLite file or a fresh PostgreSQL database (`test_<uuid>`, dropped afterwards), and
+//! `TestApp` talks to it over HTTP like any client would.
+//!
+//! PostgreSQL is found through `RAPPORT_TEST_POSTGRES_URL` (default: the local server on
+//! 127.0.0.1:5432 as user postgres). A missing PostgreSQL fails the tests; it never skips them.
 
+use std::{
+    path::PathBuf,
+    sync::{Arc, Once},
+};
+
+use rapport::{
+    config::Settings,
+    service::Services,
+    startup::{Application, ServeOptions},
+};
+use sea_orm::{ConnectionTrait, Database};
+use secrecy::SecretString;
+use serde_json::{Value, json};
+use tokio::sync::oneshot;
+
+pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Runs each test body once against SQLite and once against PostgreSQL, as `name::sqlite` and
+/// `name::postgres`.
+#[macro_export]
+macro_rules! on_both_databases {
+    ($(async fn $name:ident($app:ident) $body:block)*) => {
+        $(
+            mod $name {
+                #[allow(unused_imports)]
+                use super::*;
+
+                async fn run($app: $crate::TestApp) $body
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn sqlite() {
+                    run($crate::spawn_app($crate::Backend::Sqlite).await).await
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn postgres() {
+                    run($crate::spawn_app($crate::Backend::Postgres).await).await
+                }
+            }
+        )*
+    };
+}
+
+pub fn postgres_admin_url() -> String {
+    std::env::var("RAPPORT_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+}
+
+/// Where the test's data lives; dropping it removes the database.
+pub enum Storage {
+    Sqlite { dir: tempfile::TempDir },
+    Postgres { admin_url: String, name: String },
+}
+
+impl Storage {
+    pub async fn create(backend: Backend) -> Self {
+        match backend {
+            Backend::Sqlite => Storage::Sqlite { dir: tempfile::tempdir().expect("temporary directory") },
+            Backend::Postgres => {
+                let admin_url = postgres_admin_url();
+                let name = format!("test_{}", uuid::Uuid::new_v4().simple());
+                let admin = Database::connect(&admin_url)
+                    .await
+                    .unwrap_or_else(|error| panic!("PostgreSQL is required at {admin_url}: {error}"));
+                admin.execute_unprepared(&format!("CREATE DATABASE \"{name}\"")).await.expect("create test database");
+                admin.close().await.ok();
+                Storage::Postgres { admin_url, name }
+            }
+        }
+    }
+
+    pub fn url(&self) -> String {
+        match self {
+            Storage::Sqlite { dir } => format!("sqlite://{}?mode=rwc", self.sqlite_file(dir).display()),
+            Storage::Postgres { admin_url, name } => {
+                let base = admin_url.rsplit_once('/').map_or(admin_url.as_str(), |(base, _)| base);
+                format!("{base}/{name}")
+            }
+        }
+    }
+
+    fn sqlite_file(&self, dir: &tempfile::TempDir) -> PathBuf {
+        dir.path().join("rapport.db")
+    }
+
+    pub fn backend(&self) -> Backend {
+        match self {
+            Storage::Sqlite { .. } => Backend::Sqlite,
+            Storage::Postgres { .. } => Backend::Postgres,
+        }
+    }
+}
+
+impl Drop for Storage {
+    fn drop(&mut self) {
+        if let Storage::Postgres { admin_url, name } = self {
+            let (admin_url, name) = (admin_url.clone(), name.clone());
+            // Drop runs outside any async context we could borrow: use a runtime of its own.
+            let dropped = std::thread::spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
+                runtime.block_on(async {
+                    let admin = Database::connect(&admin_url).await.ok()?;
+                    admin.execute_unprepared(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)")).await.ok()?;
+                    admin.close().await.ok()
+                })
+            });
+            let _ = dropped.join();
+        }
+    }
+}
+
+pub struct TestApp {
+    pub address: String,
+    pub client: reqwest::Client,
+    pub services: Services,
+    pub backend: Backend,
+    pub database_url: String,
+    stop: Option<oneshot::Sender<()>>,
+    // Declared last: the server stops before its database is dropped.
+    _storage: Arc<Storage>,
+}
+
+static TRACING: Once = Once::new();
+
+pub async fn spawn_app(backend: Backend) -> TestApp {
+    TRACING.call_once(|| {
+        if let Ok(filter) = std::env::var("TEST_LOG") {
+            rapport::telemetry::init(&filter, rapport::config::LogFormat::Text);
+        }
+    });
+    let storage = Storage::create(backend).await;
+    let settings = Settings {
+        database_url: storage.url(),
+        listen: "127.0.0.1:0".parse().expect("address"),
+        admin_token: Some(SecretString::from(ADMIN_TOKEN)),
+        ..Settings::default()
+    };
+    let app = Application::build(&settings, ServeOptions::default()).await.expect("application starts");
+    let address = format!("http://{}", app.local_addr());
+    let services = app.services().clone();
+    let (stop, stopped) = oneshot::channel::<()>();
+    tokio::spawn(app.run_until(async move {
+        let _ = stopped.await;
+    }));
+    TestApp {
+        address,
+        client: reqwest::Client::new(),
+        services,
+        backend,
+        database_url: storage.url(),
+        stop: Some(stop),
+        _storage: Arc::new(storage),
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.address)
+    }
+
+    /// POSTs a GraphQL request as the admin and returns the whole response body.
+    pub async fn graphql(&self, query: &str, variables: Value) -> Value {
+        let response = self
+            .client
+            .post(self.url("/graphql"))
+            .bearer_auth(ADMIN_TOKEN)
+            .json(&json!({ "query": query, "variables": variables }))
+            .send()
+            .await
+            .expect("request sent");
+        response.json().await.expect("JSON body")
+    }
+
+    /// The `data` of a request that must succeed without errors.
+    pub async fn data(&self, query: &str, variables: Value) -> Value {
+        let body = self.graphql(query, variables).await;
+        assert!(body.get("errors").is_none(), "unexpected errors: {body:#}");
+        body["data"].clone()
+    }
+
+    /// The first error of a request that must fail.
+    pub async fn error(&self, query: &str, variables: Value) -> Value {
+        let body = self.graphql(query, variables).await;
+        body["errors"][0]
+            .clone()
+            .as_object()
+            .map(|_| body["errors"][0].clone())
+            .unwrap_or_else(|| panic!("expected an error, got {body:#}"))
+    }
+
+    /// SQL statements the server has run so far.
+    pub fn statements(&self) -> u64 {
+        self.services.database().statements_executed()
+    }
+
+    /// Everything the API can show of the stored data, to prove a rejected write changed nothing.
+    pub async fn snapshot(&self) -> Value {
+        self.data(SNAPSHOT_QUERY, json!({})).await
+    }
+
+    pub async fn upsert_contact(&self, input: Value) -> Value {
+        let data = self
+            .data(
+                "mutation($input: UpsertContactInput!) { upsertContact(input: $input) { created contact { id externalId email version attributes } } }",
+                json!({ "input": input }),
+            )
+            .await;
+        data["upsertContact"]["contact"].clone()
+    }
+}
+
+const SNAPSHOT_QUERY: &str = r#"{
+  fields { key label type enumValues required personal createdAt updatedAt }
+  topics { id key name description defaultFrequency updatedAt }
+  consentPurposes { key label description builtIn }
+  contacts(first: 50) {
+    edges {
+      cursor
+      node {
+        id externalId email phone firstName lastName locale timeZone country attributes createdAt updatedAt version
+        consents { id purpose channel status legalBasis source capturedAt recordedAt proof { ip userAgent wordingId wordingVersion } }
+        topics { topic { key } status frequency updatedAt }
+        consentHistory(first: 20) { edges { node { id purpose channel status capturedAt } } }
+        events(first: 20) { edges { node { id type properties occurredAt source idempotencyKey } } }
+      }
+    }
+  }
+}"#;
+
+/// Path of the `rapport` binary that cargo built beside this test binary.
+pub fn rapport_binary() -> PathBuf {
+    let test_binary = std::env::current_exe().expect("current executable");
+    let profile_dir = test_binary.parent().and_then(|deps| deps.parent()).expect("target profile directory");
+    let binary = profile_dir.join(format!("rapport{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        binary.exists(),
+        "{} is missing: run the tests with --workspace so cargo builds the binary",
+        binary.display()
+    );
+    binary
+}
+
+/// The repository's root directory.
+pub fn repository_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("repository root").to_path_buf()
+}
