@@ -234,15 +234,15 @@ const SNAPSHOT_QUERY: &str = r#"{
   fields { key label type enumValues required personal createdAt updatedAt }
   topics { id key name description defaultFrequency updatedAt }
   consentPurposes { key label description builtIn }
-  contacts(first: 50) {
+  contacts(first: 20) {
     edges {
       cursor
       node {
         id externalId email phone firstName lastName locale timeZone country attributes createdAt updatedAt version
         consents { id purpose channel status legalBasis source capturedAt recordedAt proof { ip userAgent wordingId wordingVersion } }
         topics { topic { key } status frequency updatedAt }
-        consentHistory(first: 20) { edges { node { id purpose channel status capturedAt } } }
-        events(first: 20) { edges { node { id type properties occurredAt source idempotencyKey } } }
+        consentHistory(first: 10) { edges { node { id purpose channel status capturedAt } } }
+        events(first: 10) { edges { node { id type properties occurredAt source idempotencyKey } } }
       }
     }
   }
