@@ -1,1 +1,263 @@
-//! placeholder
+//! The `rapport` binary as operators run it: help texts, configuration errors, zero-config
+//! start on a local SQLite file, `migrate`, JSON logs, secrets kept out of logs, and a graceful
+//! shutdown that lets in-flight requests finish.
+
+use std::{
+    path::Path,
+    process::{Command, Stdio},
+    time::Duration,
+};
+
+use rapport_e2e::rapport_binary;
+use tokio::{
+    io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader},
+    net::TcpStream,
+    process::Child,
+    sync::mpsc,
+};
+
+/// Guards against a hung child, not a performance expectation.
+const PATIENCE: Duration = Duration::from_secs(60);
+
+fn rapport(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    Command::new(rapport_binary())
+        .args(args)
+        .current_dir(dir)
+        .env_clear()
+        .envs(env.iter().copied())
+        .output()
+        .expect("rapport runs")
+}
+
+/// A `rapport serve` child whose log lines arrive on a channel.
+struct Server {
+    child: Child,
+    lines: mpsc::UnboundedReceiver<String>,
+    log: Vec<String>,
+}
+
+impl Server {
+    fn start(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Self {
+        let mut child = tokio::process::Command::new(rapport_binary())
+            .arg("serve")
+            .args(args)
+            .current_dir(dir)
+            .env_clear()
+            .envs(env.iter().copied())
+            .env("NO_COLOR", "1")
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("rapport serve starts");
+        let stderr = child.stderr.take().expect("stderr piped");
+        let (sender, lines) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            let mut reader = BufReader::new(stderr).lines();
+            while let Ok(Some(line)) = reader.next_line().await {
+                if sender.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Self { child, lines, log: Vec::new() }
+    }
+
+    /// Waits for a log line containing `needle` and returns it.
+    async fn wait_for(&mut self, needle: &str) -> String {
+        let found = tokio::time::timeout(PATIENCE, async {
+            while let Some(line) = self.lines.recv().await {
+                self.log.push(line.clone());
+                if line.contains(needle) {
+                    return Some(line);
+                }
+            }
+            None
+        })
+        .await;
+        match found {
+            Ok(Some(line)) => line,
+            _ => panic!("no log line containing {needle:?}; log so far:\n{}", self.log.join("\n")),
+        }
+    }
+
+    /// The address from the "listening on http://…" line.
+    async fn address(&mut self) -> String {
+        let line = self.wait_for("listening on http://").await;
+        let start = line.find("http://").expect("url") + "http://".len();
+        line[start..].chars().take_while(|c| c.is_ascii_digit() || *c == '.' || *c == ':').collect()
+    }
+
+    fn terminate(&self) {
+        let pid = self.child.id().expect("child is running");
+        let status = Command::new("kill").args(["-TERM", &pid.to_string()]).status().expect("kill runs");
+        assert!(status.success());
+    }
+
+    async fn exit_code(&mut self) -> Option<i32> {
+        let status =
+            tokio::time::timeout(PATIENCE, self.child.wait()).await.expect("rapport exits").expect("exit status");
+        while let Ok(line) = self.lines.try_recv() {
+            self.log.push(line);
+        }
+        status.code()
+    }
+}
+
+#[test]
+fn every_command_has_help() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = rapport(dir.path(), &["--help"], &[]);
+    assert!(output.status.success());
+    let help = String::from_utf8_lossy(&output.stdout);
+    for command in ["serve", "migrate", "export-schema"] {
+        assert!(help.contains(command), "{help}");
+        let output = rapport(dir.path(), &[command, "--help"], &[]);
+        assert!(output.status.success(), "{command} --help");
+        assert!(String::from_utf8_lossy(&output.stdout).contains("Usage: rapport"), "{command} --help");
+    }
+}
+
+#[test]
+fn serve_refuses_to_start_without_an_admin_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = rapport(dir.path(), &["serve"], &[("RAPPORT_LISTEN", "127.0.0.1:0")]);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let last_line = stderr.lines().last().unwrap_or_default();
+    assert!(last_line.contains("RAPPORT_ADMIN_TOKEN") && last_line.contains("--insecure-dev"), "{stderr}");
+    assert!(!dir.path().join("rapport.db").exists(), "nothing is created before the configuration is valid");
+}
+
+#[test]
+fn an_unknown_key_in_the_config_file_is_named_and_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("rapport.toml"), "listen = \"127.0.0.1:0\"\ndatabase_ulr = \"sqlite://x.db\"\n")
+        .unwrap();
+    let output = rapport(dir.path(), &["--config", "rapport.toml", "migrate"], &[]);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("database_ulr"), "{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
+}
+
+#[test]
+fn migrate_creates_the_default_sqlite_file_and_is_repeatable() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = rapport(dir.path(), &["migrate"], &[("NO_COLOR", "1")]);
+    assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
+    assert!(dir.path().join("rapport.db").exists());
+    let log = String::from_utf8_lossy(&first.stderr);
+    assert!(log.contains("applying migration 1 of"), "{log}");
+    let second = rapport(dir.path(), &["migrate"], &[("NO_COLOR", "1")]);
+    assert!(second.status.success());
+    assert!(String::from_utf8_lossy(&second.stderr).contains("up to date"));
+}
+
+#[tokio::test]
+async fn serve_without_configuration_uses_a_local_sqlite_file_and_says_where() {
+    let dir = tempfile::tempdir().unwrap();
+    // Only the port is chosen here, so that the test never collides with a server on 8080.
+    let mut server =
+        Server::start(dir.path(), &[], &[("RAPPORT_LISTEN", "127.0.0.1:0"), ("RAPPORT_ADMIN_TOKEN", "t0ken")]);
+    let database_line = server.wait_for("connecting to the database").await;
+    let database = dir.path().canonicalize().unwrap().join("rapport.db");
+    assert!(database_line.contains(&database.display().to_string()), "{database_line}");
+    let address = server.address().await;
+    let listening = server.log.last().cloned().unwrap_or_default();
+    assert!(listening.contains(&format!("http://{address}/graphql")), "{listening}");
+    assert!(database.exists());
+
+    let ready: serde_json::Value =
+        reqwest::get(format!("http://{address}/readyz")).await.unwrap().json().await.unwrap();
+    assert_eq!(ready["status"], "ready");
+    server.terminate();
+    assert_eq!(server.exit_code().await, Some(0));
+}
+
+#[tokio::test]
+async fn insecure_dev_serves_without_a_token_and_warns() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::start(dir.path(), &["--insecure-dev"], &[("RAPPORT_LISTEN", "127.0.0.1:0")]);
+    server.wait_for("--insecure-dev").await;
+    let address = server.address().await;
+    let body: serde_json::Value = reqwest::Client::new()
+        .post(format!("http://{address}/graphql"))
+        .json(&serde_json::json!({ "query": "{ topics { key } }" }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(body["data"]["topics"], serde_json::json!([]));
+    server.terminate();
+    assert_eq!(server.exit_code().await, Some(0));
+}
+
+#[tokio::test]
+async fn json_logs_are_json_and_never_contain_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret_token = "do-not-log-this-token-7f3a";
+    let mut server = Server::start(
+        dir.path(),
+        &[],
+        &[
+            ("RAPPORT_LISTEN", "127.0.0.1:0"),
+            ("RAPPORT_ADMIN_TOKEN", secret_token),
+            ("RAPPORT_LOG_FORMAT", "json"),
+            ("RAPPORT_LOG", "debug"),
+        ],
+    );
+    let address = server.address().await;
+    let client = reqwest::Client::new();
+    for token in [secret_token, "a-wrong-token"] {
+        client
+            .post(format!("http://{address}/graphql"))
+            .bearer_auth(token)
+            .json(&serde_json::json!({ "query": "{ topics { key } }" }))
+            .send()
+            .await
+            .unwrap();
+    }
+    server.terminate();
+    assert_eq!(server.exit_code().await, Some(0));
+    assert!(!server.log.is_empty());
+    for line in &server.log {
+        let parsed: Result<serde_json::Value, _> = serde_json::from_str(line);
+        assert!(parsed.is_ok(), "not JSON: {line}");
+        assert!(!line.contains(secret_token), "secret in log: {line}");
+    }
+}
+
+#[tokio::test]
+async fn sigterm_lets_an_in_flight_request_finish_then_exits() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server =
+        Server::start(dir.path(), &[], &[("RAPPORT_LISTEN", "127.0.0.1:0"), ("RAPPORT_ADMIN_TOKEN", "t0ken")]);
+    let address = server.address().await;
+
+    // Start a request and hold back the end of its body, so it is in flight when SIGTERM comes.
+    let body = r#"{"query":"mutation { defineTopic(input: {key: \"news\", name: \"News\"}) { key } }"}"#;
+    let (head, tail) = body.split_at(body.len() / 2);
+    let mut stream = TcpStream::connect(&address).await.unwrap();
+    let request = format!(
+        "POST /graphql HTTP/1.1\r\nHost: {address}\r\nAuthorization: Bearer t0ken\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{head}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    stream.flush().await.unwrap();
+
+    server.terminate();
+    server.wait_for("shutdown requested").await;
+    stream.write_all(tail.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert!(response.contains(r#""key":"news""#), "{response}");
+    assert_eq!(server.exit_code().await, Some(0));
+
+    // The request was committed before the process left.
+    let output = rapport(dir.path(), &["migrate"], &[]);
+    assert!(output.status.success());
+}
