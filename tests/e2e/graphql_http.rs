@@ -38,3 +38,24 @@ fn schema_graphql_is_what_the_binary_exports() {
         "schema.graphql is out of date: run `cargo run -- export-schema > schema.graphql` and commit it"
     );
 }
+
+on_both_databases! {
+    async fn the_readme_curl_example_works_against_a_fresh_server(app) {
+        let readme = std::fs::read_to_string(repository_root().join("README.md")).expect("README.md");
+        let example = readme.split("readme-example").nth(1).expect("the README marks its example");
+        let payload = example.split("-d '").nth(1).and_then(|rest| rest.split('\'').next()).expect("a -d '…' payload");
+        let response = app
+            .client
+            .post(app.url("/graphql"))
+            .bearer_auth(ADMIN_TOKEN)
+            .header("content-type", "application/json")
+            .body(payload.to_owned())
+            .send()
+            .await
+            .unwrap();
+        let body: serde_json::Value = response.json().await.unwrap();
+        assert_eq!(body["data"]["upsertContact"]["created"], true, "{body}");
+        assert_eq!(body["data"]["upsertContact"]["contact"]["email"], "ada@example.com");
+        assert_eq!(body["data"]["upsertContact"]["contact"]["version"], 1);
+    }
+}
