@@ -79,7 +79,7 @@ impl From<DbErr> for StoreError {
 pub type StoreResult<T> = Result<T, StoreError>;
 
 /// The database handle shared by the whole process, with a count of the statements it ran
-/// (exported as a metric, and used by tests to prove that nested fields are batched).
+/// (tests use it to prove that nested fields are batched; metrics will export it).
 #[derive(Clone)]
 pub struct Database {
     connection: DatabaseConnection,
