@@ -171,10 +171,13 @@ impl EventMutation {
 
 fn parse_event(input: TrackEventInput) -> service::Result<NewEvent> {
     let invalid = |field: &str, error: &dyn std::fmt::Display| service::Error::validation(field, error);
-    let contact = input
-        .contact
-        .parse("contact")
-        .map_err(|error| service::Error::validation(error.field().unwrap_or("contact"), error.message()))?;
+    let contact = input.contact.parse("contact").map_err(|error| {
+        let field = error.field().unwrap_or("contact");
+        // The lookup's message already begins with the field, and the item error prefixes it
+        // again: keep only the reason, so the caller does not read "contact.id: contact.id: …".
+        let reason = error.message().strip_prefix(&format!("{field}: ")).unwrap_or(error.message());
+        service::Error::validation(field, reason)
+    })?;
     Ok(NewEvent {
         contact,
         event_type: EventType::parse(&input.event_type).map_err(|error| invalid("type", &error))?,

@@ -66,7 +66,10 @@ impl Services {
     #[instrument(skip_all, fields(request_id = %ctx.request_id, contact_id = %decision.contact_id))]
     pub async fn record_consent(&self, ctx: &RequestContext, decision: ConsentDecision) -> Result<ConsentChange> {
         let now = self.now();
-        let captured_at = decision.captured_at.unwrap_or(now);
+        // The databases keep microseconds: truncating here makes the decision returned equal the
+        // one stored, and makes capture times compare alike on SQLite and PostgreSQL.
+        let captured_at =
+            decision.captured_at.map_or(now, |at| DateTime::from_timestamp_micros(at.timestamp_micros()).unwrap_or(at));
         if captured_at > now + CLOCK_SKEW {
             return Err(Error::validation("capturedAt", "lies in the future"));
         }

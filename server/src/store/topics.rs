@@ -37,7 +37,7 @@ pub async fn delete(conn: &impl ConnectionTrait, key: &Key) -> StoreResult<bool>
     Ok(result.rows_affected > 0)
 }
 
-/// The subscriptions of several contacts, in one query.
+/// The subscriptions of several contacts, in one query, in the order their topics were defined.
 pub async fn subscriptions(
     conn: &impl ConnectionTrait,
     contact_ids: &[ContactId],
@@ -47,6 +47,10 @@ pub async fn subscriptions(
     }
     subscription::Entity::find()
         .filter(subscription::Column::ContactId.is_in(contact_ids.iter().map(ContactId::as_uuid)))
+        // Without an order PostgreSQL returns rows as they lie on disk, and an update moves a
+        // row: a contact's topics would reshuffle whenever one changed. Topic ids are UUIDv7,
+        // so this is the order in which the topics were defined.
+        .order_by_asc(subscription::Column::TopicId)
         .all(conn)
         .await?
         .into_iter()
