@@ -277,7 +277,7 @@ pub struct UpsertContactInput {
     time_zone: MaybeUndefined<String>,
     country: MaybeUndefined<String>,
     /// Custom field values by key; a null value clears the field.
-    attributes: Option<Json<Map<String, Value>>>,
+    attributes: Option<Json<Value>>,
 }
 
 /// Changes a contact if it is still at `expectedVersion`. Fields left out are kept; fields set
@@ -294,7 +294,7 @@ pub struct UpdateContactInput {
     locale: MaybeUndefined<String>,
     time_zone: MaybeUndefined<String>,
     country: MaybeUndefined<String>,
-    attributes: Option<Json<Map<String, Value>>>,
+    attributes: Option<Json<Value>>,
 }
 
 fn change<T, E: std::fmt::Display>(
@@ -319,8 +319,15 @@ fn profile_changes(
     locale: MaybeUndefined<String>,
     time_zone: MaybeUndefined<String>,
     country: MaybeUndefined<String>,
-    attributes: Option<Json<Map<String, Value>>>,
+    attributes: Option<Json<Value>>,
 ) -> GqlResult<ContactChanges> {
+    // Taken as any JSON and checked here: were the scalar typed as an object, async-graphql
+    // would refuse a non-object itself, with an error that names no field.
+    let attributes = match attributes {
+        None | Some(Json(Value::Null)) => Vec::new(),
+        Some(Json(Value::Object(map))) => map.into_iter().collect(),
+        Some(_) => return Err(GqlError::bad_input("attributes", "must be an object of field keys and values")),
+    };
     Ok(ContactChanges {
         external_id: Change::Keep,
         email: change("email", email, EmailAddress::parse)?,
@@ -330,7 +337,7 @@ fn profile_changes(
         locale: change("locale", locale, Locale::parse)?,
         time_zone: change("timeZone", time_zone, TimeZone::parse)?,
         country: change("country", country, CountryCode::parse)?,
-        attributes: attributes.map(|Json(map)| map.into_iter().collect()).unwrap_or_default(),
+        attributes,
     })
 }
 
@@ -430,6 +437,8 @@ impl ContactMutation {
     async fn delete_contact(&self, ctx: &Context<'_>, id: ID) -> GqlResult<DeleteContactPayload> {
         let contact_id = parse_contact_id("id", &id)?;
         services_of(ctx)?.delete_contact(request_of(ctx)?, contact_id).await?;
-        Ok(DeleteContactPayload { deleted_contact_id: id })
+        // The canonical form, as `Contact.id` shows it: an id may be sent upper-cased or
+        // without hyphens, and callers match the answer against the ids they hold.
+        Ok(DeleteContactPayload { deleted_contact_id: ID(contact_id.to_string()) })
     }
 }

@@ -14,7 +14,7 @@ use crate::{
             Attributes, Contact, ContactId, ContactRef, CountryCode, EmailAddress, ExternalId, Locale, PersonName,
             PhoneNumber, Profile, TimeZone,
         },
-        field::{FieldDefinition, FieldType, FieldValueError},
+        field::{FieldDefinition, FieldType, FieldValue, FieldValueError},
         filter::{AttributeCondition, Comparison, ConsentCondition, ContactFilter, TopicCondition},
         key::Key,
     },
@@ -240,7 +240,7 @@ fn attribute_condition(
             }
             let value =
                 definition.parse_value(raw).map_err(|error| Error::validation(format!("{field_path}.value"), error))?;
-            Ok(AttributeCondition::Compare { field, comparison: *comparison, value })
+            Ok(AttributeCondition::Compare { field, comparison: *comparison, value: at_stored_precision(value) })
         }
     }
 }
@@ -268,8 +268,11 @@ fn create(
         version: 0,
     };
     let contact = apply(&blank, changes, definitions, now)?;
-    if let Some(missing) =
-        definitions.values().find(|definition| definition.required && !contact.attributes.contains_key(&definition.key))
+    // The first missing field by key, so that the same request always names the same field.
+    if let Some(missing) = definitions
+        .values()
+        .filter(|definition| definition.required && !contact.attributes.contains_key(&definition.key))
+        .min_by(|a, b| a.key.cmp(&b.key))
     {
         return Err(Error::validation(format!("attributes.{}", missing.key), FieldValueError::Required));
     }
@@ -311,7 +314,7 @@ fn apply(
             next.attributes.remove(&definition.key);
         } else {
             let value = definition.parse_value(&raw_value).map_err(|error| Error::validation(&field, error))?;
-            next.attributes.insert(definition.key.clone(), value);
+            next.attributes.insert(definition.key.clone(), at_stored_precision(value));
         }
     }
     if next.external_id.is_none() && next.email.is_none() {
@@ -321,4 +324,16 @@ fn apply(
         return Ok(next);
     }
     Ok(Contact { version: current.version + 1, updated_at: now, ..next })
+}
+
+/// The databases keep date-times to the microsecond (PostgreSQL truncates, SQLite would keep
+/// more). Truncating here makes the contact returned equal the one read back on both, keeps a
+/// repeated upsert from looking like a change, and lets filters compare like with like.
+fn at_stored_precision(value: FieldValue) -> FieldValue {
+    match value {
+        FieldValue::DateTime(at) => {
+            FieldValue::DateTime(chrono::DateTime::from_timestamp_micros(at.timestamp_micros()).unwrap_or(at))
+        }
+        other => other,
+    }
 }
