@@ -103,7 +103,7 @@ impl ContactNode {
 
     async fn topics(&self, ctx: &Context<'_>) -> GqlResult<Vec<SubscriptionNode>> {
         let subscriptions = loaders_of(ctx)?.subscriptions.load_one(self.0.id).await?.unwrap_or_default();
-        Ok(subscriptions.into_iter().map(SubscriptionNode).collect())
+        Ok(subscriptions.into_iter().map(|(subscription, topic)| SubscriptionNode { subscription, topic }).collect())
     }
 
     /// Every consent decision recorded for this contact, newest first.
@@ -378,8 +378,26 @@ impl ContactQuery {
         let filter = filter.unwrap_or_default().parse()?;
         let request = page_request::<Uuid>(PageArgs { after, before, first, last })?;
         let page = services_of(ctx)?.list_contacts(&filter, &request.clone().map(ContactId::from_uuid)).await?;
+        prime_loaders(ctx, &page.items).await?;
         Ok(connection(page, &request, |contact| contact.id.as_uuid(), ContactNode))
     }
+}
+
+/// Loads the selected children of a whole page in one batch each (see `loaders`).
+async fn prime_loaders(ctx: &Context<'_>, contacts: &[Contact]) -> GqlResult<()> {
+    let selection = ctx.look_ahead();
+    let selects = |child: &str| {
+        selection.field("edges").field("node").field(child).exists() || selection.field("nodes").field(child).exists()
+    };
+    let ids = contacts.iter().map(|contact| contact.id);
+    let loaders = loaders_of(ctx)?;
+    if selects("consents") {
+        loaders.consents.load_many(ids.clone()).await?;
+    }
+    if selects("topics") {
+        loaders.subscriptions.load_many(ids).await?;
+    }
+    Ok(())
 }
 
 #[derive(Default)]

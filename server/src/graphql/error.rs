@@ -6,8 +6,9 @@ use async_graphql::{ErrorExtensions, Value};
 
 use crate::service::Error;
 
-/// The `extensions.code` values of CONTRACT.md.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The codes GraphQL errors carry in `extensions.code`; also why a batch item was rejected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, async_graphql::Enum)]
+#[graphql(name = "ErrorCode")]
 pub enum Code {
     Unauthenticated,
     Forbidden,

@@ -78,42 +78,17 @@ pub enum TrackStatus {
     Rejected,
 }
 
-#[derive(Enum, Clone, Copy, PartialEq, Eq)]
-pub enum ErrorCode {
-    Unauthenticated,
-    Forbidden,
-    BadUserInput,
-    NotFound,
-    Conflict,
-    RateLimited,
-    Internal,
-}
-
-impl From<Code> for ErrorCode {
-    fn from(code: Code) -> Self {
-        match code {
-            Code::Unauthenticated => ErrorCode::Unauthenticated,
-            Code::Forbidden => ErrorCode::Forbidden,
-            Code::BadUserInput => ErrorCode::BadUserInput,
-            Code::NotFound => ErrorCode::NotFound,
-            Code::Conflict => ErrorCode::Conflict,
-            Code::RateLimited => ErrorCode::RateLimited,
-            Code::Internal => ErrorCode::Internal,
-        }
-    }
-}
-
 /// Why one item of a batch was rejected.
 #[derive(SimpleObject)]
 pub struct ItemError {
-    code: ErrorCode,
+    code: Code,
     message: String,
     field: Option<String>,
 }
 
 impl From<GqlError> for ItemError {
     fn from(error: GqlError) -> Self {
-        Self { code: error.code().into(), message: error.message().to_owned(), field: error.field().map(str::to_owned) }
+        Self { code: error.code(), message: error.message().to_owned(), field: error.field().map(str::to_owned) }
     }
 }
 

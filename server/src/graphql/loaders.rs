@@ -1,11 +1,11 @@
-//! DataLoaders for the children of a contact, so that a page of contacts with their consents and
-//! topics costs the same handful of queries whatever its size. One set per request: nothing is
-//! cached across requests.
+//! DataLoaders for the children of a contact. One set per request, caching what it loaded, so
+//! nothing is shared across requests. Lists of contacts prime them with the whole page in one
+//! batch; each contact's own lookup is then answered from the cache. The statement count of a
+//! page thus never depends on how many lookups happen to land in one batching window.
 
 use std::collections::HashMap;
 
-use async_graphql::dataloader::{DataLoader, Loader};
-use uuid::Uuid;
+use async_graphql::dataloader::{DataLoader, HashMapCache, Loader};
 
 use super::error::GqlError;
 use crate::{
@@ -18,19 +18,35 @@ use crate::{
 };
 
 pub struct Loaders {
-    pub consents: DataLoader<ConsentsOfContact>,
-    pub subscriptions: DataLoader<SubscriptionsOfContact>,
-    pub topics: DataLoader<TopicsById>,
+    pub consents: DataLoader<ConsentsOfContact, HashMapCache>,
+    pub subscriptions: DataLoader<SubscriptionsOfContact, HashMapCache>,
 }
 
 impl Loaders {
     pub fn new(services: &Services) -> Self {
         Self {
-            consents: DataLoader::new(ConsentsOfContact(services.clone()), tokio::spawn),
-            subscriptions: DataLoader::new(SubscriptionsOfContact(services.clone()), tokio::spawn),
-            topics: DataLoader::new(TopicsById(services.clone()), tokio::spawn),
+            consents: DataLoader::with_cache(
+                ConsentsOfContact(services.clone()),
+                tokio::spawn,
+                HashMapCache::default(),
+            ),
+            subscriptions: DataLoader::with_cache(
+                SubscriptionsOfContact(services.clone()),
+                tokio::spawn,
+                HashMapCache::default(),
+            ),
         }
     }
+}
+
+/// Every key gets an entry, empty when the contact has nothing: a missing entry would not be
+/// cached and would cost a query of its own later.
+fn group<T>(keys: &[ContactId], items: Vec<T>, contact_of: impl Fn(&T) -> ContactId) -> HashMap<ContactId, Vec<T>> {
+    let mut grouped: HashMap<ContactId, Vec<T>> = keys.iter().map(|key| (*key, Vec::new())).collect();
+    for item in items {
+        grouped.entry(contact_of(&item)).or_default().push(item);
+    }
+    grouped
 }
 
 pub struct ConsentsOfContact(Services);
@@ -40,44 +56,17 @@ impl Loader<ContactId> for ConsentsOfContact {
     type Error = GqlError;
 
     async fn load(&self, keys: &[ContactId]) -> Result<HashMap<ContactId, Self::Value>, Self::Error> {
-        let mut grouped: HashMap<ContactId, Vec<ConsentChange>> = HashMap::new();
-        for consent in self.0.current_consents(keys).await? {
-            grouped.entry(consent.contact_id).or_default().push(consent);
-        }
-        Ok(grouped)
+        Ok(group(keys, self.0.current_consents(keys).await?, |consent| consent.contact_id))
     }
 }
 
 pub struct SubscriptionsOfContact(Services);
 
 impl Loader<ContactId> for SubscriptionsOfContact {
-    type Value = Vec<TopicSubscription>;
+    type Value = Vec<(TopicSubscription, Topic)>;
     type Error = GqlError;
 
     async fn load(&self, keys: &[ContactId]) -> Result<HashMap<ContactId, Self::Value>, Self::Error> {
-        let mut grouped: HashMap<ContactId, Vec<TopicSubscription>> = HashMap::new();
-        for subscription in self.0.subscriptions(keys).await? {
-            grouped.entry(subscription.contact_id).or_default().push(subscription);
-        }
-        Ok(grouped)
-    }
-}
-
-/// Topics are few; one load reads them all and serves every id asked for in the request.
-pub struct TopicsById(Services);
-
-impl Loader<Uuid> for TopicsById {
-    type Value = Topic;
-    type Error = GqlError;
-
-    async fn load(&self, keys: &[Uuid]) -> Result<HashMap<Uuid, Self::Value>, Self::Error> {
-        Ok(self
-            .0
-            .list_topics()
-            .await?
-            .into_iter()
-            .filter(|topic| keys.contains(&topic.id))
-            .map(|topic| (topic.id, topic))
-            .collect())
+        Ok(group(keys, self.0.subscriptions(keys).await?, |(subscription, _)| subscription.contact_id))
     }
 }

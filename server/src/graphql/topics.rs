@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use super::{
     contacts::parse_contact_id,
     error::{GqlError, GqlResult, parse_arg},
-    loaders_of, request_of, services_of,
+    request_of, services_of,
 };
 use crate::{
     domain::{
@@ -66,25 +66,27 @@ impl TopicNode {
     }
 }
 
-pub struct SubscriptionNode(pub TopicSubscription);
+pub struct SubscriptionNode {
+    pub subscription: TopicSubscription,
+    pub topic: Topic,
+}
 
 #[Object(name = "TopicSubscription")]
 impl SubscriptionNode {
-    async fn topic(&self, ctx: &Context<'_>) -> GqlResult<TopicNode> {
-        let topic = loaders_of(ctx)?.topics.load_one(self.0.topic_id).await?;
-        topic.map(TopicNode).ok_or_else(|| crate::service::Error::NotFound { what: "topic" }.into())
+    async fn topic(&self) -> TopicNode {
+        TopicNode(self.topic.clone())
     }
 
     async fn status(&self) -> SubscriptionStatusValue {
-        self.0.status.into()
+        self.subscription.status.into()
     }
 
     async fn frequency(&self) -> FrequencyValue {
-        self.0.frequency.into()
+        self.subscription.frequency.into()
     }
 
     async fn updated_at(&self) -> DateTime<Utc> {
-        self.0.updated_at
+        self.subscription.updated_at
     }
 }
 
@@ -178,8 +180,8 @@ async fn set_subscription(
 ) -> GqlResult<SubscriptionNode> {
     let contact_id = parse_contact_id("contactId", &contact_id)?;
     let topic = Key::parse(&topic).map_err(|error| GqlError::bad_input("topic", error))?;
-    let (_, subscription) = services_of(ctx)?
+    let (topic, subscription) = services_of(ctx)?
         .set_subscription(request_of(ctx)?, contact_id, &topic, status, frequency.map(Into::into))
         .await?;
-    Ok(SubscriptionNode(subscription))
+    Ok(SubscriptionNode { subscription, topic })
 }

@@ -163,12 +163,21 @@ async fn handle(
 fn complete_error(error: &mut ServerError, request_id: &str) {
     let extensions = error.extensions.get_or_insert_with(Default::default);
     match extensions.get("code") {
-        None => extensions.set("code", "BAD_USER_INPUT"),
+        None => {
+            extensions.set("code", "BAD_USER_INPUT");
+            extensions.set("field", offending_field(&error.message));
+        }
         Some(GqlValue::String(code)) if code == "INTERNAL" => {
             error.message = format!("{INTERNAL_MESSAGE} (request id {request_id})");
         }
         Some(_) => {}
     }
+}
+
+/// async-graphql names what it rejects in double quotes ("Unknown field \"x\" on type …",
+/// "Invalid value for argument \"input\" …"); a syntax error names nothing, so the query does.
+fn offending_field(message: &str) -> String {
+    message.split('"').nth(1).filter(|quoted| !quoted.is_empty()).unwrap_or("query").trim_start_matches('$').to_owned()
 }
 
 fn is_mutation(params: &Params) -> bool {
@@ -308,6 +317,13 @@ mod tests {
             MediaType::Json
         );
         assert_eq!(negotiate(&accept("text/html")).unwrap_err().status(), StatusCode::NOT_ACCEPTABLE);
+    }
+
+    #[test]
+    fn errors_raised_before_resolvers_name_what_they_reject() {
+        assert_eq!(offending_field(r#"Unknown field "noSuchField" on type "Topic"."#), "noSuchField");
+        assert_eq!(offending_field(r#"Variable "$id" of required type "ID!" was not provided."#), "id");
+        assert_eq!(offending_field(" --> 1:15\n  |\n1 | { topics { key\n"), "query");
     }
 
     #[test]

@@ -1,5 +1,7 @@
 //! Topics and subscriptions to them.
 
+use std::collections::HashMap;
+
 use tracing::instrument;
 use uuid::Uuid;
 
@@ -117,7 +119,21 @@ impl Services {
         Ok((topic, state))
     }
 
-    pub async fn subscriptions(&self, contact_ids: &[ContactId]) -> Result<Vec<TopicSubscription>> {
-        Ok(store::topics::subscriptions(self.db.connection(), contact_ids).await?)
+    /// The subscriptions of several contacts, each with its topic; two queries whatever their number.
+    pub async fn subscriptions(&self, contact_ids: &[ContactId]) -> Result<Vec<(TopicSubscription, Topic)>> {
+        let conn = self.db.connection();
+        let subscriptions = store::topics::subscriptions(conn, contact_ids).await?;
+        if subscriptions.is_empty() {
+            return Ok(Vec::new());
+        }
+        let topics: HashMap<Uuid, Topic> =
+            store::topics::all(conn).await?.into_iter().map(|topic| (topic.id, topic)).collect();
+        subscriptions
+            .into_iter()
+            .map(|subscription| {
+                let topic = topics.get(&subscription.topic_id).cloned().ok_or(Error::NotFound { what: "topic" })?;
+                Ok((subscription, topic))
+            })
+            .collect()
     }
 }
