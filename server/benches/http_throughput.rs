@@ -49,6 +49,9 @@ const WRK_THREADS: u32 = 2;
 const WRK_CONNECTIONS: u32 = 32;
 const WARM_UP: Duration = Duration::from_secs(3);
 const MEASURE: Duration = Duration::from_secs(10);
+/// Measuring starts once this share of the CPUs is idle, or after `QUIET_WAIT` regardless.
+const QUIET: f64 = 0.9;
+const QUIET_WAIT: Duration = Duration::from_secs(30);
 /// Writers seeding at once. SQLite takes one writer at a time, and a writer that finds the lock
 /// taken sleeps in SQLite's busy handler, so more than one only wastes time there.
 const SEED_CONCURRENCY_SQLITE: usize = 1;
@@ -178,7 +181,7 @@ struct Observed {
     sqlite_version: String,
     postgres_version: String,
     /// Share of the CPUs idle in the second before the load: other work on the machine skews the
-    /// numbers, and the report should say so.
+    /// numbers, and the report says so.
     idle_before_load: Option<f64>,
 }
 
@@ -199,10 +202,7 @@ async fn measure_all(postgres: &PostgresDatabase) -> anyhow::Result<(Vec<Measure
     };
 
     let mut results = Vec::new();
-    observed.idle_before_load = cpu_idle_share(Duration::from_secs(1)).await;
-    if let Some(idle) = observed.idle_before_load.filter(|idle| *idle < 0.9) {
-        eprintln!("warning: only {:.0} % of the CPUs are idle; other work will skew the numbers", idle * 100.0);
-    }
+    observed.idle_before_load = wait_for_quiet().await;
     let hello = HelloServer::start().await?;
     let body = json!({ "query": HELLO_QUERY }).to_string();
     let response = post_graphql(&client, &hello.url, &body).await?;
@@ -224,6 +224,23 @@ async fn measure_all(postgres: &PostgresDatabase) -> anyhow::Result<(Vec<Measure
         rapport.stop().await?;
     }
     Ok((results, observed))
+}
+
+/// Waits, up to `QUIET_WAIT`, until the CPUs are idle (the databases finish what seeding left
+/// them, other programs may finish theirs), and returns the idle share last seen.
+async fn wait_for_quiet() -> Option<f64> {
+    let started = Instant::now();
+    loop {
+        let idle = cpu_idle_share(Duration::from_secs(1)).await?;
+        if idle >= QUIET {
+            return Some(idle);
+        }
+        if started.elapsed() >= QUIET_WAIT {
+            eprintln!("warning: only {:.0} % of the CPUs are idle; other work will skew the numbers", idle * 100.0);
+            return Some(idle);
+        }
+        eprintln!("waiting for the CPUs to be idle ({:.0} % now)", idle * 100.0);
+    }
 }
 
 /// The share of CPU time spent idle over `period`, from /proc/stat (Linux only).
