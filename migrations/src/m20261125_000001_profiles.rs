@@ -1,6 +1,7 @@
 //! Profiles: contacts, custom fields and their values, consents with their history, topics and
 //! behavioural events. Custom field values live in typed columns of one table (not a JSON blob)
-//! so that segment queries can index and compare them the same way on SQLite and PostgreSQL.
+//! so that segment queries can index and compare them the same way on SQLite and PostgreSQL;
+//! each value records its type (a field's type never changes), so reading needs no definitions.
 
 use sea_orm_migration::{prelude::*, schema::*};
 
@@ -59,6 +60,7 @@ impl MigrationTrait for Migration {
                     .table(ContactAttribute::Table)
                     .col(uuid(ContactAttribute::ContactId))
                     .col(string_len(ContactAttribute::FieldKey, 64))
+                    .col(string_len(ContactAttribute::ValueType, 16))
                     .col(text_null(ContactAttribute::ValueText))
                     .col(double_null(ContactAttribute::ValueNumber))
                     .col(boolean_null(ContactAttribute::ValueBool))
@@ -394,6 +396,7 @@ enum ContactAttribute {
     Table,
     ContactId,
     FieldKey,
+    ValueType,
     ValueText,
     ValueNumber,
     ValueBool,

@@ -131,6 +131,17 @@ impl FieldDefinition {
 }
 
 impl FieldValue {
+    pub fn field_type(&self) -> FieldType {
+        match self {
+            FieldValue::String(_) => FieldType::String,
+            FieldValue::Number(_) => FieldType::Number,
+            FieldValue::Boolean(_) => FieldType::Boolean,
+            FieldValue::Date(_) => FieldType::Date,
+            FieldValue::DateTime(_) => FieldType::DateTime,
+            FieldValue::Enum(_) => FieldType::Enum,
+        }
+    }
+
     pub fn to_json(&self) -> Value {
         match self {
             FieldValue::String(text) | FieldValue::Enum(text) => Value::String(text.clone()),

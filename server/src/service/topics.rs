@@ -1,7 +1,5 @@
 //! Topics and subscriptions to them.
 
-use std::collections::HashMap;
-
 use tracing::instrument;
 use uuid::Uuid;
 
@@ -104,7 +102,7 @@ impl Services {
         let previous = store::topics::subscriptions(&tx, &[contact_id])
             .await?
             .into_iter()
-            .find(|subscription| subscription.topic_id == topic.id);
+            .find_map(|(subscription, _)| (subscription.topic_id == topic.id).then_some(subscription));
         let state = TopicSubscription {
             contact_id,
             topic_id: topic.id,
@@ -119,21 +117,8 @@ impl Services {
         Ok((topic, state))
     }
 
-    /// The subscriptions of several contacts, each with its topic; two queries whatever their number.
+    /// The subscriptions of several contacts, each with its topic, in one statement.
     pub async fn subscriptions(&self, contact_ids: &[ContactId]) -> Result<Vec<(TopicSubscription, Topic)>> {
-        let conn = self.db.connection();
-        let subscriptions = store::topics::subscriptions(conn, contact_ids).await?;
-        if subscriptions.is_empty() {
-            return Ok(Vec::new());
-        }
-        let topics: HashMap<Uuid, Topic> =
-            store::topics::all(conn).await?.into_iter().map(|topic| (topic.id, topic)).collect();
-        subscriptions
-            .into_iter()
-            .map(|subscription| {
-                let topic = topics.get(&subscription.topic_id).cloned().ok_or(Error::NotFound { what: "topic" })?;
-                Ok((subscription, topic))
-            })
-            .collect()
+        Ok(store::topics::subscriptions(self.db.connection(), contact_ids).await?)
     }
 }

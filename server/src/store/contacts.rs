@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::NaiveDate;
 use sea_orm::{
     ActiveValue::Set,
     ColumnTrait, Condition, ConnectionTrait, EntityTrait, ExprTrait, QueryFilter, QueryOrder, QuerySelect,
@@ -14,7 +14,6 @@ use uuid::Uuid;
 use super::{
     StoreError, StoreResult,
     entity::{consent, contact as entity, contact_attribute as attribute, topic, topic_subscription},
-    fields,
     page::{Direction, Page, PageRequest},
 };
 use crate::domain::{
@@ -22,7 +21,7 @@ use crate::domain::{
         Attributes, Contact, ContactId, ContactRef, CountryCode, EmailAddress, ExternalId, Locale, PersonName,
         PhoneNumber, Profile, TimeZone,
     },
-    field::{FieldDefinition, FieldType, FieldValue},
+    field::{FieldType, FieldValue},
     filter::{AttributeCondition, Comparison, ContactFilter},
     key::Key,
     topic::SubscriptionStatus,
@@ -35,10 +34,9 @@ pub async fn find(conn: &impl ConnectionTrait, reference: &ContactRef) -> StoreR
         ContactRef::ExternalId(external_id) => query.filter(entity::Column::ExternalId.eq(external_id.as_str())),
         ContactRef::Email(email) => query.filter(entity::Column::Email.eq(email.as_str())),
     };
-    let Some(model) = query.one(conn).await? else {
-        return Ok(None);
-    };
-    Ok(with_attributes(conn, vec![model]).await?.pop())
+    // One statement: the contact LEFT JOINed with its attribute rows.
+    let mut found = query.find_with_related(attribute::Entity).all(conn).await?;
+    found.pop().map(|(model, rows)| to_domain(model, rows)).transpose()
 }
 
 /// Contacts by id, in no particular order; ids that do not exist are left out.
@@ -279,6 +277,7 @@ fn to_attribute_row(contact_id: ContactId, key: &Key, value: &FieldValue) -> att
     let mut row = attribute::ActiveModel {
         contact_id: Set(contact_id.as_uuid()),
         field_key: Set(key.as_str().to_owned()),
+        value_type: Set(value.field_type().as_str().to_owned()),
         value_text: Set(None),
         value_number: Set(None),
         value_bool: Set(None),
@@ -298,30 +297,27 @@ async fn with_attributes(conn: &impl ConnectionTrait, models: Vec<entity::Model>
     if models.is_empty() {
         return Ok(Vec::new());
     }
-    let definitions = fields::by_key(conn).await?;
     let rows = attribute::Entity::find()
         .filter(attribute::Column::ContactId.is_in(models.iter().map(|model| model.id)))
         .all(conn)
         .await?;
-    let mut attributes: HashMap<Uuid, Attributes> = HashMap::new();
+    let mut attributes: HashMap<Uuid, Vec<attribute::Model>> = HashMap::new();
     for row in rows {
-        let key = Key::parse(&row.field_key).map_err(|_| corrupt_attribute("field_key"))?;
-        let definition = definitions.get(&key).ok_or(corrupt_attribute("field_key"))?;
-        let value = attribute_value(definition, &row)?;
-        attributes.entry(row.contact_id).or_default().insert(key, value);
+        attributes.entry(row.contact_id).or_default().push(row);
     }
     models
         .into_iter()
         .map(|model| {
-            let contact_attributes = attributes.remove(&model.id).unwrap_or_default();
-            to_domain(model, contact_attributes)
+            let rows = attributes.remove(&model.id).unwrap_or_default();
+            to_domain(model, rows)
         })
         .collect()
 }
 
-fn attribute_value(definition: &FieldDefinition, row: &attribute::Model) -> StoreResult<FieldValue> {
+fn attribute_value(row: &attribute::Model) -> StoreResult<FieldValue> {
     let text = || row.value_text.clone().ok_or(corrupt_attribute("value_text"));
-    Ok(match definition.field_type {
+    let field_type = row.value_type.parse::<FieldType>().map_err(|_| corrupt_attribute("value_type"))?;
+    Ok(match field_type {
         FieldType::String => FieldValue::String(text()?),
         FieldType::Enum => FieldValue::Enum(text()?),
         FieldType::Date => FieldValue::Date(
@@ -329,9 +325,7 @@ fn attribute_value(definition: &FieldDefinition, row: &attribute::Model) -> Stor
         ),
         FieldType::Number => FieldValue::Number(row.value_number.ok_or(corrupt_attribute("value_number"))?),
         FieldType::Boolean => FieldValue::Boolean(row.value_bool.ok_or(corrupt_attribute("value_bool"))?),
-        FieldType::DateTime => {
-            FieldValue::DateTime(row.value_time.map(|at: DateTime<Utc>| at).ok_or(corrupt_attribute("value_time"))?)
-        }
+        FieldType::DateTime => FieldValue::DateTime(row.value_time.ok_or(corrupt_attribute("value_time"))?),
     })
 }
 
@@ -353,7 +347,12 @@ fn to_active(contact: &Contact) -> entity::ActiveModel {
     }
 }
 
-fn to_domain(model: entity::Model, attributes: Attributes) -> StoreResult<Contact> {
+fn to_domain(model: entity::Model, attribute_rows: Vec<attribute::Model>) -> StoreResult<Contact> {
+    let mut attributes = Attributes::new();
+    for row in &attribute_rows {
+        let key = Key::parse(&row.field_key).map_err(|_| corrupt_attribute("field_key"))?;
+        attributes.insert(key, attribute_value(row)?);
+    }
     Ok(Contact {
         id: ContactId::from_uuid(model.id),
         external_id: parse(model.external_id.as_deref(), "external_id", ExternalId::parse)?,

@@ -37,32 +37,33 @@ pub async fn delete(conn: &impl ConnectionTrait, key: &Key) -> StoreResult<bool>
     Ok(result.rows_affected > 0)
 }
 
-/// The subscriptions of several contacts, in one query, in the order their topics were defined.
+/// The subscriptions of several contacts with their topics, in one statement, in the order the
+/// topics were defined (topic ids are UUIDv7). Without an order PostgreSQL returns rows as they
+/// lie on disk, and an update moves a row: a contact's topics would reshuffle on every change.
 pub async fn subscriptions(
     conn: &impl ConnectionTrait,
     contact_ids: &[ContactId],
-) -> StoreResult<Vec<TopicSubscription>> {
+) -> StoreResult<Vec<(TopicSubscription, Topic)>> {
     if contact_ids.is_empty() {
         return Ok(Vec::new());
     }
     subscription::Entity::find()
+        .find_also_related(entity::Entity)
         .filter(subscription::Column::ContactId.is_in(contact_ids.iter().map(ContactId::as_uuid)))
-        // Without an order PostgreSQL returns rows as they lie on disk, and an update moves a
-        // row: a contact's topics would reshuffle whenever one changed. Topic ids are UUIDv7,
-        // so this is the order in which the topics were defined.
         .order_by_asc(subscription::Column::TopicId)
         .all(conn)
         .await?
         .into_iter()
-        .map(|model| {
+        .map(|(model, topic)| {
             let corrupt = |column| StoreError::Corrupt { table: "topic_subscription", column };
-            Ok(TopicSubscription {
+            let subscription = TopicSubscription {
                 contact_id: ContactId::from_uuid(model.contact_id),
                 topic_id: model.topic_id,
                 status: model.status.parse().map_err(|_| corrupt("status"))?,
                 frequency: model.frequency.parse().map_err(|_| corrupt("frequency"))?,
                 updated_at: model.updated_at,
-            })
+            };
+            Ok((subscription, to_domain(topic.ok_or(corrupt("topic_id"))?)?))
         })
         .collect()
 }

@@ -19,6 +19,15 @@ pub struct Model {
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
-pub enum Relation {}
+pub enum Relation {
+    #[sea_orm(has_many = "super::contact_attribute::Entity")]
+    Attributes,
+}
+
+impl Related<super::contact_attribute::Entity> for Entity {
+    fn to() -> RelationDef {
+        Relation::Attributes.def()
+    }
+}
 
 impl ActiveModelBehavior for ActiveModel {}

@@ -8,6 +8,7 @@ pub struct Model {
     pub contact_id: Uuid,
     #[sea_orm(primary_key, auto_increment = false)]
     pub field_key: String,
+    pub value_type: String,
     pub value_text: Option<String>,
     pub value_number: Option<f64>,
     pub value_bool: Option<bool>,
@@ -15,6 +16,15 @@ pub struct Model {
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
-pub enum Relation {}
+pub enum Relation {
+    #[sea_orm(belongs_to = "super::contact::Entity", from = "Column::ContactId", to = "super::contact::Column::Id")]
+    Contact,
+}
+
+impl Related<super::contact::Entity> for Entity {
+    fn to() -> RelationDef {
+        Relation::Contact.def()
+    }
+}
 
 impl ActiveModelBehavior for ActiveModel {}
