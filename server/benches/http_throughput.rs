@@ -73,37 +73,38 @@ fn intro() -> String {
     format!(
         "# Benchmarks
 
-How fast Rapport answers the read it serves most: one contact by id, with its attributes, current
-consents and topic subscriptions, over GraphQL (`contact(by: {{id}})`). Each run puts the servers below
-under the same `wrk` load, one after the other, in one process:
+How fast Rapport answers the read it serves most: one contact by id, with its attributes,
+current consents and topic subscriptions, over GraphQL (`contact(by: {{id}})`). Each run puts
+the servers below under the same `wrk` load, one after the other, in one process:
 
-- **hello (ceiling)**: a minimal axum + async-graphql server answering `{{ hello }}`, about the most
-  a GraphQL server can do on this machine; the goal is at least {share:.0} % of its requests per
-  second with a p99 latency under {p99:.0} ms;
+- **hello (ceiling)**: a minimal axum + async-graphql server answering `{{ hello }}`, about the
+  most a GraphQL server can do on this machine;
 - **Rapport, no SQL**: the real server (`Application::build`, with all its middleware and
-  authentication) answering `{{ __typename }}`, which touches no database: the gap between this
-  row and the ceiling is the cost of Rapport's HTTP and GraphQL layers, the gap between this row
-  and the next two is the cost of reading the contact;
-- **Rapport, SQLite**: the contact read on a fresh SQLite file holding {contacts} seeded contacts,
-  each with three attributes, two consents and two topic subscriptions;
+  authentication) answering `{{ __typename }}`, which touches no database. The gap between the
+  ceiling and this row is the cost of Rapport's HTTP and GraphQL layers; the gap between this
+  row and the next two is the cost of reading the contact;
+- **Rapport, SQLite**: the contact read on a fresh SQLite file holding {contacts} seeded
+  contacts, each with three attributes, two consents and two topic subscriptions;
 - **Rapport, PostgreSQL**: the same on a fresh PostgreSQL database on the same machine.
 
-The goal applies to the last two rows.
+The goal for the last two rows: at least {share:.0} % of the ceiling's requests per second, and a
+p99 latency under {p99:.0} ms.
 
 The load cycles through {sampled} of the seeded contacts; each of those requests is checked to
-return 200 without GraphQL errors before measuring. `wrk` runs {threads} threads and {connections}
-connections for {measure} seconds after a {warm_up} second warm-up. The load generator, the server
-and PostgreSQL share the same cores, so absolute numbers are lower than on a dedicated server:
-compare the rows of one run, not runs on different machines. `wrk` is a closed loop (a slow
-response delays the next request), so its high percentiles understate what an open-loop client
-would see under overload. The servers run without a log subscriber: the cost of writing a log line
-per request is not included. The PostgreSQL database is created with `synchronous_commit = off` to
+return 200 without GraphQL errors before measuring. `wrk` runs {threads} threads and
+{connections} connections for {measure} seconds after a {warm_up} second warm-up. The load
+generator, the server and PostgreSQL share the same cores, so absolute numbers are lower than on
+a dedicated server: compare the rows of one run, not runs on different machines. Measuring
+starts once the CPUs are idle (each run says how idle). `wrk` is a closed loop (a slow response
+delays the next request), so its high percentiles understate what an open-loop client would see
+under overload. The servers run without a log subscriber: the cost of writing a log line per
+request is not included. The PostgreSQL database is created with `synchronous_commit = off` to
 make seeding faster; the measured reads write nothing. \"SQL / request\" is the number of
 statements the server ran during the measurement divided by the requests answered.
 
 Reproduce it (PostgreSQL is found through `RAPPORT_TEST_POSTGRES_URL`, by default
-`postgres://postgres@127.0.0.1:5432/postgres`; the benchmark creates a database `bench_<uuid>` and
-drops it at the end):
+`postgres://postgres@127.0.0.1:5432/postgres`; the benchmark creates a database `bench_<uuid>`
+and drops it at the end):
 
 ```sh
 apt-get install wrk
