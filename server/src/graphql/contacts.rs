@@ -13,6 +13,7 @@ use super::{
     consents::{ChannelValue, ConsentNode, ConsentStatusValue},
     error::{GqlError, GqlResult, parse_arg},
     events::EventNode,
+    loaders::group_by_contact,
     loaders_of, page_cost,
     pagination::{PageArgs, connection, page_request},
     request_of, services_of,
@@ -361,7 +362,10 @@ impl ContactQuery {
     /// One contact by id, external id or email; null when there is none.
     async fn contact(&self, ctx: &Context<'_>, by: ContactLookup) -> GqlResult<Option<ContactNode>> {
         let reference = by.parse("by")?;
-        Ok(services_of(ctx)?.find_contact(&reference).await?.map(ContactNode))
+        let contact = services_of(ctx)?.find_contact(&reference).await?;
+        let selection = ctx.look_ahead();
+        prime_loaders(ctx, contact.as_slice(), |child| selection.field(child).exists()).await?;
+        Ok(contact.map(ContactNode))
     }
 
     /// Contacts in creation order, optionally filtered.
@@ -378,24 +382,39 @@ impl ContactQuery {
         let filter = filter.unwrap_or_default().parse()?;
         let request = page_request::<Uuid>(PageArgs { after, before, first, last })?;
         let page = services_of(ctx)?.list_contacts(&filter, &request.clone().map(ContactId::from_uuid)).await?;
-        prime_loaders(ctx, &page.items).await?;
+        let selection = ctx.look_ahead();
+        let selects = |child: &str| {
+            selection.field("edges").field("node").field(child).exists()
+                || selection.field("nodes").field(child).exists()
+        };
+        prime_loaders(ctx, &page.items, selects).await?;
         Ok(connection(page, &request, |contact| contact.id.as_uuid(), ContactNode))
     }
 }
 
-/// Loads the selected children of a whole page in one batch each (see `loaders`).
-async fn prime_loaders(ctx: &Context<'_>, contacts: &[Contact]) -> GqlResult<()> {
-    let selection = ctx.look_ahead();
-    let selects = |child: &str| {
-        selection.field("edges").field("node").field(child).exists() || selection.field("nodes").field(child).exists()
-    };
-    let ids = contacts.iter().map(|contact| contact.id);
-    let loaders = loaders_of(ctx)?;
-    if selects("consents") {
-        loaders.consents.load_many(ids.clone()).await?;
+/// Fetches the selected children of these contacts now, concurrently, one statement each, and
+/// hands them to the loaders' caches (see `loaders`): the child fields then skip the loaders'
+/// batching delay.
+async fn prime_loaders(ctx: &Context<'_>, contacts: &[Contact], selects: impl Fn(&str) -> bool) -> GqlResult<()> {
+    if contacts.is_empty() {
+        return Ok(());
     }
-    if selects("topics") {
-        loaders.subscriptions.load_many(ids).await?;
+    let services = services_of(ctx)?;
+    let ids: Vec<ContactId> = contacts.iter().map(|contact| contact.id).collect();
+    let consents =
+        async { if selects("consents") { services.current_consents(&ids).await.map(Some) } else { Ok(None) } };
+    let subscriptions =
+        async { if selects("topics") { services.subscriptions(&ids).await.map(Some) } else { Ok(None) } };
+    let (consents, subscriptions) = futures_util::try_join!(consents, subscriptions)?;
+    let loaders = loaders_of(ctx)?;
+    if let Some(consents) = consents {
+        loaders.consents.feed_many(group_by_contact(&ids, consents, |consent| consent.contact_id)).await;
+    }
+    if let Some(subscriptions) = subscriptions {
+        loaders
+            .subscriptions
+            .feed_many(group_by_contact(&ids, subscriptions, |(subscription, _)| subscription.contact_id))
+            .await;
     }
     Ok(())
 }

@@ -1,7 +1,8 @@
 //! DataLoaders for the children of a contact. One set per request, caching what it loaded, so
-//! nothing is shared across requests. Lists of contacts prime them with the whole page in one
-//! batch; each contact's own lookup is then answered from the cache. The statement count of a
-//! page thus never depends on how many lookups happen to land in one batching window.
+//! nothing is shared across requests. Resolvers that return contacts feed the caches with the
+//! children of all of them at once; each contact's own lookup is then answered from the cache.
+//! So the statement count of a page never depends on how many lookups happen to land in one
+//! batching window, and no request waits for that window.
 
 use std::collections::HashMap;
 
@@ -41,7 +42,11 @@ impl Loaders {
 
 /// Every key gets an entry, empty when the contact has nothing: a missing entry would not be
 /// cached and would cost a query of its own later.
-fn group<T>(keys: &[ContactId], items: Vec<T>, contact_of: impl Fn(&T) -> ContactId) -> HashMap<ContactId, Vec<T>> {
+pub fn group_by_contact<T>(
+    keys: &[ContactId],
+    items: Vec<T>,
+    contact_of: impl Fn(&T) -> ContactId,
+) -> HashMap<ContactId, Vec<T>> {
     let mut grouped: HashMap<ContactId, Vec<T>> = keys.iter().map(|key| (*key, Vec::new())).collect();
     for item in items {
         grouped.entry(contact_of(&item)).or_default().push(item);
@@ -56,7 +61,7 @@ impl Loader<ContactId> for ConsentsOfContact {
     type Error = GqlError;
 
     async fn load(&self, keys: &[ContactId]) -> Result<HashMap<ContactId, Self::Value>, Self::Error> {
-        Ok(group(keys, self.0.current_consents(keys).await?, |consent| consent.contact_id))
+        Ok(group_by_contact(keys, self.0.current_consents(keys).await?, |consent| consent.contact_id))
     }
 }
 
@@ -67,6 +72,6 @@ impl Loader<ContactId> for SubscriptionsOfContact {
     type Error = GqlError;
 
     async fn load(&self, keys: &[ContactId]) -> Result<HashMap<ContactId, Self::Value>, Self::Error> {
-        Ok(group(keys, self.0.subscriptions(keys).await?, |(subscription, _)| subscription.contact_id))
+        Ok(group_by_contact(keys, self.0.subscriptions(keys).await?, |(subscription, _)| subscription.contact_id))
     }
 }
