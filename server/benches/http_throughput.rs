@@ -327,7 +327,7 @@ impl Rapport {
 /// Fields, topics, and `CONTACTS` contacts with attributes, consents and subscriptions, through
 /// the services (the same path the API takes), so the rows look like real ones. Returns the ids.
 async fn seed(services: &Services, concurrency: usize) -> anyhow::Result<Vec<ContactId>> {
-    let ctx = RequestContext { actor: Actor::Bootstrap, request_id: "bench-seed".to_owned() };
+    let ctx = RequestContext::internal(Actor::Bootstrap, "bench-seed");
     for (key, label, field_type, enum_values) in [
         ("plan", "Plan", FieldType::Enum, vec!["free", "pro", "enterprise"]),
         ("lifetime_value", "Lifetime value", FieldType::Number, vec![]),

@@ -3,7 +3,7 @@
 //! that never reach execution, GET for queries only, and a body size limit. A stock
 //! async-graphql-axum handler gets several of these wrong, hence this thin handler of our own.
 
-use std::collections::HashMap;
+use std::{collections::HashMap, net::SocketAddr};
 
 use async_graphql::{
     Request, ServerError, Value as GqlValue, Variables,
@@ -14,7 +14,7 @@ use async_graphql::{
 };
 use axum::{
     body::{Body, to_bytes},
-    extract::{Query, State},
+    extract::{ConnectInfo, Query, State},
     http::{HeaderMap, HeaderValue, StatusCode, Uri, header},
     response::{IntoResponse, Response},
 };
@@ -47,7 +47,12 @@ impl MediaType {
     }
 }
 
-pub async fn get(State(state): State<AppState>, headers: HeaderMap, uri: Uri) -> Response {
+pub async fn get(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    uri: Uri,
+) -> Response {
     let params = Query::<HashMap<String, String>>::try_from_uri(&uri).map(|Query(params)| params).unwrap_or_default();
     if !params.contains_key("query") && accepts_html(&headers) {
         return graphiql::page();
@@ -57,10 +62,15 @@ pub async fn get(State(state): State<AppState>, headers: HeaderMap, uri: Uri) ->
         Err(response) => return *response,
     };
     let parsed = parse_get_params(params);
-    handle(state, headers, media_type, parsed, true).await
+    handle(state, peer, headers, media_type, parsed, true).await
 }
 
-pub async fn post(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
+pub async fn post(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     let media_type = match negotiate(&headers) {
         Ok(media_type) => media_type,
         Err(response) => return *response,
@@ -83,7 +93,7 @@ pub async fn post(State(state): State<AppState>, headers: HeaderMap, body: Body)
         Ok(_) => Err("the request body must be a JSON object".to_owned()),
         Err(error) => Err(format!("the request body is not valid JSON: {error}")),
     };
-    handle(state, headers, media_type, parsed, false).await
+    handle(state, peer, headers, media_type, parsed, false).await
 }
 
 /// The parameters of one GraphQL request, checked for shape but not yet parsed as GraphQL.
@@ -95,6 +105,7 @@ struct Params {
 
 async fn handle(
     state: AppState,
+    peer: SocketAddr,
     headers: HeaderMap,
     media_type: MediaType,
     params: Result<Params, String>,
@@ -128,8 +139,9 @@ async fn handle(
     if let Some(variables) = params.variables {
         request = request.variables(Variables::from_json(variables));
     }
-    let request =
-        request.data(RequestContext { actor, request_id: request_id.clone() }).data(Loaders::new(&state.services));
+    let request = request
+        .data(RequestContext { actor, request_id: request_id.clone(), ip: Some(peer.ip()) })
+        .data(Loaders::new(&state.services));
     let response = state.schema.execute(request).await;
 
     // Errors without a path arose before execution (parsing, validation, variable coercion):

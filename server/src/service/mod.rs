@@ -8,7 +8,7 @@ pub mod events;
 pub mod fields;
 pub mod topics;
 
-use std::sync::Arc;
+use std::{net::IpAddr, sync::Arc};
 
 use chrono::{DateTime, Utc};
 
@@ -41,6 +41,15 @@ pub enum Actor {
 pub struct RequestContext {
     pub actor: Actor,
     pub request_id: String,
+    /// The caller's address, for the audit log and consent proof; none for work started inside.
+    pub ip: Option<IpAddr>,
+}
+
+impl RequestContext {
+    /// Work the system does by itself or on an operator's command line, not for a caller.
+    pub fn internal(actor: Actor, request_id: impl Into<String>) -> Self {
+        Self { actor, request_id: request_id.into(), ip: None }
+    }
 }
 
 /// Shared handles the use cases need, cheap to clone.
