@@ -270,4 +270,45 @@ mod tests {
         assert_eq!(CountryCode::parse("XX"), Err(InvalidCountry));
         assert_eq!(CountryCode::parse("DEU"), Err(InvalidCountry));
     }
+
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        proptest! {
+            #[test]
+            fn email_normalisation_is_idempotent_and_lower_cases_the_domain(
+                local in "[A-Za-z0-9._%+-]{1,20}",
+                domain in "[A-Za-z0-9-]{1,15}\\.[A-Za-z]{2,6}",
+                padding in " {0,3}",
+            ) {
+                if let Ok(email) = EmailAddress::parse(&format!("{padding}{local}@{domain}{padding}")) {
+                    prop_assert_eq!(EmailAddress::parse(email.as_str()), Ok(email.clone()));
+                    let (kept_local, kept_domain) = email.as_str().rsplit_once('@').unwrap();
+                    prop_assert_eq!(kept_local, local.as_str());
+                    prop_assert_eq!(kept_domain, domain.to_ascii_lowercase());
+                }
+            }
+
+            #[test]
+            fn e164_numbers_parse_whatever_the_punctuation(
+                digits in "[1-9][0-9]{1,14}",
+                separators in proptest::collection::vec(prop_oneof![Just(""), Just(" "), Just("-"), Just(".")], 15),
+            ) {
+                let typed: String = digits.chars().zip(separators.iter().cycle()).map(|(digit, separator)| format!("{digit}{separator}")).collect();
+                let phone = PhoneNumber::parse(&format!("+{typed}")).unwrap();
+                prop_assert_eq!(phone.as_str(), format!("+{digits}"));
+            }
+
+            #[test]
+            fn parsing_arbitrary_text_never_panics(raw in "\\PC{0,40}") {
+                let _ = EmailAddress::parse(&raw);
+                let _ = PhoneNumber::parse(&raw);
+                let _ = Locale::parse(&raw);
+                let _ = TimeZone::parse(&raw);
+                let _ = CountryCode::parse(&raw);
+            }
+        }
+    }
 }

@@ -49,4 +49,11 @@ mod tests {
             assert_eq!(Key::parse(raw), Err(InvalidKey), "{raw}");
         }
     }
+
+    proptest::proptest! {
+        #[test]
+        fn every_key_of_the_alphabet_round_trips(raw in "[a-z][a-z0-9_]{0,63}") {
+            proptest::prop_assert_eq!(Key::parse(&raw).map(|key| key.as_str().to_owned()), Ok(raw));
+        }
+    }
 }
