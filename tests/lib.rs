@@ -248,19 +248,6 @@ const SNAPSHOT_QUERY: &str = r#"{
   }
 }"#;
 
-/// Path of the `rapport` binary that cargo built beside this test binary.
-pub fn rapport_binary() -> PathBuf {
-    let test_binary = std::env::current_exe().expect("current executable");
-    let profile_dir = test_binary.parent().and_then(|deps| deps.parent()).expect("target profile directory");
-    let binary = profile_dir.join(format!("rapport{}", std::env::consts::EXE_SUFFIX));
-    assert!(
-        binary.exists(),
-        "{} is missing: run the tests with --workspace so cargo builds the binary",
-        binary.display()
-    );
-    binary
-}
-
 /// The repository's root directory.
 pub fn repository_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("repository root").to_path_buf()

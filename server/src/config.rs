@@ -7,7 +7,8 @@ use std::{net::SocketAddr, path::Path};
 use secrecy::SecretString;
 use serde::Deserialize;
 
-#[derive(Debug, Clone)]
+/// `Debug` is written by hand: the database URL may hold a password.
+#[derive(Clone)]
 pub struct Settings {
     pub database_url: String,
     pub listen: SocketAddr,
@@ -19,8 +20,22 @@ pub struct Settings {
     pub log_format: LogFormat,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
+impl std::fmt::Debug for Settings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Settings")
+            .field("database_url", &self.database_display())
+            .field("listen", &self.listen)
+            .field("public_url", &self.public_url)
+            .field("smtp_url", &self.smtp_url)
+            .field("master_key", &self.master_key)
+            .field("admin_token", &self.admin_token)
+            .field("log", &self.log)
+            .field("log_format", &self.log_format)
+            .finish()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
     Text,
     Json,
@@ -121,7 +136,21 @@ impl Settings {
                 });
             }
         };
+        let log = file.log.unwrap_or(defaults.log);
+        if tracing_subscriber::EnvFilter::try_new(&log).is_err() {
+            return Err(ConfigError::Invalid {
+                key: "log".to_owned(),
+                reason: format!("{log:?} is not a tracing filter such as info or info,rapport=debug"),
+            });
+        }
         let database_url = file.database_url.unwrap_or(defaults.database_url);
+        // Every pooled connection to an in-memory SQLite database is a database of its own.
+        if database_url.starts_with("sqlite:") && database_url.contains(":memory:") {
+            return Err(ConfigError::Invalid {
+                key: "database_url".to_owned(),
+                reason: "an in-memory SQLite database would lose everything; name a file".to_owned(),
+            });
+        }
         if !(database_url.starts_with("sqlite:")
             || database_url.starts_with("postgres://")
             || database_url.starts_with("postgresql://"))
@@ -138,7 +167,7 @@ impl Settings {
             smtp_url: file.smtp_url,
             master_key: file.master_key,
             admin_token: file.admin_token.filter(|token| !secrecy::ExposeSecret::expose_secret(token).is_empty()),
-            log: file.log.unwrap_or(defaults.log),
+            log,
             log_format,
         })
     }
@@ -209,6 +238,9 @@ mod tests {
         let settings = Settings::load_from(None, env(&[("RAPPORT_ADMIN_TOKEN", "s3cret-token")])).unwrap();
         assert_eq!(settings.admin_token.as_ref().unwrap().expose_secret(), "s3cret-token");
         assert!(!format!("{settings:?}").contains("s3cret-token"));
+        let settings =
+            Settings::load_from(None, env(&[("RAPPORT_DATABASE_URL", "postgres://app:hunter2@db/rapport")])).unwrap();
+        assert!(!format!("{settings:?}").contains("hunter2"));
     }
 
     #[test]
@@ -223,5 +255,10 @@ mod tests {
     fn malformed_values_are_rejected_with_their_key() {
         let error = Settings::load_from(None, env(&[("RAPPORT_LISTEN", "everywhere")])).unwrap_err().to_string();
         assert!(error.starts_with("listen:"), "{error}");
+        let error = Settings::load_from(None, env(&[("RAPPORT_LOG", "info,[[[")])).unwrap_err().to_string();
+        assert!(error.starts_with("log:"), "{error}");
+        let error =
+            Settings::load_from(None, env(&[("RAPPORT_DATABASE_URL", "sqlite::memory:")])).unwrap_err().to_string();
+        assert!(error.starts_with("database_url:"), "{error}");
     }
 }

@@ -8,7 +8,7 @@ use std::{
     time::Duration,
 };
 
-use rapport_e2e::rapport_binary;
+use crate::rapport_binary;
 use tokio::{
     io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader},
     net::TcpStream,

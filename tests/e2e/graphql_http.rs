@@ -4,15 +4,17 @@
 
 use std::process::Command;
 
-use rapport_e2e::{ADMIN_TOKEN, on_both_databases, rapport_binary, repository_root};
+use rapport_e2e::{ADMIN_TOKEN, on_both_databases, repository_root};
+
+use crate::rapport_binary;
 
 on_both_databases! {
     async fn the_graphql_http_audit_reports_no_error_and_no_warning(app) {
         let harness = repository_root().join("tests/graphql-http");
-        if !harness.join("node_modules/graphql-http").exists() {
-            let installed = Command::new("npm").args(["ci", "--no-audit", "--no-fund"]).current_dir(&harness).status();
-            assert!(installed.is_ok_and(|status| status.success()), "npm ci failed in {}", harness.display());
-        }
+        assert!(
+            harness.join("node_modules/graphql-http").exists(),
+            "the audit suite is not installed: run `npm ci` in tests/graphql-http (tests/run does)"
+        );
         let output = tokio::process::Command::new("node")
             .arg("audit.mjs")
             .current_dir(&harness)

@@ -47,6 +47,11 @@ on_both_databases! {
             assert_eq!(body["errors"][0]["extensions"]["code"], "UNAUTHENTICATED");
             assert!(body.get("data").is_none());
         }
+        // Anonymous callers are turned away before their body is read or parsed.
+        let oversized = json!({ "query": CREATE_CONTACT, "extensions": { "padding": "x".repeat(rapport::http::MAX_BODY_BYTES + 1) } });
+        assert_eq!(post_graphql(&app, None, oversized).await.status(), 401);
+        let garbage = app.client.post(app.url("/graphql")).header("content-type", "text/plain").body("{{{").send().await.unwrap();
+        assert_eq!(garbage.status(), 401);
         let response = app.client.post(app.url("/graphql")).header("authorization", format!("Basic {ADMIN_TOKEN}"))
             .json(&json!({ "query": CREATE_CONTACT })).send().await.unwrap();
         assert_eq!(response.status(), 401);
@@ -171,6 +176,13 @@ on_both_databases! {
         assert_eq!(error["message"], format!("internal error (request id {request_id})"));
         let text = body.to_string();
         assert!(!text.contains("time_zone") && !text.contains("Not/AZone") && !text.contains("contact."), "{text}");
+    }
+
+    async fn a_filter_with_too_many_conditions_is_refused(app) {
+        let topics: Vec<Value> = (0..21).map(|i| json!({ "topic": format!("t{i}") })).collect();
+        let error = app.error("query($f: ContactFilter) { contacts(filter: $f) { edges { cursor } } }", json!({ "f": { "topics": topics } })).await;
+        assert_eq!(error["extensions"]["code"], "BAD_USER_INPUT");
+        assert_eq!(error["extensions"]["field"], "filter.topics");
     }
 
     async fn unknown_paths_get_a_json_404(app) {

@@ -9,3 +9,8 @@ mod fields;
 mod graphql_http;
 mod http;
 mod topics;
+
+/// The `rapport` binary that cargo built for these tests (see tests/Cargo.toml).
+pub fn rapport_binary() -> std::path::PathBuf {
+    std::path::PathBuf::from(env!("CARGO_BIN_EXE_rapport-under-test"))
+}

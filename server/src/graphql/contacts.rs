@@ -230,8 +230,20 @@ pub struct ContactFilter {
     topics: Option<Vec<TopicFilter>>,
 }
 
+/// Each condition is a subquery; a filter is for people, not for thousands of conditions.
+const MAX_CONDITIONS_PER_LIST: usize = 20;
+
 impl ContactFilter {
     fn parse(self) -> GqlResult<ContactFilterRequest> {
+        for (name, count) in [
+            ("filter.attributes", self.attributes.as_ref().map_or(0, Vec::len)),
+            ("filter.consents", self.consents.as_ref().map_or(0, Vec::len)),
+            ("filter.topics", self.topics.as_ref().map_or(0, Vec::len)),
+        ] {
+            if count > MAX_CONDITIONS_PER_LIST {
+                return Err(GqlError::bad_input(name, format!("at most {MAX_CONDITIONS_PER_LIST} conditions")));
+            }
+        }
         let mut request = ContactFilterRequest::default();
         for (index, condition) in self.attributes.unwrap_or_default().into_iter().enumerate() {
             let test = match (condition.comparison, condition.value, condition.is_set) {

@@ -23,7 +23,7 @@ use serde_json::{Value, json};
 use super::{AppState, graphiql, request_id};
 use crate::{
     graphql::{error::INTERNAL_MESSAGE, loaders::Loaders},
-    service::RequestContext,
+    service::{Actor, RequestContext},
 };
 
 /// Large enough for a batch of 1,000 tracked events; anything bigger is refused unread.
@@ -61,8 +61,12 @@ pub async fn get(
         Ok(media_type) => media_type,
         Err(response) => return *response,
     };
+    let actor = match authenticate(&state, &headers, media_type) {
+        Ok(actor) => actor,
+        Err(response) => return *response,
+    };
     let parsed = parse_get_params(params);
-    handle(state, peer, headers, media_type, parsed, true).await
+    handle(state, peer, actor, headers, media_type, parsed, true).await
 }
 
 pub async fn post(
@@ -73,6 +77,11 @@ pub async fn post(
 ) -> Response {
     let media_type = match negotiate(&headers) {
         Ok(media_type) => media_type,
+        Err(response) => return *response,
+    };
+    // Anonymous callers learn nothing and cost nothing: the body is not even read.
+    let actor = match authenticate(&state, &headers, media_type) {
+        Ok(actor) => actor,
         Err(response) => return *response,
     };
     if let Err(message) = check_content_type(&headers) {
@@ -93,7 +102,7 @@ pub async fn post(
         Ok(_) => Err("the request body must be a JSON object".to_owned()),
         Err(error) => Err(format!("the request body is not valid JSON: {error}")),
     };
-    handle(state, peer, headers, media_type, parsed, false).await
+    handle(state, peer, actor, headers, media_type, parsed, false).await
 }
 
 /// The parameters of one GraphQL request, checked for shape but not yet parsed as GraphQL.
@@ -106,20 +115,12 @@ struct Params {
 async fn handle(
     state: AppState,
     peer: SocketAddr,
+    actor: Actor,
     headers: HeaderMap,
     media_type: MediaType,
     params: Result<Params, String>,
     is_get: bool,
 ) -> Response {
-    let actor = match state.authenticator.authenticate(&headers) {
-        Ok(actor) => actor,
-        Err(_) => {
-            let mut response =
-                error_response(media_type, StatusCode::UNAUTHORIZED, "authentication required", "UNAUTHENTICATED");
-            response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-            return response;
-        }
-    };
     let params = match params {
         Ok(params) => params,
         Err(message) => return request_error(media_type, StatusCode::BAD_REQUEST, &message),
@@ -167,6 +168,15 @@ async fn handle(
             error_response(media_type, StatusCode::INTERNAL_SERVER_ERROR, INTERNAL_MESSAGE, "INTERNAL")
         }
     }
+}
+
+fn authenticate(state: &AppState, headers: &HeaderMap, media_type: MediaType) -> Result<Actor, Box<Response>> {
+    state.authenticator.authenticate(headers).map_err(|_| {
+        let mut response =
+            error_response(media_type, StatusCode::UNAUTHORIZED, "authentication required", "UNAUTHENTICATED");
+        response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        Box::new(response)
+    })
 }
 
 /// Every error carries a code (CONTRACT.md): errors raised by async-graphql itself (syntax,

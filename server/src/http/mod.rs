@@ -1,13 +1,12 @@
 //! The HTTP surface: GraphQL, health, GraphiQL, and the middleware every request passes through
-//! (request id, tracing, panic recovery, timeouts, security headers).
+//! (request id, tracing, panic recovery, security headers). There is deliberately no request
+//! timeout layer: cancelling a handler mid-commit could store a write its caller saw rejected.
 
 mod auth;
 pub mod error;
 mod graphiql;
 mod graphql;
 mod health;
-
-use std::time::Duration;
 
 use axum::{
     Router,
@@ -20,7 +19,6 @@ use tower_http::{
     catch_panic::CatchPanicLayer,
     request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer},
     set_header::SetResponseHeaderLayer,
-    timeout::TimeoutLayer,
     trace::{DefaultOnResponse, TraceLayer},
 };
 use tracing::Level;
@@ -51,8 +49,15 @@ pub fn router(state: AppState) -> Router {
                 .on_response(DefaultOnResponse::new().level(Level::INFO)),
         )
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
-        .layer(CatchPanicLayer::custom(|_| internal_error()))
-        .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, Duration::from_secs(30)))
+        .layer(CatchPanicLayer::custom(|payload: Box<dyn std::any::Any + Send>| {
+            let message = payload
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| payload.downcast_ref::<&str>().copied())
+                .unwrap_or("unknown panic");
+            tracing::error!(panic = message, "request handler panicked");
+            internal_error()
+        }))
         .layer(SetResponseHeaderLayer::if_not_present(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")))
         .layer(SetResponseHeaderLayer::if_not_present(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer")));
 

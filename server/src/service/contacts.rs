@@ -90,9 +90,10 @@ impl Services {
                 ContactRef::Email(email.clone())
             }
         };
-        // A concurrent upsert of the same new contact makes our insert hit the unique index;
-        // the second attempt then finds the row and updates it.
-        let mut attempts_left = 2;
+        // A concurrent upsert of the same new contact makes our insert hit the unique index, and
+        // a concurrent change of the found contact makes our versioned update miss: either way
+        // the next attempt reads the row afresh.
+        let mut attempts_left = 3;
         loop {
             attempts_left -= 1;
             match self.try_upsert(&reference, &changes).await {
@@ -100,7 +101,9 @@ impl Services {
                     if attempts_left > 0
                         && matches!(
                             (&key, field.as_str()),
-                            (UpsertKey::ExternalId(_), "externalId") | (UpsertKey::Email(_), "email")
+                            (UpsertKey::ExternalId(_), "externalId")
+                                | (UpsertKey::Email(_), "email")
+                                | (_, "expectedVersion")
                         ) => {}
                 outcome => {
                     if let Ok(upserted) = &outcome {

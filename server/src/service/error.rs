@@ -46,6 +46,7 @@ impl From<StoreError> for Error {
                 };
                 Error::Conflict { field: Some(field.to_owned()), reason: reason.to_owned() }
             }
+            StoreError::MissingReference => Error::NotFound { what: "referenced record" },
             other => Error::Internal(other.into()),
         }
     }

@@ -59,6 +59,9 @@ impl Constraint {
 pub enum StoreError {
     #[error("unique constraint {0:?} violated")]
     Conflict(Constraint),
+    /// A row refers to one that a concurrent transaction deleted (a contact, a topic …).
+    #[error("a referenced row does not exist")]
+    MissingReference,
     #[error("stored value in {table}.{column} is not valid")]
     Corrupt { table: &'static str, column: &'static str },
     #[error(transparent)]
@@ -67,12 +70,14 @@ pub enum StoreError {
 
 impl From<DbErr> for StoreError {
     fn from(error: DbErr) -> Self {
-        if let Some(SqlErr::UniqueConstraintViolation(message)) = error.sql_err()
-            && let Some(constraint) = Constraint::from_message(message.trim())
-        {
-            return StoreError::Conflict(constraint);
+        match error.sql_err() {
+            Some(SqlErr::UniqueConstraintViolation(message)) => match Constraint::from_message(message.trim()) {
+                Some(constraint) => StoreError::Conflict(constraint),
+                None => StoreError::Database(error),
+            },
+            Some(SqlErr::ForeignKeyConstraintViolation(_)) => StoreError::MissingReference,
+            _ => StoreError::Database(error),
         }
-        StoreError::Database(error)
     }
 }
 
