@@ -335,6 +335,31 @@ on_both_databases! {
         assert!(stderr.contains("broken at seq 2"), "{stderr}");
     }
 
+    async fn concurrent_writers_append_one_gap_free_chain(app) {
+        let mut writes = tokio::task::JoinSet::new();
+        for n in 0..16 {
+            let (client, url) = (app.client.clone(), app.url("/graphql"));
+            writes.spawn(async move {
+                let body = json!({ "query": UPSERT, "variables": { "input": { "externalId": format!("crm-{n}") } } });
+                let response = client.post(url).bearer_auth(ADMIN_TOKEN).json(&body).send().await.expect("sent");
+                let answer: Value = response.json().await.expect("JSON body");
+                assert!(answer.get("errors").is_none(), "{answer:#}");
+            });
+        }
+        while let Some(done) = writes.join_next().await {
+            done.expect("writer finished");
+        }
+        let entries = all_entries(&app).await;
+        let seqs: Vec<i64> = entries.iter().map(|entry| entry["seq"].as_i64().expect("seq")).collect();
+        assert_eq!(seqs, (1..=16).rev().collect::<Vec<i64>>());
+        for pair in entries.windows(2) {
+            assert_eq!(pair[0]["prevHash"], pair[1]["hash"]);
+        }
+        let (ok, stdout, stderr) = verify(&app);
+        assert!(ok, "{stdout} {stderr}");
+        assert!(stdout.contains("audit chain intact: 16 entries"), "{stdout}");
+    }
+
     async fn verify_finds_a_deleted_last_entry(app) {
         some_history(&app).await;
         execute(&app, "DELETE FROM audit_entry WHERE seq = 5").await;
