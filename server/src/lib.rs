@@ -1,5 +1,6 @@
 //! Rapport: customer profiles, consents and preferences behind a GraphQL API, in one binary.
 
+pub mod audit;
 pub mod config;
 pub mod domain;
 pub mod graphql;

@@ -4,6 +4,7 @@ use std::{path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand};
 use rapport::{
+    audit::Verdict,
     config::Settings,
     startup::{self, Application, ServeOptions},
     telemetry,
@@ -34,6 +35,17 @@ enum Command {
     Migrate,
     /// Print the GraphQL schema (SDL); schema.graphql in the repository is its output.
     ExportSchema,
+    /// Inspect the tamper-evident audit log.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Recompute every hash of the audit chain and report the first broken entry, if any.
+    Verify,
 }
 
 fn main() -> ExitCode {
@@ -61,6 +73,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Application::build(&settings, options).await?.run_until(startup::shutdown_signal()).await
         }
         Command::Migrate => startup::migrate(&startup::connect(&settings).await?).await,
+        Command::Audit { command: AuditCommand::Verify } => {
+            let verdict = startup::verify_audit(&settings).await?;
+            match verdict {
+                Verdict::Intact { .. } => {
+                    println!("{verdict}");
+                    Ok(())
+                }
+                Verdict::Broken { .. } => anyhow::bail!("{verdict}"),
+            }
+        }
         Command::ExportSchema => Ok(()),
     }
 }

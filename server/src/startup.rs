@@ -108,6 +108,31 @@ pub async fn migrate(database: &Database) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `rapport audit verify`: walks the audit chain of the configured database, showing progress
+/// on stderr once the chain is long enough for a wait to be noticed.
+pub async fn verify_audit(settings: &Settings) -> anyhow::Result<crate::audit::Verdict> {
+    use std::io::Write;
+
+    const QUIET_BELOW: u64 = 10_000;
+    let database = connect(settings).await?;
+    let mut shown = false;
+    let verdict = crate::audit::verify(database.connection(), |checked, total| {
+        if total >= QUIET_BELOW {
+            let mut stderr = std::io::stderr().lock();
+            let _ = write!(stderr, "\rverified {checked} of {total} audit entries");
+            let _ = stderr.flush();
+            shown = true;
+        }
+    })
+    .await
+    .context("cannot read the audit log (is the database migrated?)")?;
+    if shown {
+        eprintln!();
+    }
+    database.close().await.ok();
+    Ok(verdict)
+}
+
 /// The absolute path of a SQLite database file, for telling people where their data is.
 fn sqlite_path(url: &str) -> Option<PathBuf> {
     let rest = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:"))?;

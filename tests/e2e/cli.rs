@@ -116,6 +116,10 @@ fn every_command_has_help() {
         assert!(output.status.success(), "{command} --help");
         assert!(String::from_utf8_lossy(&output.stdout).contains("Usage: rapport"), "{command} --help");
     }
+    assert!(help.contains("audit"), "{help}");
+    let output = rapport(dir.path(), &["audit", "verify", "--help"], &[]);
+    assert!(output.status.success(), "audit verify --help");
+    assert!(String::from_utf8_lossy(&output.stdout).contains("Usage: rapport audit verify"));
 }
 
 #[test]

@@ -2,12 +2,14 @@
 //! Every value here is valid by construction: inputs are parsed at the edge and nothing downstream
 //! re-checks them. This module knows nothing of HTTP, GraphQL, SQL or mail.
 
+pub mod audit;
 pub mod consent;
 pub mod contact;
 pub mod event;
 pub mod field;
 pub mod filter;
 pub mod key;
+pub mod request;
 pub mod topic;
 
 /// Declares a closed set of values stored and exchanged as `snake_case` strings.

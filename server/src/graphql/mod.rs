@@ -1,6 +1,7 @@
 //! The GraphQL schema: one query and one mutation object per feature, merged into the roots.
 //! Resolvers parse their arguments into domain types and call services; they never touch the store.
 
+pub mod audit;
 pub mod consents;
 pub mod contacts;
 pub mod error;
@@ -19,7 +20,13 @@ use self::{
 use crate::service::{Error, RequestContext, Services};
 
 #[derive(MergedObject, Default)]
-pub struct QueryRoot(contacts::ContactQuery, fields::FieldQuery, consents::ConsentQuery, topics::TopicQuery);
+pub struct QueryRoot(
+    contacts::ContactQuery,
+    fields::FieldQuery,
+    consents::ConsentQuery,
+    topics::TopicQuery,
+    audit::AuditQuery,
+);
 
 #[derive(MergedObject, Default)]
 pub struct MutationRoot(

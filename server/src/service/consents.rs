@@ -5,8 +5,11 @@ use chrono::{DateTime, Duration, Utc};
 use tracing::instrument;
 use uuid::Uuid;
 
+use serde_json::Value;
+
 use super::{Error, RequestContext, Result, Services};
 use crate::{
+    audit::{self, Changes},
     domain::{
         consent::{Channel, ConsentChange, ConsentProof, ConsentSource, ConsentStatus, LegalBasis, Purpose},
         contact::{ContactId, ContactRef},
@@ -57,6 +60,14 @@ impl Services {
         };
         let tx = self.db.begin_write().await?;
         store::consents::insert_purpose(&tx, &purpose).await?;
+        let mut changes = Changes::new();
+        changes.field("label", None, Some(Value::from(purpose.label.as_str()))).field(
+            "description",
+            None,
+            purpose.description.as_deref().map(Value::from),
+        );
+        let entry = audit::Entry::new("consent_purpose.defined", "consent_purpose", purpose.key.as_str(), changes);
+        audit::append(&tx, ctx, purpose.created_at, entry).await?;
         tx.commit().await?;
         Ok(purpose)
     }
@@ -96,6 +107,19 @@ impl Services {
             proof: decision.proof,
         };
         store::consents::append(&tx, &change).await?;
+        // The decision itself is the change; the previous state stays readable in the history.
+        let mut changes = Changes::new();
+        let after = |text: &str| Some(Value::from(text));
+        changes
+            .field("consentId", None, Some(Value::from(change.id.to_string())))
+            .field("purpose", None, after(change.purpose.as_str()))
+            .field("channel", None, after(change.channel.as_str()))
+            .field("status", None, after(change.status.as_str()))
+            .field("legalBasis", None, after(change.legal_basis.as_str()))
+            .field("source", None, after(change.source.as_str()))
+            .field("capturedAt", None, Some(Value::from(change.captured_at.to_rfc3339())));
+        let entry = audit::Entry::new("consent.recorded", "contact", change.contact_id.to_string(), changes);
+        audit::append(&tx, ctx, now, entry).await?;
         tx.commit().await?;
         tracing::info!(status = %change.status, purpose = %change.purpose, channel = %change.channel, "consent recorded");
         Ok(change)

@@ -8,6 +8,7 @@ use tracing::instrument;
 
 use super::{Error, RequestContext, Result, Services};
 use crate::{
+    audit::{self, Changes},
     domain::{
         Change,
         contact::{
@@ -96,7 +97,7 @@ impl Services {
         let mut attempts_left = 3;
         loop {
             attempts_left -= 1;
-            match self.try_upsert(&reference, &changes).await {
+            match self.try_upsert(ctx, &reference, &changes).await {
                 Err(Error::Conflict { field: Some(field), .. })
                     if attempts_left > 0
                         && matches!(
@@ -115,20 +116,32 @@ impl Services {
         }
     }
 
-    async fn try_upsert(&self, reference: &ContactRef, changes: &ContactChanges) -> Result<Upserted> {
+    async fn try_upsert(
+        &self,
+        ctx: &RequestContext,
+        reference: &ContactRef,
+        changes: &ContactChanges,
+    ) -> Result<Upserted> {
         let tx = self.db.begin_write().await?;
         let definitions = store::fields::by_key(&tx).await?;
+        let now = self.now();
         let upserted = match repository::find(&tx, reference).await? {
             Some(existing) => {
-                let updated = apply(&existing, changes.clone(), &definitions, self.now())?;
-                if updated != existing && !repository::update(&tx, &existing, &updated).await? {
-                    return Err(stale(&existing));
+                let updated = apply(&existing, changes.clone(), &definitions, now)?;
+                if updated != existing {
+                    if !repository::update(&tx, &existing, &updated).await? {
+                        return Err(stale(&existing));
+                    }
+                    let changes = contact_changes(Some(&existing), Some(&updated), &definitions);
+                    audit::append(&tx, ctx, now, contact_entry("contact.updated", updated.id, changes)).await?;
                 }
                 Upserted { contact: updated, created: false }
             }
             None => {
-                let contact = create(changes.clone(), &definitions, self.now())?;
+                let contact = create(changes.clone(), &definitions, now)?;
                 repository::insert(&tx, &contact).await?;
+                let changes = contact_changes(None, Some(&contact), &definitions);
+                audit::append(&tx, ctx, now, contact_entry("contact.created", contact.id, changes)).await?;
                 Upserted { contact, created: true }
             }
         };
@@ -151,13 +164,16 @@ impl Services {
             return Err(stale(&existing));
         }
         let definitions = store::fields::by_key(&tx).await?;
-        let updated = apply(&existing, changes, &definitions, self.now())?;
+        let now = self.now();
+        let updated = apply(&existing, changes, &definitions, now)?;
         if updated == existing {
             return Ok(existing);
         }
         if !repository::update(&tx, &existing, &updated).await? {
             return Err(stale(&existing));
         }
+        let changes = contact_changes(Some(&existing), Some(&updated), &definitions);
+        audit::append(&tx, ctx, now, contact_entry("contact.updated", id, changes)).await?;
         tx.commit().await?;
         Ok(updated)
     }
@@ -165,9 +181,14 @@ impl Services {
     #[instrument(skip_all, fields(request_id = %ctx.request_id, contact_id = %id))]
     pub async fn delete_contact(&self, ctx: &RequestContext, id: ContactId) -> Result<()> {
         let tx = self.db.begin_write().await?;
+        // Read first, so the audit entry can say which fields the contact held.
+        let existing = repository::find(&tx, &ContactRef::Id(id)).await?.ok_or(Error::NotFound { what: "contact" })?;
         if !repository::delete(&tx, id).await? {
             return Err(Error::NotFound { what: "contact" });
         }
+        let definitions = store::fields::by_key(&tx).await?;
+        let changes = contact_changes(Some(&existing), None, &definitions);
+        audit::append(&tx, ctx, self.now(), contact_entry("contact.deleted", id, changes)).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -246,6 +267,84 @@ fn attribute_condition(
             Ok(AttributeCondition::Compare { field, comparison: *comparison, value: at_stored_precision(value) })
         }
     }
+}
+
+fn contact_entry(action: &'static str, id: ContactId, changes: Changes) -> audit::Entry {
+    audit::Entry::new(action, "contact", id.to_string(), changes)
+}
+
+/// What changed between two states of a contact (`None`: it did not exist), for the audit log.
+/// Email, phone, names and personal custom fields are redacted; a field whose definition is
+/// gone counts as personal, to err on the side of saying less.
+fn contact_changes(
+    before: Option<&Contact>,
+    after: Option<&Contact>,
+    definitions: &HashMap<Key, FieldDefinition>,
+) -> Changes {
+    fn text<T>(
+        contact: Option<&Contact>,
+        get: impl Fn(&Contact) -> Option<&T>,
+        as_str: impl Fn(&T) -> &str,
+    ) -> Option<Value> {
+        contact.and_then(get).map(|value| Value::from(as_str(value)))
+    }
+    let mut changes = Changes::new();
+    changes
+        .field(
+            "externalId",
+            text(before, |c| c.external_id.as_ref(), ExternalId::as_str),
+            text(after, |c| c.external_id.as_ref(), ExternalId::as_str),
+        )
+        .personal(
+            "email",
+            text(before, |c| c.email.as_ref(), EmailAddress::as_str),
+            text(after, |c| c.email.as_ref(), EmailAddress::as_str),
+        )
+        .personal(
+            "phone",
+            text(before, |c| c.profile.phone.as_ref(), PhoneNumber::as_str),
+            text(after, |c| c.profile.phone.as_ref(), PhoneNumber::as_str),
+        )
+        .personal(
+            "firstName",
+            text(before, |c| c.profile.first_name.as_ref(), PersonName::as_str),
+            text(after, |c| c.profile.first_name.as_ref(), PersonName::as_str),
+        )
+        .personal(
+            "lastName",
+            text(before, |c| c.profile.last_name.as_ref(), PersonName::as_str),
+            text(after, |c| c.profile.last_name.as_ref(), PersonName::as_str),
+        )
+        .field(
+            "locale",
+            text(before, |c| c.profile.locale.as_ref(), Locale::as_str),
+            text(after, |c| c.profile.locale.as_ref(), Locale::as_str),
+        )
+        .field(
+            "timeZone",
+            text(before, |c| c.profile.time_zone.as_ref(), |zone: &TimeZone| zone.as_str()),
+            text(after, |c| c.profile.time_zone.as_ref(), |zone: &TimeZone| zone.as_str()),
+        )
+        .field(
+            "country",
+            text(before, |c| c.profile.country.as_ref(), CountryCode::as_str),
+            text(after, |c| c.profile.country.as_ref(), CountryCode::as_str),
+        );
+    let empty = Attributes::new();
+    let attributes_before = before.map_or(&empty, |contact| &contact.attributes);
+    let attributes_after = after.map_or(&empty, |contact| &contact.attributes);
+    let keys: std::collections::BTreeSet<&Key> = attributes_before.keys().chain(attributes_after.keys()).collect();
+    for key in keys {
+        let field = format!("attributes.{key}");
+        let old = attributes_before.get(key).map(FieldValue::to_json);
+        let new = attributes_after.get(key).map(FieldValue::to_json);
+        if definitions.get(key).is_some_and(|definition| !definition.personal) {
+            changes.field(field, old, new);
+        } else {
+            changes.personal(field, old, new);
+        }
+    }
+    changes
 }
 
 fn stale(current: &Contact) -> Error {

@@ -7,8 +7,11 @@ use chrono::{DateTime, Duration, Utc};
 use tracing::instrument;
 use uuid::Uuid;
 
+use serde_json::Value;
+
 use super::{Error, RequestContext, Result, Services};
 use crate::{
+    audit::{self, Changes},
     domain::{
         contact::{ContactId, ContactRef},
         event::{Event, EventProperties, EventType, IdempotencyKey},
@@ -89,6 +92,20 @@ impl Services {
         }
 
         let insertions = store::events::insert_all(&tx, &to_insert).await?;
+        // One entry per batch, with counts: events are facts about contacts rather than changes
+        // made by the caller, and one entry per event would double every insert.
+        let created = insertions.iter().filter(|insertion| matches!(insertion, Insertion::Created(_))).count();
+        if created > 0 {
+            let rejected = outcomes.iter().filter(|outcome| matches!(outcome, Some(Err(_)))).count();
+            let duplicates = insertions.len() - created + duplicates_in_batch.len();
+            let mut changes = Changes::new();
+            changes
+                .field("created", None, Some(Value::from(created)))
+                .field("duplicates", None, Some(Value::from(duplicates)))
+                .field("rejected", None, Some(Value::from(rejected)));
+            let entry = audit::Entry::new("events.tracked", "event_batch", ctx.request_id.as_str(), changes);
+            audit::append(&tx, ctx, now, entry).await?;
+        }
         tx.commit().await?;
 
         let mut stored_ids: HashMap<usize, Uuid> = HashMap::new();

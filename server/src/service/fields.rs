@@ -3,8 +3,11 @@
 
 use tracing::instrument;
 
+use serde_json::{Value, json};
+
 use super::{Error, RequestContext, Result, Services};
 use crate::{
+    audit::{self, Changes},
     domain::{
         field::{FieldDefinition, FieldType},
         key::Key,
@@ -52,6 +55,9 @@ impl Services {
         };
         let tx = self.db.begin_write().await?;
         store::fields::insert(&tx, &definition).await?;
+        let changes = field_changes(None, Some(&definition));
+        audit::append(&tx, ctx, now, audit::Entry::new("field.defined", "field", definition.key.as_str(), changes))
+            .await?;
         tx.commit().await?;
         Ok(definition)
     }
@@ -65,6 +71,7 @@ impl Services {
     ) -> Result<FieldDefinition> {
         let tx = self.db.begin_write().await?;
         let mut definition = store::fields::find(&tx, key).await?.ok_or(Error::NotFound { what: "field" })?;
+        let before = definition.clone();
         if let Some(values) = alteration.enum_values {
             let values = FieldDefinition::check_enum_values(definition.field_type, &values)
                 .map_err(|error| Error::validation("enumValues", error))?;
@@ -90,8 +97,11 @@ impl Services {
         if let Some(personal) = alteration.personal {
             definition.personal = personal;
         }
-        definition.updated_at = self.now();
+        let now = self.now();
+        definition.updated_at = now;
         store::fields::update(&tx, &definition).await?;
+        let changes = field_changes(Some(&before), Some(&definition));
+        audit::append(&tx, ctx, now, audit::Entry::new("field.altered", "field", key.as_str(), changes)).await?;
         tx.commit().await?;
         Ok(definition)
     }
@@ -100,10 +110,36 @@ impl Services {
     #[instrument(skip_all, fields(request_id = %ctx.request_id, key = %key))]
     pub async fn delete_field(&self, ctx: &RequestContext, key: &Key) -> Result<()> {
         let tx = self.db.begin_write().await?;
+        let existing = store::fields::find(&tx, key).await?.ok_or(Error::NotFound { what: "field" })?;
         if !store::fields::delete(&tx, key).await? {
             return Err(Error::NotFound { what: "field" });
         }
+        let changes = field_changes(Some(&existing), None);
+        audit::append(&tx, ctx, self.now(), audit::Entry::new("field.deleted", "field", key.as_str(), changes)).await?;
         tx.commit().await?;
         Ok(())
     }
+}
+
+/// A definition's settings before and after, for the audit log; none of them is personal.
+fn field_changes(before: Option<&FieldDefinition>, after: Option<&FieldDefinition>) -> Changes {
+    let settings = |definition: Option<&FieldDefinition>| -> [Option<Value>; 5] {
+        match definition {
+            None => [None, None, None, None, None],
+            Some(definition) => [
+                Some(json!(definition.label)),
+                Some(json!(definition.field_type.as_str())),
+                (!definition.enum_values.is_empty()).then(|| json!(definition.enum_values)),
+                Some(json!(definition.required)),
+                Some(json!(definition.personal)),
+            ],
+        }
+    };
+    let mut changes = Changes::new();
+    for ((name, old), new) in
+        ["label", "type", "enumValues", "required", "personal"].into_iter().zip(settings(before)).zip(settings(after))
+    {
+        changes.field(name, old, new);
+    }
+    changes
 }

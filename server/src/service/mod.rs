@@ -1,6 +1,7 @@
 //! Use cases: one function per command or query. Services own transactions and decide what is
 //! allowed; they take domain values that the edges already parsed and return domain values.
 
+pub mod audit;
 pub mod consents;
 pub mod contacts;
 pub mod error;
@@ -8,11 +9,13 @@ pub mod events;
 pub mod fields;
 pub mod topics;
 
-use std::{net::IpAddr, sync::Arc};
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 
 pub use error::{Error, Result};
+// Defined in the domain so that the audit writer, below this layer, can read them too.
+pub use crate::domain::request::{Actor, RequestContext};
 
 use crate::store::Database;
 
@@ -26,29 +29,6 @@ pub struct SystemClock;
 impl Clock for SystemClock {
     fn now(&self) -> DateTime<Utc> {
         Utc::now()
-    }
-}
-
-/// Who is acting. Issue-specific principals (users, API keys, contact tokens) join later.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Actor {
-    /// The holder of `RAPPORT_ADMIN_TOKEN`, the deployment's bootstrap owner credential.
-    Bootstrap,
-}
-
-/// What every use case knows about the request that triggered it.
-#[derive(Debug, Clone)]
-pub struct RequestContext {
-    pub actor: Actor,
-    pub request_id: String,
-    /// The caller's address, for the audit log and consent proof; none for work started inside.
-    pub ip: Option<IpAddr>,
-}
-
-impl RequestContext {
-    /// Work the system does by itself or on an operator's command line, not for a caller.
-    pub fn internal(actor: Actor, request_id: impl Into<String>) -> Self {
-        Self { actor, request_id: request_id.into(), ip: None }
     }
 }
 

@@ -3,8 +3,11 @@
 use tracing::instrument;
 use uuid::Uuid;
 
+use serde_json::Value;
+
 use super::{Error, RequestContext, Result, Services};
 use crate::{
+    audit::{self, Changes},
     domain::{
         contact::{ContactId, ContactRef},
         key::Key,
@@ -47,6 +50,8 @@ impl Services {
         };
         let tx = self.db.begin_write().await?;
         store::topics::insert(&tx, &topic).await?;
+        let entry = audit::Entry::new("topic.defined", "topic", topic.key.as_str(), topic_changes(None, Some(&topic)));
+        audit::append(&tx, ctx, now, entry).await?;
         tx.commit().await?;
         Ok(topic)
     }
@@ -55,6 +60,7 @@ impl Services {
     pub async fn alter_topic(&self, ctx: &RequestContext, key: &Key, alteration: TopicAlteration) -> Result<Topic> {
         let tx = self.db.begin_write().await?;
         let mut topic = store::topics::find(&tx, key).await?.ok_or(Error::NotFound { what: "topic" })?;
+        let before = topic.clone();
         if let Some(name) = alteration.name {
             topic.name = name;
         }
@@ -64,8 +70,12 @@ impl Services {
         if let Some(frequency) = alteration.default_frequency {
             topic.default_frequency = frequency;
         }
-        topic.updated_at = self.now();
+        let now = self.now();
+        topic.updated_at = now;
         store::topics::update(&tx, &topic).await?;
+        let entry =
+            audit::Entry::new("topic.altered", "topic", key.as_str(), topic_changes(Some(&before), Some(&topic)));
+        audit::append(&tx, ctx, now, entry).await?;
         tx.commit().await?;
         Ok(topic)
     }
@@ -74,9 +84,12 @@ impl Services {
     #[instrument(skip_all, fields(request_id = %ctx.request_id, key = %key))]
     pub async fn delete_topic(&self, ctx: &RequestContext, key: &Key) -> Result<()> {
         let tx = self.db.begin_write().await?;
+        let existing = store::topics::find(&tx, key).await?.ok_or(Error::NotFound { what: "topic" })?;
         if !store::topics::delete(&tx, key).await? {
             return Err(Error::NotFound { what: "topic" });
         }
+        let entry = audit::Entry::new("topic.deleted", "topic", key.as_str(), topic_changes(Some(&existing), None));
+        audit::append(&tx, ctx, self.now(), entry).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -103,16 +116,32 @@ impl Services {
             .await?
             .into_iter()
             .find_map(|(subscription, _)| (subscription.topic_id == topic.id).then_some(subscription));
+        let now = self.now();
         let state = TopicSubscription {
             contact_id,
             topic_id: topic.id,
             status,
             frequency: frequency
-                .or(previous.map(|subscription| subscription.frequency))
+                .or(previous.as_ref().map(|subscription| subscription.frequency))
                 .unwrap_or(topic.default_frequency),
-            updated_at: self.now(),
+            updated_at: now,
         };
         store::topics::save_subscription(&tx, &state).await?;
+        let mut changes = Changes::new();
+        changes
+            .field("topic", None, Some(Value::from(topic.key.as_str())))
+            .field(
+                "status",
+                previous.as_ref().map(|subscription| Value::from(subscription.status.as_str())),
+                Some(Value::from(state.status.as_str())),
+            )
+            .field(
+                "frequency",
+                previous.as_ref().map(|subscription| Value::from(subscription.frequency.as_str())),
+                Some(Value::from(state.frequency.as_str())),
+            );
+        let entry = audit::Entry::new("subscription.changed", "contact", contact_id.to_string(), changes);
+        audit::append(&tx, ctx, now, entry).await?;
         tx.commit().await?;
         Ok((topic, state))
     }
@@ -121,4 +150,25 @@ impl Services {
     pub async fn subscriptions(&self, contact_ids: &[ContactId]) -> Result<Vec<(TopicSubscription, Topic)>> {
         Ok(store::topics::subscriptions(self.db.connection(), contact_ids).await?)
     }
+}
+
+/// A topic's settings before and after, for the audit log.
+fn topic_changes(before: Option<&Topic>, after: Option<&Topic>) -> Changes {
+    let settings = |topic: Option<&Topic>| -> [Option<Value>; 3] {
+        match topic {
+            None => [None, None, None],
+            Some(topic) => [
+                Some(Value::from(topic.name.as_str())),
+                topic.description.as_deref().map(Value::from),
+                Some(Value::from(topic.default_frequency.as_str())),
+            ],
+        }
+    };
+    let mut changes = Changes::new();
+    for ((name, old), new) in
+        ["name", "description", "defaultFrequency"].into_iter().zip(settings(before)).zip(settings(after))
+    {
+        changes.field(name, old, new);
+    }
+    changes
 }

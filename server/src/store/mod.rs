@@ -4,6 +4,7 @@
 
 mod entity;
 
+pub mod audit;
 pub mod consents;
 pub mod contacts;
 pub mod events;

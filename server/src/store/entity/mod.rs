@@ -1,5 +1,7 @@
 //! sea-orm entities: the shape of the tables, private to the store.
 
+pub mod audit_entry;
+pub mod audit_head;
 pub mod consent;
 pub mod consent_change;
 pub mod consent_purpose;
