@@ -11,7 +11,7 @@ use rapport::{
 };
 
 #[derive(Parser)]
-#[command(name = "rapport", version, about = "Self-hosted customer profiles, consents and preferences")]
+#[command(name = "rapport", bin_name = "rapport", version, about = "Self-hosted customer profiles, consents and preferences")]
 struct Cli {
     /// Settings file (TOML); RAPPORT_* environment variables override it.
     #[arg(long, global = true, value_name = "PATH")]

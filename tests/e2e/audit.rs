@@ -4,7 +4,9 @@
 
 use std::process::Command;
 
-use rapport_e2e::{ADMIN_TOKEN, TestApp, on_both_databases, rapport_binary};
+use rapport_e2e::{ADMIN_TOKEN, TestApp, on_both_databases};
+
+use crate::rapport_binary;
 use sea_orm::{ConnectionTrait, Database, Statement};
 use serde_json::{Value, json};
 
