@@ -11,7 +11,12 @@ use rapport::{
 };
 
 #[derive(Parser)]
-#[command(name = "rapport", bin_name = "rapport", version, about = "Self-hosted customer profiles, consents and preferences")]
+#[command(
+    name = "rapport",
+    bin_name = "rapport",
+    version,
+    about = "Self-hosted customer profiles, consents and preferences"
+)]
 struct Cli {
     /// Settings file (TOML); RAPPORT_* environment variables override it.
     #[arg(long, global = true, value_name = "PATH")]
@@ -70,7 +75,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve { no_migrate, insecure_dev } => {
             let options = ServeOptions { skip_migrations: no_migrate, insecure_dev };
-            Application::build(&settings, options).await?.run_until(startup::shutdown_signal()).await
+            let shutdown = startup::shutdown_signal()?;
+            Application::build(&settings, options).await?.run_until(shutdown).await
         }
         Command::Migrate => startup::migrate(&startup::connect(&settings).await?).await,
         Command::Audit { command: AuditCommand::Verify } => {

@@ -89,8 +89,12 @@ impl Server {
     }
 
     fn terminate(&self) {
+        self.signal("-TERM");
+    }
+
+    fn signal(&self, signal: &str) {
         let pid = self.child.id().expect("child is running");
-        let status = Command::new("kill").args(["-TERM", &pid.to_string()]).status().expect("kill runs");
+        let status = Command::new("kill").args([signal, &pid.to_string()]).status().expect("kill runs");
         assert!(status.success());
     }
 
@@ -180,7 +184,7 @@ async fn serve_without_configuration_uses_a_local_sqlite_file_and_says_where() {
 }
 
 #[tokio::test]
-async fn insecure_dev_serves_without_a_token_and_warns() {
+async fn insecure_dev_serves_without_a_token_warns_and_stops_on_ctrl_c() {
     let dir = tempfile::tempdir().unwrap();
     let mut server = Server::start(dir.path(), &["--insecure-dev"], &[("RAPPORT_LISTEN", "127.0.0.1:0")]);
     server.wait_for("--insecure-dev").await;
@@ -195,7 +199,9 @@ async fn insecure_dev_serves_without_a_token_and_warns() {
         .await
         .unwrap();
     assert_eq!(body["data"]["topics"], serde_json::json!([]));
-    server.terminate();
+    // Ctrl-C in a terminal stops it as cleanly as SIGTERM does.
+    server.signal("-INT");
+    server.wait_for("shutdown requested").await;
     assert_eq!(server.exit_code().await, Some(0));
 }
 
