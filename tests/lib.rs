@@ -230,6 +230,23 @@ impl TestApp {
     }
 }
 
+/// Asserts an error's `extensions.code`, and its `extensions.field` when one is expected.
+pub fn assert_error(error: &Value, code: &str, field: Option<&str>) {
+    assert_eq!(error["extensions"]["code"], code, "{error:#}");
+    if let Some(field) = field {
+        assert_eq!(error["extensions"]["field"], field, "{error:#}");
+    }
+}
+
+/// Sends a write that must fail with `code` (naming `field`), and proves it changed nothing.
+pub async fn assert_rejected(app: &TestApp, query: &str, variables: Value, code: &str, field: Option<&str>) -> Value {
+    let before = app.snapshot().await;
+    let error = app.error(query, variables.clone()).await;
+    assert_error(&error, code, field);
+    assert_eq!(app.snapshot().await, before, "the rejected write changed stored data: {variables:#}");
+    error
+}
+
 const SNAPSHOT_QUERY: &str = r#"{
   fields { key label type enumValues required personal createdAt updatedAt }
   topics { id key name description defaultFrequency updatedAt }

@@ -2,7 +2,7 @@
 //! per purpose and channel (the decision captured last, whatever order decisions arrive in), the
 //! history, and every way a decision can be refused without anything being written.
 
-use rapport_e2e::{TestApp, on_both_databases};
+use rapport_e2e::{TestApp, assert_rejected, on_both_databases};
 use serde_json::{Value, json};
 
 const CONSENT_FIELDS: &str =
@@ -73,19 +73,6 @@ fn node_ids(connection: &Value) -> Vec<String> {
 
 fn id_of(consent: &Value) -> String {
     consent["id"].as_str().expect("consent id").to_owned()
-}
-
-/// Sends a write that must fail with `code` (and `field`), and proves that it changed nothing.
-async fn assert_rejected(app: &TestApp, query: &str, variables: Value, code: &str, field: Option<&str>) -> Value {
-    let before = app.snapshot().await;
-    let error = app.error(query, variables).await;
-    assert_eq!(error["extensions"]["code"], code, "{error:#}");
-    match field {
-        Some(field) => assert_eq!(error["extensions"]["field"], field, "{error:#}"),
-        None => assert!(error["extensions"].get("field").is_none(), "{error:#}"),
-    }
-    assert_eq!(app.snapshot().await, before, "a rejected write changed the stored data");
-    error
 }
 
 async fn assert_consent_rejected(app: &TestApp, input: Value, code: &str, field: Option<&str>) -> Value {

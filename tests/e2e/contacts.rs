@@ -3,7 +3,7 @@
 //! batched children. Every rejected write is followed by a snapshot of the stored data, which
 //! must equal the one taken before it: a refusal that wrote half of something is a bug too.
 
-use rapport_e2e::{TestApp, on_both_databases};
+use rapport_e2e::{TestApp, assert_error, assert_rejected, on_both_databases};
 use sea_orm::{ConnectionTrait, Database, Statement};
 use serde_json::{Value, json};
 
@@ -69,22 +69,6 @@ async fn set_consent(app: &TestApp, contact_id: &Value, purpose: &str, channel: 
 
 async fn subscribe(app: &TestApp, contact_id: &Value, topic: &str) {
     app.data(SUBSCRIBE, json!({ "contactId": contact_id, "topic": topic })).await;
-}
-
-fn assert_error(error: &Value, code: &str, field: Option<&str>) {
-    assert_eq!(error["extensions"]["code"], code, "{error:#}");
-    if let Some(field) = field {
-        assert_eq!(error["extensions"]["field"], field, "{error:#}");
-    }
-}
-
-/// Sends a write that must be refused with `code` (naming `field`), and proves it stored nothing.
-async fn assert_rejected(app: &TestApp, query: &str, variables: Value, code: &str, field: Option<&str>) -> Value {
-    let before = app.snapshot().await;
-    let error = app.error(query, variables.clone()).await;
-    assert_error(&error, code, field);
-    assert_eq!(app.snapshot().await, before, "the refused write changed stored data: {variables:#}");
-    error
 }
 
 /// A page of the contact list with its emails in order.

@@ -2,7 +2,7 @@
 //! accepts and refuses on a contact, altering a field (never its type), and deleting it with
 //! every value it held. Every rejected write is checked to have left the stored data unchanged.
 
-use rapport_e2e::{TestApp, on_both_databases};
+use rapport_e2e::{TestApp, assert_error, assert_rejected, on_both_databases};
 use serde_json::{Value, json};
 
 const DEFINITION: &str = "key label type enumValues required personal createdAt updatedAt";
@@ -40,22 +40,6 @@ async fn upsert(app: &TestApp, email: &str, attributes: Value) -> Value {
 
 async fn attributes_of(app: &TestApp, contact: &Value) -> Value {
     app.data(ATTRIBUTES, json!({ "id": contact["id"] })).await["contact"]["attributes"].clone()
-}
-
-fn assert_error(error: &Value, code: &str, field: Option<&str>) {
-    assert_eq!(error["extensions"]["code"], code, "{error:#}");
-    if let Some(field) = field {
-        assert_eq!(error["extensions"]["field"], field, "{error:#}");
-    }
-}
-
-/// Sends a write that must be refused with `code` (naming `field`), and proves it stored nothing.
-async fn assert_rejected(app: &TestApp, query: &str, variables: Value, code: &str, field: Option<&str>) -> Value {
-    let before = app.snapshot().await;
-    let error = app.error(query, variables.clone()).await;
-    assert_error(&error, code, field);
-    assert_eq!(app.snapshot().await, before, "the refused write changed stored data: {variables:#}");
-    error
 }
 
 /// The six fields most tests use, one of each type.

@@ -2,7 +2,7 @@
 //! frequency of their choosing (or the one they had, or the topic's default). Every refused
 //! write is shown to leave the stored data as it was.
 
-use rapport_e2e::{TestApp, on_both_databases};
+use rapport_e2e::{TestApp, assert_rejected, on_both_databases};
 use serde_json::{Value, json};
 
 const TOPIC_FIELDS: &str = "id key name description defaultFrequency createdAt updatedAt";
@@ -102,19 +102,6 @@ async fn filtered_emails(app: &TestApp, topics: Value) -> Vec<String> {
         .iter()
         .map(|contact| contact["email"].as_str().expect("email").to_owned())
         .collect()
-}
-
-/// Sends a write that must fail with `code` (and `field`), and proves that it changed nothing.
-async fn assert_rejected(app: &TestApp, query: &str, variables: Value, code: &str, field: Option<&str>) -> Value {
-    let before = app.snapshot().await;
-    let error = app.error(query, variables).await;
-    assert_eq!(error["extensions"]["code"], code, "{error:#}");
-    match field {
-        Some(field) => assert_eq!(error["extensions"]["field"], field, "{error:#}"),
-        None => assert!(error["extensions"].get("field").is_none(), "{error:#}"),
-    }
-    assert_eq!(app.snapshot().await, before, "a rejected write changed the stored data");
-    error
 }
 
 on_both_databases! {

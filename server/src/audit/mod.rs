@@ -115,7 +115,7 @@ pub async fn append(
         seq: last_seq + 1,
         id: Uuid::now_v7(),
         // The databases keep microseconds; the hash must cover what is read back.
-        occurred_at: DateTime::from_timestamp_micros(at.timestamp_micros()).unwrap_or(at),
+        occurred_at: crate::domain::at_storage_precision(at),
         actor_kind: actor_kind.to_owned(),
         actor_id,
         action: entry.action.to_owned(),

@@ -81,6 +81,15 @@ pub enum TextError {
     ControlCharacter,
 }
 
+/// Instants at the precision both databases store (a microsecond), so that a value read back
+/// equals the value written and comparisons agree on SQLite and PostgreSQL.
+pub fn at_storage_precision(at: chrono::DateTime<chrono::Utc>) -> chrono::DateTime<chrono::Utc> {
+    chrono::DateTime::from_timestamp_micros(at.timestamp_micros()).unwrap_or(at)
+}
+
+/// How far in the future a client-supplied time may lie, for senders whose clocks run fast.
+pub const CLOCK_SKEW: chrono::Duration = chrono::Duration::minutes(5);
+
 /// A requested change to one optional value: leave it, clear it, or set it.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub enum Change<T> {

@@ -1,7 +1,7 @@
 //! Recording consent decisions and reading them back. A decision is appended to the history and
 //! the current state follows from it in the same transaction.
 
-use chrono::{DateTime, Duration, Utc};
+use chrono::{DateTime, Utc};
 use tracing::instrument;
 use uuid::Uuid;
 
@@ -20,9 +20,6 @@ use crate::{
         page::{Page, PageRequest},
     },
 };
-
-/// How far in the future a capture time may lie, for clocks that run a little fast.
-const CLOCK_SKEW: Duration = Duration::minutes(5);
 
 #[derive(Debug, Clone)]
 pub struct ConsentDecision {
@@ -79,9 +76,8 @@ impl Services {
         let now = self.now();
         // The databases keep microseconds: truncating here makes the decision returned equal the
         // one stored, and makes capture times compare alike on SQLite and PostgreSQL.
-        let captured_at =
-            decision.captured_at.map_or(now, |at| DateTime::from_timestamp_micros(at.timestamp_micros()).unwrap_or(at));
-        if captured_at > now + CLOCK_SKEW {
+        let captured_at = decision.captured_at.map_or(now, crate::domain::at_storage_precision);
+        if captured_at > now + crate::domain::CLOCK_SKEW {
             return Err(Error::validation("capturedAt", "lies in the future"));
         }
         let tx = self.db.begin_write().await?;

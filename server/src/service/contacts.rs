@@ -433,9 +433,7 @@ fn apply(
 /// repeated upsert from looking like a change, and lets filters compare like with like.
 fn at_stored_precision(value: FieldValue) -> FieldValue {
     match value {
-        FieldValue::DateTime(at) => {
-            FieldValue::DateTime(chrono::DateTime::from_timestamp_micros(at.timestamp_micros()).unwrap_or(at))
-        }
+        FieldValue::DateTime(at) => FieldValue::DateTime(crate::domain::at_storage_precision(at)),
         other => other,
     }
 }

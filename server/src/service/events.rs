@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use chrono::{DateTime, Duration, Utc};
+use chrono::{DateTime, Utc};
 use tracing::instrument;
 use uuid::Uuid;
 
@@ -23,9 +23,6 @@ use crate::{
         page::{Page, PageRequest},
     },
 };
-
-/// How far in the future an occurrence time may lie, for senders whose clocks run fast.
-const CLOCK_SKEW: Duration = Duration::minutes(5);
 
 pub const MAX_EVENTS_PER_CALL: usize = 1_000;
 
@@ -142,7 +139,7 @@ impl Services {
 fn prepare(event: NewEvent, contacts: &HashMap<ContactRef, ContactId>, now: DateTime<Utc>) -> Result<Event> {
     let contact_id = *contacts.get(&event.contact).ok_or(Error::NotFound { what: "contact" })?;
     let occurred_at = event.occurred_at.unwrap_or(now);
-    if occurred_at > now + CLOCK_SKEW {
+    if occurred_at > now + crate::domain::CLOCK_SKEW {
         return Err(Error::validation("occurredAt", "lies in the future"));
     }
     Ok(Event {
@@ -150,7 +147,7 @@ fn prepare(event: NewEvent, contacts: &HashMap<ContactRef, ContactId>, now: Date
         contact_id,
         event_type: event.event_type,
         properties: event.properties,
-        occurred_at: DateTime::from_timestamp_micros(occurred_at.timestamp_micros()).unwrap_or(occurred_at),
+        occurred_at: crate::domain::at_storage_precision(occurred_at),
         received_at: now,
         source: event.source,
         idempotency_key: event.idempotency_key,

@@ -51,7 +51,6 @@ impl Services {
     /// Database time resolution is a microsecond; truncating here makes values read back equal
     /// to the values written.
     pub(crate) fn now(&self) -> DateTime<Utc> {
-        let now = self.clock.now();
-        DateTime::from_timestamp_micros(now.timestamp_micros()).unwrap_or(now)
+        crate::domain::at_storage_precision(self.clock.now())
     }
 }
