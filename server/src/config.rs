@@ -14,6 +14,8 @@ pub struct Settings {
     pub public_url: String,
     pub smtp_url: Option<SecretString>,
     pub master_key: Option<SecretString>,
+    /// The master key before the last rotation: still unwraps keys not yet re-wrapped.
+    pub previous_master_key: Option<SecretString>,
     pub admin_token: Option<SecretString>,
     pub log: String,
     pub log_format: LogFormat,
@@ -34,6 +36,7 @@ impl Default for Settings {
             public_url: "http://127.0.0.1:8080".to_owned(),
             smtp_url: None,
             master_key: None,
+            previous_master_key: None,
             admin_token: None,
             log: "info".to_owned(),
             log_format: LogFormat::Text,
@@ -50,6 +53,7 @@ struct FileSettings {
     public_url: Option<String>,
     smtp_url: Option<SecretString>,
     master_key: Option<SecretString>,
+    previous_master_key: Option<SecretString>,
     admin_token: Option<SecretString>,
     log: Option<String>,
     log_format: Option<String>,
@@ -99,6 +103,9 @@ impl Settings {
         if let Some(value) = secret("RAPPORT_MASTER_KEY") {
             file.master_key = Some(value);
         }
+        if let Some(value) = secret("RAPPORT_PREVIOUS_MASTER_KEY") {
+            file.previous_master_key = Some(value);
+        }
         if let Some(value) = secret("RAPPORT_ADMIN_TOKEN") {
             file.admin_token = Some(value);
         }
@@ -137,6 +144,7 @@ impl Settings {
             public_url: file.public_url.unwrap_or(defaults.public_url),
             smtp_url: file.smtp_url,
             master_key: file.master_key,
+            previous_master_key: file.previous_master_key,
             admin_token: file.admin_token.filter(|token| !secrecy::ExposeSecret::expose_secret(token).is_empty()),
             log: file.log.unwrap_or(defaults.log),
             log_format,

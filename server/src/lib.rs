@@ -1,6 +1,7 @@
 //! Rapport: customer profiles, consents and preferences behind a GraphQL API, in one binary.
 
 pub mod config;
+pub mod crypto;
 pub mod domain;
 pub mod graphql;
 pub mod http;

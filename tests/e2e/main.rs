@@ -4,6 +4,7 @@
 mod cli;
 mod consents;
 mod contacts;
+mod encryption;
 mod events;
 mod fields;
 mod graphql_http;

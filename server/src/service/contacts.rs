@@ -55,11 +55,11 @@ pub struct Upserted {
 
 impl Services {
     pub async fn find_contact(&self, reference: &ContactRef) -> Result<Option<Contact>> {
-        Ok(repository::find(self.db.connection(), reference).await?)
+        Ok(repository::find(self.db.connection(), self.db.keys()?, reference).await?)
     }
 
     pub async fn find_contacts(&self, ids: &[ContactId]) -> Result<Vec<Contact>> {
-        Ok(repository::find_many(self.db.connection(), ids).await?)
+        Ok(repository::find_many(self.db.connection(), self.db.keys()?, ids).await?)
     }
 
     pub async fn list_contacts(
@@ -68,7 +68,7 @@ impl Services {
         page: &PageRequest<ContactId>,
     ) -> Result<Page<Contact>> {
         let filter = self.resolve_filter(filter).await?;
-        Ok(repository::page(self.db.connection(), &filter, page).await?)
+        Ok(repository::page(self.db.connection(), self.db.keys()?, &filter, page).await?)
     }
 
     /// Creates the contact named by `key`, or applies `changes` to it if it exists. Sending the
@@ -115,17 +115,17 @@ impl Services {
     async fn try_upsert(&self, reference: &ContactRef, changes: &ContactChanges) -> Result<Upserted> {
         let tx = self.db.begin_write().await?;
         let definitions = store::fields::by_key(&tx).await?;
-        let upserted = match repository::find(&tx, reference).await? {
+        let upserted = match repository::find(&tx, self.db.keys()?, reference).await? {
             Some(existing) => {
                 let updated = apply(&existing, changes.clone(), &definitions, self.now())?;
-                if updated != existing && !repository::update(&tx, &existing, &updated).await? {
+                if updated != existing && !repository::update(&tx, self.db.keys()?, &existing, &updated).await? {
                     return Err(stale(&existing));
                 }
                 Upserted { contact: updated, created: false }
             }
             None => {
                 let contact = create(changes.clone(), &definitions, self.now())?;
-                repository::insert(&tx, &contact).await?;
+                repository::insert(&tx, self.db.keys()?, &contact).await?;
                 Upserted { contact, created: true }
             }
         };
@@ -143,7 +143,9 @@ impl Services {
         changes: ContactChanges,
     ) -> Result<Contact> {
         let tx = self.db.begin_write().await?;
-        let existing = repository::find(&tx, &ContactRef::Id(id)).await?.ok_or(Error::NotFound { what: "contact" })?;
+        let existing = repository::find(&tx, self.db.keys()?, &ContactRef::Id(id))
+            .await?
+            .ok_or(Error::NotFound { what: "contact" })?;
         if existing.version != expected_version {
             return Err(stale(&existing));
         }
@@ -152,7 +154,7 @@ impl Services {
         if updated == existing {
             return Ok(existing);
         }
-        if !repository::update(&tx, &existing, &updated).await? {
+        if !repository::update(&tx, self.db.keys()?, &existing, &updated).await? {
             return Err(stale(&existing));
         }
         tx.commit().await?;
@@ -229,6 +231,10 @@ fn attribute_condition(
     let field = definition.key.clone();
     match test {
         AttributeTest::IsSet(set) => Ok(AttributeCondition::IsSet { field, set: *set }),
+        AttributeTest::Compare(..) if definition.personal => Err(Error::validation(
+            format!("{field_path}.comparison"),
+            "the values of a personal field are stored encrypted and cannot be compared; only isSet filters apply",
+        )),
         AttributeTest::Compare(comparison, raw) => {
             let ordered = matches!(definition.field_type, FieldType::Number | FieldType::Date | FieldType::DateTime);
             let ordering = !matches!(comparison, Comparison::Equal | Comparison::NotEqual);
