@@ -110,12 +110,16 @@ fn every_command_has_help() {
     let output = rapport(dir.path(), &["--help"], &[]);
     assert!(output.status.success());
     let help = String::from_utf8_lossy(&output.stdout);
-    for command in ["serve", "migrate", "export-schema"] {
+    for command in ["serve", "migrate", "export-schema", "keys"] {
         assert!(help.contains(command), "{help}");
         let output = rapport(dir.path(), &[command, "--help"], &[]);
         assert!(output.status.success(), "{command} --help");
         assert!(String::from_utf8_lossy(&output.stdout).contains("Usage: rapport"), "{command} --help");
     }
+    let output = rapport(dir.path(), &["keys", "rotate", "--help"], &[]);
+    assert!(output.status.success(), "keys rotate --help");
+    let help = String::from_utf8_lossy(&output.stdout);
+    assert!(help.contains("RAPPORT_PREVIOUS_MASTER_KEY") && help.contains("--batch-size"), "{help}");
 }
 
 #[test]

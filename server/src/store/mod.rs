@@ -1,6 +1,6 @@
 //! Persistence: sea-orm entities (private to this module) and repositories that speak domain
-//! types. Every read and write of contacts goes through `contacts`, so that the encryption of
-//! personal fields that comes next stays a change of this module alone.
+//! types. Every read and write of contacts goes through `contacts`, which seals and opens their
+//! personal fields with the key ring this handle carries (`keys` holds the wrapped keys).
 
 mod entity;
 
