@@ -12,6 +12,7 @@ use std::{
 
 use rapport::{
     config::Settings,
+    crypto::MasterKey,
     service::Services,
     startup::{Application, ServeOptions},
 };
@@ -92,7 +93,7 @@ impl Storage {
         }
     }
 
-    fn sqlite_file(&self, dir: &tempfile::TempDir) -> PathBuf {
+    pub fn sqlite_file(&self, dir: &tempfile::TempDir) -> PathBuf {
         dir.path().join("rapport.db")
     }
 
@@ -128,6 +129,8 @@ pub struct TestApp {
     pub services: Services,
     pub backend: Backend,
     pub database_url: String,
+    /// What the server was started with, master key included.
+    pub settings: Settings,
     stop: Option<oneshot::Sender<()>>,
     // Declared last: the server stops before its database is dropped.
     _storage: Arc<Storage>,
@@ -146,8 +149,21 @@ pub async fn spawn_app(backend: Backend) -> TestApp {
         database_url: storage.url(),
         listen: "127.0.0.1:0".parse().expect("address"),
         admin_token: Some(SecretString::from(ADMIN_TOKEN)),
+        master_key: Some(SecretString::from(MasterKey::generate().to_base64())),
         ..Settings::default()
     };
+    spawn_on(Arc::new(storage), settings).await
+}
+
+/// Starts another server on the same storage with other settings (another master key, say);
+/// the storage lives as long as any app that uses it.
+pub async fn respawn(app: &TestApp, settings: Settings) -> TestApp {
+    spawn_on(Arc::clone(&app._storage), settings).await
+}
+
+/// Starts a server on `storage` with exactly these settings.
+pub async fn spawn_on(storage: Arc<Storage>, settings: Settings) -> TestApp {
+    let backend = storage.backend();
     let app = Application::build(&settings, ServeOptions::default()).await.expect("application starts");
     let address = format!("http://{}", app.local_addr());
     let services = app.services().clone();
@@ -161,8 +177,9 @@ pub async fn spawn_app(backend: Backend) -> TestApp {
         services,
         backend,
         database_url: storage.url(),
+        settings,
         stop: Some(stop),
-        _storage: Arc::new(storage),
+        _storage: storage,
     }
 }
 
@@ -207,6 +224,14 @@ impl TestApp {
             .as_object()
             .map(|_| body["errors"][0].clone())
             .unwrap_or_else(|| panic!("expected an error, got {body:#}"))
+    }
+
+    /// The directory holding the SQLite file (and its WAL), for tests that read the raw bytes.
+    pub fn sqlite_dir(&self) -> Option<PathBuf> {
+        match self._storage.as_ref() {
+            Storage::Sqlite { dir } => Some(dir.path().to_path_buf()),
+            Storage::Postgres { .. } => None,
+        }
     }
 
     /// SQL statements the server has run so far.

@@ -276,6 +276,7 @@ impl Rapport {
             database_url: database_url.to_owned(),
             listen: "127.0.0.1:0".parse()?,
             admin_token: Some(SecretString::from(ADMIN_TOKEN)),
+            master_key: Some(SecretString::from(rapport::crypto::MasterKey::generate().to_base64())),
             ..Settings::default()
         };
         let app = Application::build(&settings, ServeOptions::default())

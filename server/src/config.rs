@@ -15,6 +15,8 @@ pub struct Settings {
     pub public_url: String,
     pub smtp_url: Option<SecretString>,
     pub master_key: Option<SecretString>,
+    /// The master key before the last rotation: still unwraps keys not yet re-wrapped.
+    pub previous_master_key: Option<SecretString>,
     pub admin_token: Option<SecretString>,
     pub log: String,
     pub log_format: LogFormat,
@@ -49,6 +51,7 @@ impl Default for Settings {
             public_url: "http://127.0.0.1:8080".to_owned(),
             smtp_url: None,
             master_key: None,
+            previous_master_key: None,
             admin_token: None,
             log: "info".to_owned(),
             log_format: LogFormat::Text,
@@ -65,6 +68,7 @@ struct FileSettings {
     public_url: Option<String>,
     smtp_url: Option<SecretString>,
     master_key: Option<SecretString>,
+    previous_master_key: Option<SecretString>,
     admin_token: Option<SecretString>,
     log: Option<String>,
     log_format: Option<String>,
@@ -113,6 +117,9 @@ impl Settings {
         }
         if let Some(value) = secret("RAPPORT_MASTER_KEY") {
             file.master_key = Some(value);
+        }
+        if let Some(value) = secret("RAPPORT_PREVIOUS_MASTER_KEY") {
+            file.previous_master_key = Some(value);
         }
         if let Some(value) = secret("RAPPORT_ADMIN_TOKEN") {
             file.admin_token = Some(value);
@@ -166,6 +173,7 @@ impl Settings {
             public_url: file.public_url.unwrap_or(defaults.public_url),
             smtp_url: file.smtp_url,
             master_key: file.master_key,
+            previous_master_key: file.previous_master_key,
             admin_token: file.admin_token.filter(|token| !secrecy::ExposeSecret::expose_secret(token).is_empty()),
             log,
             log_format,

@@ -2,6 +2,7 @@
 
 pub mod audit;
 pub mod config;
+pub mod crypto;
 pub mod domain;
 pub mod graphql;
 pub mod http;

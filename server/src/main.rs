@@ -45,12 +45,35 @@ enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// Manage the master key that protects personal data.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
 }
 
 #[derive(Subcommand)]
 enum AuditCommand {
     /// Recompute every hash of the audit chain and report the first broken entry, if any.
     Verify,
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Re-wrap every data key with RAPPORT_MASTER_KEY, unwrapping with RAPPORT_PREVIOUS_MASTER_KEY.
+    ///
+    /// Start the server with the new key as RAPPORT_MASTER_KEY and the old one as
+    /// RAPPORT_PREVIOUS_MASTER_KEY, then run this with the same settings. It commits batch by
+    /// batch and skips keys already re-wrapped, so it can be interrupted and run again. Once it
+    /// is done, unset RAPPORT_PREVIOUS_MASTER_KEY.
+    Rotate {
+        /// Data keys re-wrapped per transaction.
+        #[arg(long, default_value_t = 500)]
+        batch_size: u64,
+        /// Stop after this many batches (to spread the work); run again to continue.
+        #[arg(long)]
+        max_batches: Option<u64>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -88,6 +111,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 }
                 Verdict::Broken { .. } => anyhow::bail!("{verdict}"),
             }
+        }
+        Command::Keys { command: KeysCommand::Rotate { batch_size, max_batches } } => {
+            startup::rotate_keys(&settings, batch_size, max_batches).await
         }
         Command::ExportSchema => Ok(()),
     }

@@ -1,14 +1,21 @@
 //! Wiring: connect and migrate the database, build services, schema and router, bind the
 //! listener, and serve until told to stop. Tests use the same path with port 0.
 
-use std::{future::Future, net::SocketAddr, path::PathBuf, sync::Arc};
+use std::{
+    future::Future,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    sync::Arc,
+};
 
-use anyhow::{Context, bail};
+use anyhow::{Context, anyhow, bail};
 use migration::{Migrator, MigratorTrait};
+use secrecy::{ExposeSecret, SecretString};
 use tokio::net::TcpListener;
 
 use crate::{
     config::Settings,
+    crypto::{KeyError, MasterKey, MasterKeys},
     graphql::{AppSchema, build_schema},
     http::{self, AppState, Authenticator},
     service::{Services, SystemClock},
@@ -43,10 +50,13 @@ impl Application {
                 bail!("RAPPORT_ADMIN_TOKEN is not set; set it, or pass --insecure-dev to run without authentication")
             }
         };
+        // Keys first: a server that cannot read its data should not migrate it either.
+        let masters = master_keys(settings)?;
         let database = connect(settings).await?;
         if !options.skip_migrations {
             migrate(&database).await?;
         }
+        let database = open_keys(database, masters).await?;
         let services = Services::new(database, Arc::new(SystemClock));
         let state = AppState {
             services: services.clone(),
@@ -89,6 +99,116 @@ pub async fn connect(settings: &Settings) -> anyhow::Result<Database> {
     };
     tracing::info!(database = %location, "connecting to the database");
     Database::connect(&settings.database_url).await.with_context(|| format!("cannot open the database ({location})"))
+}
+
+/// Loads (or, on a first start, creates) the blind index key and hands the key ring to the
+/// database handle.
+pub async fn open_keys(database: Database, masters: MasterKeys) -> anyhow::Result<Database> {
+    let keys = crate::store::keys::open(database.connection(), masters)
+        .await
+        .context("cannot open the encryption keys (is the master key the one this database was created with?)")?;
+    Ok(database.with_keys(keys))
+}
+
+/// The master keys: `RAPPORT_MASTER_KEY` (and `RAPPORT_PREVIOUS_MASTER_KEY` during a rotation),
+/// or, for a SQLite database without one, `rapport.key` beside the database file, generated on
+/// the first start. PostgreSQL has no file of its own to keep a key beside, so it needs the
+/// variable.
+pub fn master_keys(settings: &Settings) -> anyhow::Result<MasterKeys> {
+    let current = match (&settings.master_key, key_file(&settings.database_url)) {
+        (Some(key), _) => parse_key("RAPPORT_MASTER_KEY", key)?,
+        (None, Some(path)) => read_or_create_key_file(&path)?,
+        (None, None) => bail!(
+            "RAPPORT_MASTER_KEY is not set; it is required with PostgreSQL (base64 of 32 random bytes, e.g. from `openssl rand -base64 32`)"
+        ),
+    };
+    let previous = match &settings.previous_master_key {
+        Some(key) => Some(parse_key("RAPPORT_PREVIOUS_MASTER_KEY", key)?),
+        None => None,
+    };
+    Ok(MasterKeys::new(current, previous))
+}
+
+fn parse_key(variable: &str, key: &SecretString) -> anyhow::Result<MasterKey> {
+    MasterKey::parse(key.expose_secret()).map_err(|error: KeyError| anyhow!("{variable} is not valid: it {error}"))
+}
+
+/// `rapport.key` in the directory of the SQLite file, if the database is a SQLite file.
+pub fn key_file(database_url: &str) -> Option<PathBuf> {
+    sqlite_path(database_url).map(|path| path.with_file_name("rapport.key"))
+}
+
+fn read_or_create_key_file(path: &Path) -> anyhow::Result<MasterKey> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => {
+            MasterKey::parse(&text).map_err(|error| anyhow!("{} is not a valid master key: it {error}", path.display()))
+        }
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+            let key = MasterKey::generate();
+            write_key_file(path, &key)?;
+            tracing::warn!(
+                key_file = %path.display(),
+                "RAPPORT_MASTER_KEY is not set: generated a master key into the key file; back it up apart from the database, without it the personal data cannot be read"
+            );
+            Ok(key)
+        }
+        Err(error) => Err(error).with_context(|| format!("cannot read {}", path.display())),
+    }
+}
+
+/// Writes a new key file readable by its owner only; never overwrites one.
+fn write_key_file(path: &Path, key: &MasterKey) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(path).with_context(|| format!("cannot create {}", path.display()))?;
+    file.write_all(format!("{}\n", key.to_base64()).as_bytes())
+        .and_then(|()| file.sync_all())
+        .with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// Re-wraps every data key and the blind index key with the current master key, one committed
+/// batch at a time. Keys already wrapped by the current key are skipped, so an interrupted run
+/// resumes where it stopped; the server keeps serving meanwhile as long as it holds both keys.
+pub async fn rotate_keys(settings: &Settings, batch_size: u64, max_batches: Option<u64>) -> anyhow::Result<()> {
+    let masters = master_keys(settings)?;
+    let database = open_keys(connect(settings).await?, masters).await?;
+    let keys = database.keys()?;
+    let tx = database.begin_write().await?;
+    if crate::store::keys::rewrap_blind_index_key(&tx, keys).await? {
+        tracing::info!("re-wrapped the blind index key");
+    }
+    tx.commit().await?;
+    let (done, total) = crate::store::keys::rotation_progress(database.connection(), keys).await?;
+    let progress = indicatif::ProgressBar::new(total);
+    progress.set_style(
+        indicatif::ProgressStyle::with_template("{msg} [{bar:40}] {pos}/{len} data keys ({eta} left)")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    progress.set_message("re-wrapping");
+    progress.set_position(done);
+    let mut batches = 0;
+    loop {
+        if max_batches.is_some_and(|max| batches >= max) {
+            progress.abandon_with_message("stopped");
+            tracing::info!(batches, "stopped after the requested number of batches; run again to continue");
+            break;
+        }
+        let tx = database.begin_write().await?;
+        let rewrapped = crate::store::keys::rewrap_data_keys(&tx, keys, batch_size.max(1)).await?;
+        tx.commit().await?;
+        if rewrapped == 0 {
+            progress.finish_with_message("done");
+            tracing::info!(master_key_id = keys.masters.current_id(), "every key is wrapped by the current master key");
+            break;
+        }
+        batches += 1;
+        progress.inc(rewrapped);
+    }
+    database.close().await.context("closing the database")?;
+    Ok(())
 }
 
 /// Applies pending migrations, reporting each one as it goes.

@@ -5,6 +5,7 @@ mod audit;
 mod cli;
 mod consents;
 mod contacts;
+mod encryption;
 mod events;
 mod fields;
 mod graphql_http;

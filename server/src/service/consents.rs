@@ -81,7 +81,7 @@ impl Services {
             return Err(Error::validation("capturedAt", "lies in the future"));
         }
         let tx = self.db.begin_write().await?;
-        if store::contacts::find(&tx, &ContactRef::Id(decision.contact_id)).await?.is_none() {
+        if store::contacts::find(&tx, self.db.keys()?, &ContactRef::Id(decision.contact_id)).await?.is_none() {
             return Err(Error::NotFound { what: "contact" });
         }
         if !store::consents::purposes(&tx).await?.iter().any(|purpose| purpose.key == decision.purpose) {

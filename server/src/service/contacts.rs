@@ -56,11 +56,11 @@ pub struct Upserted {
 
 impl Services {
     pub async fn find_contact(&self, reference: &ContactRef) -> Result<Option<Contact>> {
-        Ok(repository::find(self.db.connection(), reference).await?)
+        Ok(repository::find(self.db.connection(), self.db.keys()?, reference).await?)
     }
 
     pub async fn find_contacts(&self, ids: &[ContactId]) -> Result<Vec<Contact>> {
-        Ok(repository::find_many(self.db.connection(), ids).await?)
+        Ok(repository::find_many(self.db.connection(), self.db.keys()?, ids).await?)
     }
 
     pub async fn list_contacts(
@@ -69,7 +69,7 @@ impl Services {
         page: &PageRequest<ContactId>,
     ) -> Result<Page<Contact>> {
         let filter = self.resolve_filter(filter).await?;
-        Ok(repository::page(self.db.connection(), &filter, page).await?)
+        Ok(repository::page(self.db.connection(), self.db.keys()?, &filter, page).await?)
     }
 
     /// Creates the contact named by `key`, or applies `changes` to it if it exists. Sending the
@@ -125,11 +125,11 @@ impl Services {
         let tx = self.db.begin_write().await?;
         let definitions = store::fields::by_key(&tx).await?;
         let now = self.now();
-        let upserted = match repository::find(&tx, reference).await? {
+        let upserted = match repository::find(&tx, self.db.keys()?, reference).await? {
             Some(existing) => {
                 let updated = apply(&existing, changes.clone(), &definitions, now)?;
                 if updated != existing {
-                    if !repository::update(&tx, &existing, &updated).await? {
+                    if !repository::update(&tx, self.db.keys()?, &existing, &updated).await? {
                         return Err(stale(&existing));
                     }
                     let changes = contact_changes(Some(&existing), Some(&updated), &definitions);
@@ -139,7 +139,7 @@ impl Services {
             }
             None => {
                 let contact = create(changes.clone(), &definitions, now)?;
-                repository::insert(&tx, &contact).await?;
+                repository::insert(&tx, self.db.keys()?, &contact).await?;
                 let changes = contact_changes(None, Some(&contact), &definitions);
                 audit::append(&tx, ctx, now, contact_entry("contact.created", contact.id, changes)).await?;
                 Upserted { contact, created: true }
@@ -159,7 +159,9 @@ impl Services {
         changes: ContactChanges,
     ) -> Result<Contact> {
         let tx = self.db.begin_write().await?;
-        let existing = repository::find(&tx, &ContactRef::Id(id)).await?.ok_or(Error::NotFound { what: "contact" })?;
+        let existing = repository::find(&tx, self.db.keys()?, &ContactRef::Id(id))
+            .await?
+            .ok_or(Error::NotFound { what: "contact" })?;
         if existing.version != expected_version {
             return Err(stale(&existing));
         }
@@ -169,7 +171,7 @@ impl Services {
         if updated == existing {
             return Ok(existing);
         }
-        if !repository::update(&tx, &existing, &updated).await? {
+        if !repository::update(&tx, self.db.keys()?, &existing, &updated).await? {
             return Err(stale(&existing));
         }
         let changes = contact_changes(Some(&existing), Some(&updated), &definitions);
@@ -182,7 +184,9 @@ impl Services {
     pub async fn delete_contact(&self, ctx: &RequestContext, id: ContactId) -> Result<()> {
         let tx = self.db.begin_write().await?;
         // Read first, so the audit entry can say which fields the contact held.
-        let existing = repository::find(&tx, &ContactRef::Id(id)).await?.ok_or(Error::NotFound { what: "contact" })?;
+        let existing = repository::find(&tx, self.db.keys()?, &ContactRef::Id(id))
+            .await?
+            .ok_or(Error::NotFound { what: "contact" })?;
         if !repository::delete(&tx, id).await? {
             return Err(Error::NotFound { what: "contact" });
         }
@@ -253,6 +257,10 @@ fn attribute_condition(
     let field = definition.key.clone();
     match test {
         AttributeTest::IsSet(set) => Ok(AttributeCondition::IsSet { field, set: *set }),
+        AttributeTest::Compare(..) if definition.personal => Err(Error::validation(
+            format!("{field_path}.comparison"),
+            "the values of a personal field are stored encrypted and cannot be compared; only isSet filters apply",
+        )),
         AttributeTest::Compare(comparison, raw) => {
             let ordered = matches!(definition.field_type, FieldType::Number | FieldType::Date | FieldType::DateTime);
             let ordering = !matches!(comparison, Comparison::Equal | Comparison::NotEqual);

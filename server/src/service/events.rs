@@ -58,7 +58,7 @@ impl Services {
         let tx = self.db.begin_write().await?;
         let references: Vec<ContactRef> =
             batch.iter().filter_map(|item| item.as_ref().ok().map(|event| event.contact.clone())).collect();
-        let contacts = store::contacts::resolve(&tx, &references).await?;
+        let contacts = store::contacts::resolve(&tx, self.db.keys()?, &references).await?;
 
         let mut outcomes: Vec<Option<Result<Tracked>>> = Vec::with_capacity(batch.len());
         let mut to_insert: Vec<Event> = Vec::new();

@@ -109,7 +109,7 @@ impl Services {
         let topic = store::topics::find(&tx, topic_key)
             .await?
             .ok_or_else(|| Error::validation("topic", format!("unknown topic {:?}", topic_key.as_str())))?;
-        if store::contacts::find(&tx, &ContactRef::Id(contact_id)).await?.is_none() {
+        if store::contacts::find(&tx, self.db.keys()?, &ContactRef::Id(contact_id)).await?.is_none() {
             return Err(Error::NotFound { what: "contact" });
         }
         let previous = store::topics::subscriptions(&tx, &[contact_id])

@@ -1,7 +1,11 @@
 //! The contact repository: the one place that reads and writes contacts and their custom field
 //! values. Writers pass the version they read; an update that finds another version writes nothing.
+//!
+//! Personal data is sealed here, on its way in and out: email, phone, names and the values of
+//! personal custom fields are stored as ciphertext under the contact's data key (`keys`), bound
+//! to the contact and the column; email and phone are found through their blind index.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use chrono::NaiveDate;
 use sea_orm::{
@@ -13,9 +17,11 @@ use uuid::Uuid;
 
 use super::{
     StoreError, StoreResult,
-    entity::{consent, contact as entity, contact_attribute as attribute, topic, topic_subscription},
+    entity::{consent, contact as entity, contact_attribute as attribute, field_definition, topic, topic_subscription},
+    keys,
     page::{Direction, Page, PageRequest},
 };
+use crate::crypto::{DataKey, KeyRing};
 use crate::domain::{
     contact::{
         Attributes, Contact, ContactId, ContactRef, CountryCode, EmailAddress, ExternalId, Locale, PersonName,
@@ -27,55 +33,89 @@ use crate::domain::{
     topic::SubscriptionStatus,
 };
 
-pub async fn find(conn: &impl ConnectionTrait, reference: &ContactRef) -> StoreResult<Option<Contact>> {
+/// What the blind index is computed over, so that an email and a phone number never share one.
+const EMAIL_INDEX: &str = "email";
+const PHONE_INDEX: &str = "phone";
+
+pub async fn find(conn: &impl ConnectionTrait, keys: &KeyRing, reference: &ContactRef) -> StoreResult<Option<Contact>> {
     let query = entity::Entity::find();
     let query = match reference {
         ContactRef::Id(id) => query.filter(entity::Column::Id.eq(id.as_uuid())),
         ContactRef::ExternalId(external_id) => query.filter(entity::Column::ExternalId.eq(external_id.as_str())),
-        ContactRef::Email(email) => query.filter(entity::Column::Email.eq(email.as_str())),
+        ContactRef::Email(email) => query.filter(entity::Column::EmailIndex.eq(email_index(keys, email))),
     };
-    // One statement: the contact LEFT JOINed with its attribute rows.
+    // One statement: the contact LEFT JOINed with its attribute rows; a second for its key.
     let mut found = query.find_with_related(attribute::Entity).all(conn).await?;
-    found.pop().map(|(model, rows)| to_domain(model, rows)).transpose()
+    let Some((model, rows)) = found.pop() else {
+        return Ok(None);
+    };
+    let mut data_keys = keys::data_keys(conn, keys, [model.id]).await?;
+    let key = data_keys.remove(&model.id).ok_or(StoreError::Corrupt { table: "contact_key", column: "contact_id" })?;
+    to_domain(model, rows, &key).map(Some)
+}
+
+/// Contacts with this phone number (phone numbers need not be unique), through the blind index.
+pub async fn find_by_phone(
+    conn: &impl ConnectionTrait,
+    keys: &KeyRing,
+    phone: &PhoneNumber,
+) -> StoreResult<Vec<ContactId>> {
+    let ids: Vec<Uuid> = entity::Entity::find()
+        .select_only()
+        .column(entity::Column::Id)
+        .filter(entity::Column::PhoneIndex.eq(keys.blind_index.index(PHONE_INDEX, phone.as_str())))
+        .order_by_asc(entity::Column::Id)
+        .into_tuple()
+        .all(conn)
+        .await?;
+    Ok(ids.into_iter().map(ContactId::from_uuid).collect())
+}
+
+fn email_index(keys: &KeyRing, email: &EmailAddress) -> String {
+    keys.blind_index.index(EMAIL_INDEX, email.as_str())
 }
 
 /// Contacts by id, in no particular order; ids that do not exist are left out.
-pub async fn find_many(conn: &impl ConnectionTrait, ids: &[ContactId]) -> StoreResult<Vec<Contact>> {
+pub async fn find_many(conn: &impl ConnectionTrait, keys: &KeyRing, ids: &[ContactId]) -> StoreResult<Vec<Contact>> {
     if ids.is_empty() {
         return Ok(Vec::new());
     }
     let models =
         entity::Entity::find().filter(entity::Column::Id.is_in(ids.iter().map(ContactId::as_uuid))).all(conn).await?;
-    with_attributes(conn, models).await
+    with_attributes(conn, keys, models).await
 }
 
 /// Resolves references to ids in three queries at most, whatever their number.
 pub async fn resolve(
     conn: &impl ConnectionTrait,
+    keys: &KeyRing,
     references: &[ContactRef],
 ) -> StoreResult<HashMap<ContactRef, ContactId>> {
     let mut ids = Vec::new();
     let mut external_ids = Vec::new();
-    let mut emails = Vec::new();
+    // Blind index → the address asked for: the stored row can only give back the index.
+    let mut emails = HashMap::new();
     for reference in references {
         match reference {
             ContactRef::Id(id) => ids.push(id.as_uuid()),
             ContactRef::ExternalId(external_id) => external_ids.push(external_id.as_str()),
-            ContactRef::Email(email) => emails.push(email.as_str()),
+            ContactRef::Email(email) => {
+                emails.insert(email_index(keys, email), email.clone());
+            }
         }
     }
     let mut resolved = HashMap::new();
     for (column, values) in [
         (entity::Column::Id, ids.into_iter().map(sea_orm::Value::from).collect::<Vec<_>>()),
         (entity::Column::ExternalId, external_ids.into_iter().map(sea_orm::Value::from).collect()),
-        (entity::Column::Email, emails.into_iter().map(sea_orm::Value::from).collect()),
+        (entity::Column::EmailIndex, emails.keys().cloned().map(sea_orm::Value::from).collect()),
     ] {
         if values.is_empty() {
             continue;
         }
         let rows: Vec<(Uuid, Option<String>, Option<String>)> = entity::Entity::find()
             .select_only()
-            .columns([entity::Column::Id, entity::Column::ExternalId, entity::Column::Email])
+            .columns([entity::Column::Id, entity::Column::ExternalId, entity::Column::EmailIndex])
             .filter(column.is_in(values))
             .into_tuple()
             .all(conn)
@@ -86,9 +126,9 @@ pub async fn resolve(
                 entity::Column::ExternalId => ContactRef::ExternalId(
                     parse(external_id.as_deref(), "external_id", ExternalId::parse)?.ok_or(corrupt("external_id"))?,
                 ),
-                entity::Column::Email => {
-                    ContactRef::Email(parse(email.as_deref(), "email", EmailAddress::parse)?.ok_or(corrupt("email"))?)
-                }
+                entity::Column::EmailIndex => ContactRef::Email(
+                    email.and_then(|index| emails.get(&index).cloned()).ok_or(corrupt("email_index"))?,
+                ),
                 _ => ContactRef::Id(id),
             };
             resolved.insert(reference, id);
@@ -97,16 +137,30 @@ pub async fn resolve(
     Ok(resolved)
 }
 
-pub async fn insert(conn: &impl ConnectionTrait, contact: &Contact) -> StoreResult<()> {
-    entity::Entity::insert(to_active(contact)).exec_without_returning(conn).await?;
-    write_attributes(conn, contact.id, &Attributes::new(), &contact.attributes).await
+pub async fn insert(conn: &impl ConnectionTrait, keys: &KeyRing, contact: &Contact) -> StoreResult<()> {
+    // The key is generated before the row so the row can be sealed, and stored after it
+    // because its table refers to the contact.
+    let key = DataKey::generate();
+    entity::Entity::insert(to_active(contact, keys, &key)).exec_without_returning(conn).await?;
+    keys::store(conn, keys, contact.id.as_uuid(), &key).await?;
+    write_attributes(conn, &key, contact.id, &Attributes::new(), &contact.attributes).await
 }
 
 /// Writes `updated` over the stored contact if its version is still `updated.version - 1`.
 /// Returns false (and writes nothing) when the stored version differs or the contact is gone.
-pub async fn update(conn: &impl ConnectionTrait, previous: &Contact, updated: &Contact) -> StoreResult<bool> {
+pub async fn update(
+    conn: &impl ConnectionTrait,
+    keys: &KeyRing,
+    previous: &Contact,
+    updated: &Contact,
+) -> StoreResult<bool> {
+    let id = updated.id.as_uuid();
+    let key = keys::data_keys(conn, keys, [id])
+        .await?
+        .remove(&id)
+        .ok_or(StoreError::Corrupt { table: "contact_key", column: "contact_id" })?;
     let result = entity::Entity::update_many()
-        .set(to_active(updated))
+        .set(to_active(updated, keys, &key))
         .filter(entity::Column::Id.eq(updated.id.as_uuid()))
         .filter(entity::Column::Version.eq(previous.version))
         .exec(conn)
@@ -114,7 +168,7 @@ pub async fn update(conn: &impl ConnectionTrait, previous: &Contact, updated: &C
     if result.rows_affected == 0 {
         return Ok(false);
     }
-    write_attributes(conn, updated.id, &previous.attributes, &updated.attributes).await?;
+    write_attributes(conn, &key, updated.id, &previous.attributes, &updated.attributes).await?;
     Ok(true)
 }
 
@@ -125,6 +179,7 @@ pub async fn delete(conn: &impl ConnectionTrait, id: ContactId) -> StoreResult<b
 /// One page of contacts in id (= creation) order, restricted by `filter`.
 pub async fn page(
     conn: &impl ConnectionTrait,
+    keys: &KeyRing,
     filter: &ContactFilter,
     request: &PageRequest<ContactId>,
 ) -> StoreResult<Page<Contact>> {
@@ -142,8 +197,11 @@ pub async fn page(
     let models = query.limit(request.limit + 1).all(conn).await?;
     let page = Page::from_rows(models, request.limit, request.direction);
     let ids: Vec<Uuid> = page.items.iter().map(|model| model.id).collect();
-    let mut contacts: HashMap<Uuid, Contact> =
-        with_attributes(conn, page.items).await?.into_iter().map(|contact| (contact.id.as_uuid(), contact)).collect();
+    let mut contacts: HashMap<Uuid, Contact> = with_attributes(conn, keys, page.items)
+        .await?
+        .into_iter()
+        .map(|contact| (contact.id.as_uuid(), contact))
+        .collect();
     Ok(Page { items: ids.iter().filter_map(|id| contacts.remove(id)).collect(), has_more: page.has_more })
 }
 
@@ -238,6 +296,7 @@ fn value_column(value: &FieldValue) -> (attribute::Column, sea_orm::Value) {
 
 async fn write_attributes(
     conn: &impl ConnectionTrait,
+    key: &DataKey,
     contact_id: ContactId,
     previous: &Attributes,
     current: &Attributes,
@@ -250,12 +309,20 @@ async fn write_attributes(
             .exec(conn)
             .await?;
     }
-    let changed: Vec<attribute::ActiveModel> = current
-        .iter()
-        .filter(|(key, value)| previous.get(*key) != Some(*value))
-        .map(|(key, value)| to_attribute_row(contact_id, key, value))
-        .collect();
+    let changed: Vec<(&Key, &FieldValue)> =
+        current.iter().filter(|(key, value)| previous.get(*key) != Some(*value)).collect();
     if !changed.is_empty() {
+        let personal = personal_fields(conn).await?;
+        let changed: Vec<attribute::ActiveModel> = changed
+            .into_iter()
+            .map(|(field, value)| {
+                let mut row = to_attribute_row(contact_id, field, value);
+                if personal.contains(field.as_str()) {
+                    seal_attribute(&mut row, key, contact_id, field, value);
+                }
+                row
+            })
+            .collect();
         attribute::Entity::insert_many(changed)
             .on_conflict(
                 OnConflict::columns([attribute::Column::ContactId, attribute::Column::FieldKey])
@@ -264,6 +331,7 @@ async fn write_attributes(
                         attribute::Column::ValueNumber,
                         attribute::Column::ValueBool,
                         attribute::Column::ValueTime,
+                        attribute::Column::Sealed,
                     ])
                     .to_owned(),
             )
@@ -282,6 +350,7 @@ fn to_attribute_row(contact_id: ContactId, key: &Key, value: &FieldValue) -> att
         value_number: Set(None),
         value_bool: Set(None),
         value_time: Set(None),
+        sealed: Set(false),
     };
     match value {
         FieldValue::String(text) | FieldValue::Enum(text) => row.value_text = Set(Some(text.clone())),
@@ -293,10 +362,55 @@ fn to_attribute_row(contact_id: ContactId, key: &Key, value: &FieldValue) -> att
     row
 }
 
-async fn with_attributes(conn: &impl ConnectionTrait, models: Vec<entity::Model>) -> StoreResult<Vec<Contact>> {
+/// Keys of the custom fields whose values are personal data, read in the writer's transaction.
+async fn personal_fields(conn: &impl ConnectionTrait) -> StoreResult<HashSet<String>> {
+    let keys: Vec<String> = field_definition::Entity::find()
+        .select_only()
+        .column(field_definition::Column::Key)
+        .filter(field_definition::Column::Personal.eq(true))
+        .into_tuple()
+        .all(conn)
+        .await?;
+    Ok(keys.into_iter().collect())
+}
+
+/// Every type of value is sealed as text: a number or a date in clear would still say
+/// something about the person.
+fn seal_attribute(
+    row: &mut attribute::ActiveModel,
+    key: &DataKey,
+    contact_id: ContactId,
+    field: &Key,
+    value: &FieldValue,
+) {
+    let text = match value {
+        FieldValue::String(text) | FieldValue::Enum(text) => text.clone(),
+        FieldValue::Date(date) => date.format("%Y-%m-%d").to_string(),
+        FieldValue::Number(number) => number.to_string(),
+        FieldValue::Boolean(flag) => flag.to_string(),
+        FieldValue::DateTime(at) => at.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
+    };
+    row.value_text = Set(Some(key.seal(&text, &contact_id.as_uuid().to_string(), &attribute_column(field))));
+    row.value_number = Set(None);
+    row.value_bool = Set(None);
+    row.value_time = Set(None);
+    row.sealed = Set(true);
+}
+
+/// What a sealed attribute value is bound to besides its contact.
+fn attribute_column(field: &Key) -> String {
+    format!("attribute:{}", field.as_str())
+}
+
+async fn with_attributes(
+    conn: &impl ConnectionTrait,
+    keys: &KeyRing,
+    models: Vec<entity::Model>,
+) -> StoreResult<Vec<Contact>> {
     if models.is_empty() {
         return Ok(Vec::new());
     }
+    let mut data_keys = keys::data_keys(conn, keys, models.iter().map(|model| model.id)).await?;
     let rows = attribute::Entity::find()
         .filter(attribute::Column::ContactId.is_in(models.iter().map(|model| model.id)))
         .all(conn)
@@ -309,14 +423,37 @@ async fn with_attributes(conn: &impl ConnectionTrait, models: Vec<entity::Model>
         .into_iter()
         .map(|model| {
             let rows = attributes.remove(&model.id).unwrap_or_default();
-            to_domain(model, rows)
+            let key = data_keys
+                .remove(&model.id)
+                .ok_or(StoreError::Corrupt { table: "contact_key", column: "contact_id" })?;
+            to_domain(model, rows, &key)
         })
         .collect()
 }
 
-fn attribute_value(row: &attribute::Model) -> StoreResult<FieldValue> {
-    let text = || row.value_text.clone().ok_or(corrupt_attribute("value_text"));
+fn attribute_value(row: &attribute::Model, key: &DataKey) -> StoreResult<FieldValue> {
     let field_type = row.value_type.parse::<FieldType>().map_err(|_| corrupt_attribute("value_type"))?;
+    if row.sealed {
+        let field = Key::parse(&row.field_key).map_err(|_| corrupt_attribute("field_key"))?;
+        let sealed = row.value_text.as_deref().ok_or(corrupt_attribute("value_text"))?;
+        let text = key
+            .open(sealed, &row.contact_id.to_string(), &attribute_column(&field))
+            .map_err(|reason| StoreError::Undecryptable { table: "contact_attribute", reason })?;
+        let bad = |_| corrupt_attribute("value_text");
+        return Ok(match field_type {
+            FieldType::String => FieldValue::String(text),
+            FieldType::Enum => FieldValue::Enum(text),
+            FieldType::Date => FieldValue::Date(
+                NaiveDate::parse_from_str(&text, "%Y-%m-%d").map_err(|_| corrupt_attribute("value_text"))?,
+            ),
+            FieldType::Number => FieldValue::Number(text.parse().map_err(|_| corrupt_attribute("value_text"))?),
+            FieldType::Boolean => FieldValue::Boolean(text.parse().map_err(|_| corrupt_attribute("value_text"))?),
+            FieldType::DateTime => FieldValue::DateTime(
+                chrono::DateTime::parse_from_rfc3339(&text).map_err(bad)?.with_timezone(&chrono::Utc),
+            ),
+        });
+    }
+    let text = || row.value_text.clone().ok_or(corrupt_attribute("value_text"));
     Ok(match field_type {
         FieldType::String => FieldValue::String(text()?),
         FieldType::Enum => FieldValue::Enum(text()?),
@@ -329,15 +466,19 @@ fn attribute_value(row: &attribute::Model) -> StoreResult<FieldValue> {
     })
 }
 
-fn to_active(contact: &Contact) -> entity::ActiveModel {
+fn to_active(contact: &Contact, keys: &KeyRing, key: &DataKey) -> entity::ActiveModel {
     let profile = &contact.profile;
+    let contact_id = contact.id.as_uuid().to_string();
+    let seal = |column: &str, value: Option<&str>| value.map(|value| key.seal(value, &contact_id, column));
     entity::ActiveModel {
         id: Set(contact.id.as_uuid()),
         external_id: Set(contact.external_id.as_ref().map(|v| v.as_str().to_owned())),
-        email: Set(contact.email.as_ref().map(|v| v.as_str().to_owned())),
-        phone: Set(profile.phone.as_ref().map(|v| v.as_str().to_owned())),
-        first_name: Set(profile.first_name.as_ref().map(|v| v.as_str().to_owned())),
-        last_name: Set(profile.last_name.as_ref().map(|v| v.as_str().to_owned())),
+        email: Set(seal("email", contact.email.as_ref().map(EmailAddress::as_str))),
+        email_index: Set(contact.email.as_ref().map(|email| email_index(keys, email))),
+        phone: Set(seal("phone", profile.phone.as_ref().map(PhoneNumber::as_str))),
+        phone_index: Set(profile.phone.as_ref().map(|phone| keys.blind_index.index(PHONE_INDEX, phone.as_str()))),
+        first_name: Set(seal("first_name", profile.first_name.as_ref().map(PersonName::as_str))),
+        last_name: Set(seal("last_name", profile.last_name.as_ref().map(PersonName::as_str))),
         locale: Set(profile.locale.as_ref().map(|v| v.as_str().to_owned())),
         time_zone: Set(profile.time_zone.as_ref().map(|v| v.as_str().to_owned())),
         country: Set(profile.country.as_ref().map(|v| v.as_str().to_owned())),
@@ -347,20 +488,33 @@ fn to_active(contact: &Contact) -> entity::ActiveModel {
     }
 }
 
-fn to_domain(model: entity::Model, attribute_rows: Vec<attribute::Model>) -> StoreResult<Contact> {
+fn to_domain(model: entity::Model, attribute_rows: Vec<attribute::Model>, key: &DataKey) -> StoreResult<Contact> {
     let mut attributes = Attributes::new();
     for row in &attribute_rows {
-        let key = Key::parse(&row.field_key).map_err(|_| corrupt_attribute("field_key"))?;
-        attributes.insert(key, attribute_value(row)?);
+        let field = Key::parse(&row.field_key).map_err(|_| corrupt_attribute("field_key"))?;
+        attributes.insert(field, attribute_value(row, key)?);
     }
+    let contact_id = model.id.to_string();
+    let open = |column: &'static str, sealed: Option<String>| -> StoreResult<Option<String>> {
+        sealed
+            .map(|sealed| {
+                key.open(&sealed, &contact_id, column)
+                    .map_err(|reason| StoreError::Undecryptable { table: "contact", reason })
+            })
+            .transpose()
+    };
+    let email = open("email", model.email)?;
+    let phone = open("phone", model.phone)?;
+    let first_name = open("first_name", model.first_name)?;
+    let last_name = open("last_name", model.last_name)?;
     Ok(Contact {
         id: ContactId::from_uuid(model.id),
         external_id: parse(model.external_id.as_deref(), "external_id", ExternalId::parse)?,
-        email: parse(model.email.as_deref(), "email", EmailAddress::parse)?,
+        email: parse(email.as_deref(), "email", EmailAddress::parse)?,
         profile: Profile {
-            phone: parse(model.phone.as_deref(), "phone", PhoneNumber::parse)?,
-            first_name: parse(model.first_name.as_deref(), "first_name", PersonName::parse)?,
-            last_name: parse(model.last_name.as_deref(), "last_name", PersonName::parse)?,
+            phone: parse(phone.as_deref(), "phone", PhoneNumber::parse)?,
+            first_name: parse(first_name.as_deref(), "first_name", PersonName::parse)?,
+            last_name: parse(last_name.as_deref(), "last_name", PersonName::parse)?,
             locale: parse(model.locale.as_deref(), "locale", Locale::parse)?,
             time_zone: parse(model.time_zone.as_deref(), "time_zone", TimeZone::parse)?,
             country: parse(model.country.as_deref(), "country", CountryCode::parse)?,

@@ -1,6 +1,6 @@
 //! Persistence: sea-orm entities (private to this module) and repositories that speak domain
-//! types. Every read and write of contacts goes through `contacts`, so that the encryption of
-//! personal fields that comes next stays a change of this module alone.
+//! types. Every read and write of contacts goes through `contacts`, which seals and opens their
+//! personal fields with the key ring this handle carries (`keys` holds the wrapped keys).
 
 mod entity;
 
@@ -9,6 +9,7 @@ pub mod consents;
 pub mod contacts;
 pub mod events;
 pub mod fields;
+pub mod keys;
 pub mod page;
 pub mod topics;
 
@@ -27,6 +28,8 @@ use sea_orm::{
 
 pub use sea_orm::DatabaseConnection as Connection;
 
+use crate::crypto::KeyRing;
+
 /// A uniqueness rule of the schema that callers can break with ordinary input.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Constraint {
@@ -41,7 +44,7 @@ impl Constraint {
     /// (constraint name as PostgreSQL reports it, column list as SQLite reports it)
     const KNOWN: [(Constraint, &'static str, &'static str); 5] = [
         (Constraint::ContactExternalId, "contact_external_id_key", "contact.external_id"),
-        (Constraint::ContactEmail, "contact_email_key", "contact.email"),
+        (Constraint::ContactEmail, "contact_email_index_key", "contact.email_index"),
         (Constraint::FieldKey, "field_definition_pkey", "field_definition.key"),
         (Constraint::PurposeKey, "consent_purpose_pkey", "consent_purpose.key"),
         (Constraint::TopicKey, "topic_key_key", "topic.key"),
@@ -65,6 +68,13 @@ pub enum StoreError {
     MissingReference,
     #[error("stored value in {table}.{column} is not valid")]
     Corrupt { table: &'static str, column: &'static str },
+    /// A ciphertext or wrapped key that the loaded keys cannot open: the wrong master key, a
+    /// half-done rotation without the previous key, or a value moved or altered in the database.
+    #[error("cannot decrypt a value in {table}: {reason}")]
+    Undecryptable { table: &'static str, reason: crate::crypto::CryptoError },
+    /// The process was started without a master key (only `migrate` may do that).
+    #[error("no master key is loaded")]
+    NoKeys,
     #[error(transparent)]
     Database(DbErr),
 }
@@ -90,6 +100,7 @@ pub type StoreResult<T> = Result<T, StoreError>;
 pub struct Database {
     connection: DatabaseConnection,
     statements: Arc<AtomicU64>,
+    keys: Option<Arc<KeyRing>>,
 }
 
 impl Database {
@@ -114,7 +125,16 @@ impl Database {
         connection.set_metric_callback(move |_| {
             counter.fetch_add(1, Ordering::Relaxed);
         });
-        Ok(Self { connection, statements })
+        Ok(Self { connection, statements, keys: None })
+    }
+
+    /// The same handle, sealing and opening personal fields with `keys` (see `keys::open`).
+    pub fn with_keys(self, keys: KeyRing) -> Self {
+        Self { keys: Some(Arc::new(keys)), ..self }
+    }
+
+    pub fn keys(&self) -> StoreResult<&KeyRing> {
+        self.keys.as_deref().ok_or(StoreError::NoKeys)
     }
 
     pub fn connection(&self) -> &DatabaseConnection {

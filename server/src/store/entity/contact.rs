@@ -6,8 +6,12 @@ pub struct Model {
     #[sea_orm(primary_key, auto_increment = false)]
     pub id: Uuid,
     pub external_id: Option<String>,
+    /// Sealed (see `crypto`), as are phone and the names.
     pub email: Option<String>,
+    /// Blind index of the email address: what lookups and the unique index use.
+    pub email_index: Option<String>,
     pub phone: Option<String>,
+    pub phone_index: Option<String>,
     pub first_name: Option<String>,
     pub last_name: Option<String>,
     pub locale: Option<String>,

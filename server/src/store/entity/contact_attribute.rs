@@ -13,6 +13,8 @@ pub struct Model {
     pub value_number: Option<f64>,
     pub value_bool: Option<bool>,
     pub value_time: Option<DateTimeUtc>,
+    /// The value of a personal field: sealed, as text, in `value_text` whatever its type.
+    pub sealed: bool,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

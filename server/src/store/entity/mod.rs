@@ -2,11 +2,13 @@
 
 pub mod audit_entry;
 pub mod audit_head;
+pub mod blind_index_key;
 pub mod consent;
 pub mod consent_change;
 pub mod consent_purpose;
 pub mod contact;
 pub mod contact_attribute;
+pub mod contact_key;
 pub mod event;
 pub mod field_definition;
 pub mod topic;

@@ -1,0 +1,143 @@
+//! The key tables: per-contact data keys and the blind index key, each wrapped by a master key.
+//! They live apart from the data so that operators can back them up separately; a data backup
+//! restored without its keys yields nothing readable.
+
+use std::collections::HashMap;
+
+use chrono::Utc;
+use sea_orm::{
+    ActiveValue::Set,
+    ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
+    sea_query::{Expr, OnConflict},
+};
+use uuid::Uuid;
+
+use super::{
+    StoreError, StoreResult,
+    entity::{blind_index_key, contact_key},
+};
+use crate::crypto::{BlindIndexKey, CryptoError, DataKey, KeyRing, MasterKeys, WrappedKey};
+
+/// The one row of `blind_index_key` in use; a name leaves room for more indexes later.
+const CONTACT_INDEX: &str = "contact";
+
+/// Loads the blind index key, creating it on the first start. Two processes starting at once
+/// both try to insert; the loser reads the winner's key.
+pub async fn open(conn: &impl ConnectionTrait, masters: MasterKeys) -> StoreResult<KeyRing> {
+    if blind_index_key::Entity::find_by_id(CONTACT_INDEX).one(conn).await?.is_none() {
+        let wrapped = BlindIndexKey::generate().wrap(&masters);
+        blind_index_key::Entity::insert(blind_index_key::ActiveModel {
+            name: Set(CONTACT_INDEX.to_owned()),
+            master_key_id: Set(wrapped.master_key_id),
+            wrapped_key: Set(wrapped.wrapped),
+            created_at: Set(Utc::now()),
+        })
+        .on_conflict(OnConflict::column(blind_index_key::Column::Name).do_nothing().to_owned())
+        .exec_without_returning(conn)
+        .await?;
+    }
+    let row = blind_index_key::Entity::find_by_id(CONTACT_INDEX)
+        .one(conn)
+        .await?
+        .ok_or(StoreError::Corrupt { table: "blind_index_key", column: "name" })?;
+    let wrapped = WrappedKey { master_key_id: row.master_key_id, wrapped: row.wrapped_key };
+    let blind_index = BlindIndexKey::unwrap(&masters, &wrapped).map_err(key_error("blind_index_key"))?;
+    Ok(KeyRing { masters, blind_index })
+}
+
+/// Stores a new contact's data key, wrapped by the current master key.
+pub async fn store(conn: &impl ConnectionTrait, keys: &KeyRing, contact_id: Uuid, key: &DataKey) -> StoreResult<()> {
+    let wrapped = key.wrap(&keys.masters, &contact_id.to_string());
+    contact_key::Entity::insert(contact_key::ActiveModel {
+        contact_id: Set(contact_id),
+        master_key_id: Set(wrapped.master_key_id),
+        wrapped_key: Set(wrapped.wrapped),
+        created_at: Set(Utc::now()),
+    })
+    .exec_without_returning(conn)
+    .await?;
+    Ok(())
+}
+
+/// The data keys of these contacts, unwrapped, in one statement; contacts without a key are
+/// left out (the caller decides whether that is corruption).
+pub async fn data_keys(
+    conn: &impl ConnectionTrait,
+    keys: &KeyRing,
+    contact_ids: impl IntoIterator<Item = Uuid>,
+) -> StoreResult<HashMap<Uuid, DataKey>> {
+    let ids: Vec<Uuid> = contact_ids.into_iter().collect();
+    if ids.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let rows = contact_key::Entity::find().filter(contact_key::Column::ContactId.is_in(ids)).all(conn).await?;
+    rows.into_iter()
+        .map(|row| {
+            let wrapped = WrappedKey { master_key_id: row.master_key_id, wrapped: row.wrapped_key };
+            let key = DataKey::unwrap(&keys.masters, &wrapped, &row.contact_id.to_string())
+                .map_err(key_error("contact_key"))?;
+            Ok((row.contact_id, key))
+        })
+        .collect()
+}
+
+/// How far a rotation has come: keys wrapped by the current master key, and all keys.
+pub async fn rotation_progress(conn: &impl ConnectionTrait, keys: &KeyRing) -> StoreResult<(u64, u64)> {
+    use sea_orm::PaginatorTrait;
+    let total = contact_key::Entity::find().count(conn).await?;
+    let done = contact_key::Entity::find()
+        .filter(contact_key::Column::MasterKeyId.eq(keys.masters.current_id()))
+        .count(conn)
+        .await?;
+    Ok((done, total))
+}
+
+/// Re-wraps the blind index key with the current master key, if another one wrapped it.
+pub async fn rewrap_blind_index_key(conn: &impl ConnectionTrait, keys: &KeyRing) -> StoreResult<bool> {
+    let Some(row) = blind_index_key::Entity::find_by_id(CONTACT_INDEX).one(conn).await? else {
+        return Ok(false);
+    };
+    if row.master_key_id == keys.masters.current_id() {
+        return Ok(false);
+    }
+    let wrapped = WrappedKey { master_key_id: row.master_key_id, wrapped: row.wrapped_key };
+    let rewrapped = BlindIndexKey::rewrap(&keys.masters, &wrapped).map_err(key_error("blind_index_key"))?;
+    blind_index_key::Entity::update_many()
+        .col_expr(blind_index_key::Column::MasterKeyId, Expr::value(rewrapped.master_key_id))
+        .col_expr(blind_index_key::Column::WrappedKey, Expr::value(rewrapped.wrapped))
+        .filter(blind_index_key::Column::Name.eq(CONTACT_INDEX))
+        .exec(conn)
+        .await?;
+    Ok(true)
+}
+
+/// Re-wraps up to `limit` data keys that another master key wrapped, and returns how many.
+/// Keys already under the current master key are never selected, so a rotation that was
+/// interrupted picks up where it stopped.
+pub async fn rewrap_data_keys(conn: &impl ConnectionTrait, keys: &KeyRing, limit: u64) -> StoreResult<u64> {
+    let rows = contact_key::Entity::find()
+        .filter(contact_key::Column::MasterKeyId.ne(keys.masters.current_id()))
+        .order_by_asc(contact_key::Column::ContactId)
+        .limit(limit)
+        .all(conn)
+        .await?;
+    let count = rows.len() as u64;
+    for row in rows {
+        let wrapped = WrappedKey { master_key_id: row.master_key_id.clone(), wrapped: row.wrapped_key };
+        let rewrapped =
+            DataKey::rewrap(&keys.masters, &wrapped, &row.contact_id.to_string()).map_err(key_error("contact_key"))?;
+        // Guarded by the old key id: a concurrent rotation that got there first wins untouched.
+        contact_key::Entity::update_many()
+            .col_expr(contact_key::Column::MasterKeyId, Expr::value(rewrapped.master_key_id))
+            .col_expr(contact_key::Column::WrappedKey, Expr::value(rewrapped.wrapped))
+            .filter(contact_key::Column::ContactId.eq(row.contact_id))
+            .filter(contact_key::Column::MasterKeyId.eq(row.master_key_id))
+            .exec(conn)
+            .await?;
+    }
+    Ok(count)
+}
+
+fn key_error(table: &'static str) -> impl Fn(CryptoError) -> StoreError {
+    move |error| StoreError::Undecryptable { table, reason: error }
+}
