@@ -79,6 +79,9 @@ impl EventProperties {
     }
 }
 
+/// Position in a contact's timeline: newest first by occurrence, ties broken by id.
+pub type TimelineKey = (DateTime<Utc>, Uuid);
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Event {
     pub id: Uuid,

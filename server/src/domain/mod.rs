@@ -9,6 +9,7 @@ pub mod event;
 pub mod field;
 pub mod filter;
 pub mod key;
+pub mod page;
 pub mod request;
 pub mod topic;
 

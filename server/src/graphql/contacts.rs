@@ -26,12 +26,11 @@ use crate::{
             Contact, ContactId, ContactRef, CountryCode, EmailAddress, ExternalId, Locale, PersonName, PhoneNumber,
             TimeZone,
         },
-        event::EventType,
+        event::{EventType, TimelineKey},
         filter::{Comparison, ConsentCondition, TopicCondition},
         key::Key,
     },
     service::contacts::{AttributeTest, ContactChanges, ContactFilterRequest, UpsertKey},
-    store::events::TimelineKey,
 };
 
 pub struct ContactNode(pub Contact);

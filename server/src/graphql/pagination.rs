@@ -8,7 +8,7 @@ use async_graphql::{
 use serde::{Serialize, de::DeserializeOwned};
 
 use super::error::{GqlError, GqlResult};
-use crate::store::page::{Direction, Page, PageRequest};
+use crate::domain::page::{Direction, Page, PageRequest};
 
 pub const DEFAULT_PAGE_SIZE: u64 = 20;
 pub const MAX_PAGE_SIZE: u64 = 100;

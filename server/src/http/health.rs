@@ -11,14 +11,11 @@ pub async fn healthz() -> Json<Value> {
 }
 
 pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
-    let database = match state.services.database().ping().await {
-        Ok(()) => json!({ "status": "up" }),
-        Err(error) => {
-            tracing::warn!(%error, "readiness: database does not answer");
-            json!({ "status": "down" })
-        }
-    };
-    let database_up = database["status"] == "up";
+    let database_up = state.services.database_answers().await;
+    if !database_up {
+        tracing::warn!("readiness: the database does not answer");
+    }
+    let database = json!({ "status": if database_up { "up" } else { "down" } });
     let smtp = if state.smtp_configured {
         json!({ "status": "configured" })
     } else {

@@ -1,13 +1,11 @@
 //! Reading the audit log and verifying its chain. Writing happens in each use case's own
 //! transaction through `crate::audit::append`, never from here.
 
+use crate::domain::page::{Page, PageRequest};
 use crate::{
     audit::{self, Verdict},
     domain::audit::{AuditEntry, AuditFilter},
-    store::{
-        self,
-        page::{Page, PageRequest},
-    },
+    store::{self},
 };
 
 use super::{Result, Services};

@@ -1,6 +1,7 @@
 //! Recording consent decisions and reading them back. A decision is appended to the history and
 //! the current state follows from it in the same transaction.
 
+use crate::domain::page::{Page, PageRequest};
 use chrono::{DateTime, Utc};
 use tracing::instrument;
 use uuid::Uuid;
@@ -15,10 +16,7 @@ use crate::{
         contact::{ContactId, ContactRef},
         key::Key,
     },
-    store::{
-        self,
-        page::{Page, PageRequest},
-    },
+    store::{self},
 };
 
 #[derive(Debug, Clone)]

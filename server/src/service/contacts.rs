@@ -1,6 +1,7 @@
 //! Creating, changing, finding and deleting contacts, with their custom field values checked
 //! against the field definitions in the same transaction as the write.
 
+use crate::domain::page::{Page, PageRequest};
 use std::collections::HashMap;
 
 use serde_json::Value;
@@ -19,10 +20,7 @@ use crate::{
         filter::{AttributeCondition, Comparison, ConsentCondition, ContactFilter, TopicCondition},
         key::Key,
     },
-    store::{
-        self, contacts as repository,
-        page::{Page, PageRequest},
-    },
+    store::{self, contacts as repository},
 };
 
 /// Changes to a contact, already parsed; attribute values are checked against their definitions

@@ -1,6 +1,7 @@
 //! Tracking behavioural events in batches: every event gets its own outcome, a bad one never
 //! stops the good ones, and a repeated idempotency key stores nothing new.
 
+use crate::domain::page::{Page, PageRequest};
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
@@ -14,14 +15,10 @@ use crate::{
     audit::{self, Changes},
     domain::{
         contact::{ContactId, ContactRef},
-        event::{Event, EventProperties, EventType, IdempotencyKey},
+        event::{Event, EventProperties, EventType, IdempotencyKey, TimelineKey},
         key::Key,
     },
-    store::{
-        self,
-        events::{Insertion, TimelineKey},
-        page::{Page, PageRequest},
-    },
+    store::{self, events::Insertion},
 };
 
 pub const MAX_EVENTS_PER_CALL: usize = 1_000;

@@ -44,6 +44,11 @@ impl Services {
         Self { db, clock }
     }
 
+    /// Whether the database answers, for readiness probes.
+    pub async fn database_answers(&self) -> bool {
+        self.db.ping().await.is_ok()
+    }
+
     pub fn database(&self) -> &Database {
         &self.db
     }

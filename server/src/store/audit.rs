@@ -1,12 +1,12 @@
 //! The audit tables: the chain's head, which every writer locks before appending, the entries,
 //! read in seq order for verification and newest first for the audit log.
 
+use crate::domain::page::{Direction, Page, PageRequest};
 use sea_orm::{ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 
 use super::{
     StoreError, StoreResult,
     entity::{audit_entry as entry, audit_head as head},
-    page::{Direction, Page, PageRequest},
 };
 use crate::domain::audit::{AuditEntry, AuditFilter};
 

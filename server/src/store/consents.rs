@@ -13,12 +13,12 @@ use uuid::Uuid;
 use super::{
     StoreError, StoreResult,
     entity::{consent, consent_change as change, consent_purpose as purpose},
-    page::{Direction, Page, PageRequest},
 };
 use crate::domain::{
     consent::{Channel, ConsentChange, ConsentProof, Purpose, UserAgent, WordingId},
     contact::ContactId,
     key::Key,
+    page::{Direction, Page, PageRequest},
 };
 
 pub async fn purposes(conn: &impl ConnectionTrait) -> StoreResult<Vec<Purpose>> {

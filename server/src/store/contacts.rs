@@ -19,7 +19,6 @@ use super::{
     StoreError, StoreResult,
     entity::{consent, contact as entity, contact_attribute as attribute, field_definition, topic, topic_subscription},
     keys,
-    page::{Direction, Page, PageRequest},
 };
 use crate::crypto::{DataKey, KeyRing};
 use crate::domain::{
@@ -30,6 +29,7 @@ use crate::domain::{
     field::{FieldType, FieldValue},
     filter::{AttributeCondition, Comparison, ContactFilter},
     key::Key,
+    page::{Direction, Page, PageRequest},
     topic::SubscriptionStatus,
 };
 

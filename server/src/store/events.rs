@@ -11,15 +11,12 @@ use sea_orm::{
 };
 use uuid::Uuid;
 
-use super::{
-    StoreError, StoreResult,
-    entity::event as entity,
-    page::{Direction, Page, PageRequest},
-};
+use super::{StoreError, StoreResult, entity::event as entity};
 use crate::domain::{
     contact::ContactId,
-    event::{Event, EventProperties, EventType, IdempotencyKey},
+    event::{Event, EventProperties, EventType, IdempotencyKey, TimelineKey},
     key::Key,
+    page::{Direction, Page, PageRequest},
 };
 
 /// Rows per INSERT statement: well under SQLite's limit of bound parameters.
@@ -115,9 +112,6 @@ async fn existing_ids(
     }
     Ok(existing)
 }
-
-/// Cursor of the event timeline: newest first by occurrence, ties broken by id.
-pub type TimelineKey = (DateTime<Utc>, Uuid);
 
 pub async fn timeline(
     conn: &impl ConnectionTrait,

@@ -10,7 +10,6 @@ pub mod contacts;
 pub mod events;
 pub mod fields;
 pub mod keys;
-pub mod page;
 pub mod topics;
 
 use std::{
