@@ -272,6 +272,22 @@ pub async fn assert_rejected(app: &TestApp, query: &str, variables: Value, code:
     error
 }
 
+/// Emails of the contacts matching `contacts(filter: { <list>: conditions })`, in creation order.
+pub async fn filtered_emails(app: &TestApp, list: &str, conditions: Value) -> Vec<String> {
+    let data = app
+        .data(
+            "query($filter: ContactFilter) { contacts(filter: $filter) { nodes { email } } }",
+            json!({ "filter": { list: conditions } }),
+        )
+        .await;
+    data["contacts"]["nodes"]
+        .as_array()
+        .expect("nodes")
+        .iter()
+        .map(|contact| contact["email"].as_str().expect("email").to_owned())
+        .collect()
+}
+
 const SNAPSHOT_QUERY: &str = r#"{
   fields { key label type enumValues required personal createdAt updatedAt }
   topics { id key name description defaultFrequency updatedAt }

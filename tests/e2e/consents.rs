@@ -2,7 +2,7 @@
 //! per purpose and channel (the decision captured last, whatever order decisions arrive in), the
 //! history, and every way a decision can be refused without anything being written.
 
-use rapport_e2e::{TestApp, assert_rejected, on_both_databases};
+use rapport_e2e::{TestApp, assert_rejected, filtered_emails, on_both_databases};
 use serde_json::{Value, json};
 
 const CONSENT_FIELDS: &str =
@@ -44,22 +44,6 @@ async fn history(app: &TestApp, contact_id: &str, arguments: Value) -> Value {
     let mut variables = arguments;
     variables["id"] = json!(contact_id);
     app.data(&query, variables).await["contact"]["consentHistory"].clone()
-}
-
-/// Emails of the contacts matching `contacts(filter: { consents })`, in creation order.
-async fn filtered_emails(app: &TestApp, consents: Value) -> Vec<String> {
-    let data = app
-        .data(
-            "query($consents: [ConsentFilter!]) { contacts(filter: { consents: $consents }) { nodes { email } } }",
-            json!({ "consents": consents }),
-        )
-        .await;
-    data["contacts"]["nodes"]
-        .as_array()
-        .expect("nodes")
-        .iter()
-        .map(|contact| contact["email"].as_str().expect("email").to_owned())
-        .collect()
 }
 
 fn node_ids(connection: &Value) -> Vec<String> {
@@ -583,7 +567,7 @@ on_both_databases! {
         set_consent(&app, json!({ "contactId": grace, "purpose": "marketing", "channel": "EMAIL", "status": "GRANTED" })).await;
         set_consent(&app, json!({ "contactId": ada, "purpose": "marketing", "channel": "EMAIL", "status": "GRANTED" })).await;
 
-        let filtered = |consents: Value| filtered_emails(&app, consents);
+        let filtered = |consents: Value| filtered_emails(&app, "consents", consents);
         assert_eq!(
             filtered(json!([{ "purpose": "product_research", "channel": "EMAIL", "status": "GRANTED" }])).await,
             ["ada@example.com"]

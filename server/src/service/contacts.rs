@@ -57,10 +57,6 @@ impl Services {
         Ok(repository::find(self.db.connection(), self.db.keys()?, reference).await?)
     }
 
-    pub async fn find_contacts(&self, ids: &[ContactId]) -> Result<Vec<Contact>> {
-        Ok(repository::find_many(self.db.connection(), self.db.keys()?, ids).await?)
-    }
-
     pub async fn list_contacts(
         &self,
         filter: &ContactFilterRequest,

@@ -75,16 +75,6 @@ fn email_index(keys: &KeyRing, email: &EmailAddress) -> String {
     keys.blind_index.index(EMAIL_INDEX, email.as_str())
 }
 
-/// Contacts by id, in no particular order; ids that do not exist are left out.
-pub async fn find_many(conn: &impl ConnectionTrait, keys: &KeyRing, ids: &[ContactId]) -> StoreResult<Vec<Contact>> {
-    if ids.is_empty() {
-        return Ok(Vec::new());
-    }
-    let models =
-        entity::Entity::find().filter(entity::Column::Id.is_in(ids.iter().map(ContactId::as_uuid))).all(conn).await?;
-    with_attributes(conn, keys, models).await
-}
-
 /// Resolves references to ids in three queries at most, whatever their number.
 pub async fn resolve(
     conn: &impl ConnectionTrait,
