@@ -209,6 +209,19 @@ impl TestApp {
         response.json().await.expect("JSON body")
     }
 
+    /// POSTs a GraphQL request with `bearer` (or no credential at all) and returns the HTTP
+    /// status with the body.
+    pub async fn graphql_as(&self, bearer: Option<&str>, query: &str, variables: Value) -> (u16, Value) {
+        let mut request =
+            self.client.post(self.url("/graphql")).json(&json!({ "query": query, "variables": variables }));
+        if let Some(bearer) = bearer {
+            request = request.bearer_auth(bearer);
+        }
+        let response = request.send().await.expect("request sent");
+        let status = response.status().as_u16();
+        (status, response.json().await.expect("JSON body"))
+    }
+
     /// The `data` of a request that must succeed without errors.
     pub async fn data(&self, query: &str, variables: Value) -> Value {
         let body = self.graphql(query, variables).await;

@@ -32,7 +32,7 @@ enum Command {
         /// Do not apply pending migrations on start.
         #[arg(long)]
         no_migrate: bool,
-        /// Run without RAPPORT_ADMIN_TOKEN: anyone who can reach the server is its owner.
+        /// Callers without credentials act as the owner. Never for production.
         #[arg(long)]
         insecure_dev: bool,
     },
@@ -45,6 +45,11 @@ enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// Manage the people who administer Rapport.
+    Admin {
+        #[command(subcommand)]
+        command: AdminCommand,
+    },
     /// Manage the master key that protects personal data.
     Keys {
         #[command(subcommand)]
@@ -56,6 +61,19 @@ enum Command {
 enum AuditCommand {
     /// Recompute every hash of the audit chain and report the first broken entry, if any.
     Verify,
+}
+
+#[derive(Subcommand)]
+enum AdminCommand {
+    /// Create an admin user. The password is read from standard input (without echo when it is
+    /// a terminal), so that it never appears in the shell history or the process list.
+    Create {
+        #[arg(long)]
+        email: String,
+        /// owner, admin, marketer or analyst.
+        #[arg(long, default_value = "owner")]
+        role: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -112,11 +130,28 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 Verdict::Broken { .. } => anyhow::bail!("{verdict}"),
             }
         }
+        Command::Admin { command: AdminCommand::Create { email, role } } => {
+            let password = read_password()?;
+            let user = startup::create_admin(&settings, &email, &role, &password).await?;
+            println!("created {} {} ({})", user.role, user.email.as_str(), user.id);
+            Ok(())
+        }
         Command::Keys { command: KeysCommand::Rotate { batch_size, max_batches } } => {
             startup::rotate_keys(&settings, batch_size, max_batches).await
         }
         Command::ExportSchema => Ok(()),
     }
+}
+
+fn read_password() -> anyhow::Result<String> {
+    use std::io::{BufRead, IsTerminal};
+
+    if std::io::stdin().is_terminal() {
+        return Ok(rpassword::prompt_password("Password: ")?);
+    }
+    let mut line = String::new();
+    std::io::stdin().lock().read_line(&mut line)?;
+    Ok(line.trim_end_matches(['\r', '\n']).to_owned())
 }
 
 /// One line on stderr, with the chain of causes, and a failing exit code.

@@ -38,18 +38,10 @@ pub struct Application {
 
 impl Application {
     pub async fn build(settings: &Settings, options: ServeOptions) -> anyhow::Result<Self> {
-        let authenticator = match (&settings.admin_token, options.insecure_dev) {
-            (Some(token), _) => Authenticator::Token(token.clone()),
-            (None, true) => {
-                tracing::warn!(
-                    "--insecure-dev: no RAPPORT_ADMIN_TOKEN is set, so anyone who can reach this server is its owner"
-                );
-                Authenticator::Open
-            }
-            (None, false) => {
-                bail!("RAPPORT_ADMIN_TOKEN is not set; set it, or pass --insecure-dev to run without authentication")
-            }
-        };
+        if options.insecure_dev {
+            tracing::warn!("--insecure-dev: callers without credentials act as the owner of this server");
+        }
+        let authenticator = Authenticator::new(settings.admin_token.clone(), options.insecure_dev);
         // Keys first: a server that cannot read its data should not migrate it either.
         let masters = master_keys(settings)?;
         let database = connect(settings).await?;
@@ -58,6 +50,11 @@ impl Application {
         }
         let database = open_keys(database, masters).await?;
         let services = Services::new(database, Arc::new(SystemClock));
+        if settings.admin_token.is_none() && !options.insecure_dev && services.list_users().await?.is_empty() {
+            tracing::warn!(
+                "no admin user exists and RAPPORT_ADMIN_TOKEN is not set: create one with `rapport admin create --email …`"
+            );
+        }
         let state = AppState {
             services: services.clone(),
             schema: build_schema(Some(services.clone())),
@@ -209,6 +206,34 @@ pub async fn rotate_keys(settings: &Settings, batch_size: u64, max_batches: Opti
     }
     database.close().await.context("closing the database")?;
     Ok(())
+}
+
+/// `rapport admin create`: migrates if needed (it may be the very first command run) and
+/// creates the user, audited as done at the command line.
+pub async fn create_admin(
+    settings: &Settings,
+    email: &str,
+    role: &str,
+    password: &str,
+) -> anyhow::Result<crate::domain::access::AdminUser> {
+    use crate::domain::{
+        access::{Password, Role},
+        contact::EmailAddress,
+    };
+    let email = EmailAddress::parse(email).map_err(|error| anyhow!("--email: {error}"))?;
+    let role: Role = role.parse().map_err(|error| anyhow!("--role: {error}"))?;
+    let password = Password::parse(password).map_err(|error| anyhow!("password: {error}"))?;
+    let database = connect(settings).await?;
+    migrate(&database).await?;
+    let services = Services::new(database.clone(), Arc::new(SystemClock));
+    let context =
+        crate::service::RequestContext::internal(crate::service::Actor::Cli, uuid::Uuid::now_v7().to_string());
+    let created = services.create_user(&context, email, &password, role).await.map_err(|error| match error {
+        crate::service::Error::Conflict { reason, .. } => anyhow!("{reason}"),
+        other => anyhow!(other),
+    });
+    database.close().await.context("closing the database")?;
+    created
 }
 
 /// Applies pending migrations, reporting each one as it goes.

@@ -130,15 +130,22 @@ fn every_command_has_help() {
     assert!(help.contains("RAPPORT_PREVIOUS_MASTER_KEY") && help.contains("--batch-size"), "{help}");
 }
 
-#[test]
-fn serve_refuses_to_start_without_an_admin_token() {
+#[tokio::test]
+async fn serve_without_any_credential_tells_how_to_create_the_first_admin() {
     let dir = tempfile::tempdir().unwrap();
-    let output = rapport(dir.path(), &["serve"], &[("RAPPORT_LISTEN", "127.0.0.1:0")]);
-    assert!(!output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    let last_line = stderr.lines().last().unwrap_or_default();
-    assert!(last_line.contains("RAPPORT_ADMIN_TOKEN") && last_line.contains("--insecure-dev"), "{stderr}");
-    assert!(!dir.path().join("rapport.db").exists(), "nothing is created before the configuration is valid");
+    let mut server = Server::start(dir.path(), &[], &[("RAPPORT_LISTEN", "127.0.0.1:0")]);
+    let warning = server.wait_for("no admin user exists").await;
+    assert!(warning.contains("rapport admin create"), "{warning}");
+    let address = server.address().await;
+    let response = reqwest::Client::new()
+        .post(format!("http://{address}/graphql"))
+        .json(&serde_json::json!({ "query": "{ topics { key } }" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 401, "an anonymous caller was let in");
+    server.terminate();
+    assert_eq!(server.exit_code().await, Some(0));
 }
 
 #[test]

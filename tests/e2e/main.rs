@@ -1,6 +1,7 @@
 //! End-to-end tests of Rapport: the real server over HTTP on SQLite and PostgreSQL, the binary's
 //! command line, and the GraphQL-over-HTTP audit. One module per feature.
 
+mod access;
 mod audit;
 mod cli;
 mod consents;

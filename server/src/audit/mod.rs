@@ -92,11 +92,15 @@ impl Changes {
     }
 }
 
-/// The actor's kind and id as recorded. Users, API keys, contact tokens and the system itself
-/// join as variants of [`Actor`]; each names its kind here and carries its own id.
+/// The actor's kind and id as recorded.
 pub fn actor_parts(actor: &Actor) -> (&'static str, Option<String>) {
     match actor {
         Actor::Bootstrap => ("bootstrap", None),
+        Actor::User { id, .. } => ("user", Some(id.to_string())),
+        Actor::ApiKey { id, .. } => ("api_key", Some(id.to_string())),
+        Actor::Contact { contact_id, .. } => ("contact_token", Some(contact_id.to_string())),
+        Actor::Cli => ("cli", None),
+        Actor::Anonymous => ("anonymous", None),
     }
 }
 

@@ -13,6 +13,9 @@ use chacha20poly1305::{
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 
+pub mod passwords;
+pub mod tokens;
+
 const KEY_LEN: usize = 32;
 const NONCE_LEN: usize = 24;
 /// The envelope format; a new format gets a new prefix and both are read during a migration.
@@ -83,6 +86,16 @@ impl std::fmt::Debug for SecretKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "SecretKey({})", self.id)
     }
+}
+
+fn hmac_sha256(key: &[u8], parts: &[&[u8]]) -> [u8; KEY_LEN] {
+    // HMAC accepts keys of any length.
+    #[allow(clippy::expect_used)]
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key).expect("HMAC takes any key length");
+    for part in parts {
+        mac.update(part);
+    }
+    mac.finalize().into_bytes().into()
 }
 
 fn random<const N: usize>() -> [u8; N] {
@@ -164,10 +177,47 @@ impl MasterKeys {
         Ok(SecretKey::new(bytes))
     }
 
+    /// A key for another purpose (signing tokens) derived from each master key held, current
+    /// first. Deriving keeps operators to one secret, and rotating the master key rotates these.
+    pub fn derive(&self, label: &str) -> Vec<DerivedKey> {
+        [Some(&self.current), self.previous.as_ref()]
+            .into_iter()
+            .flatten()
+            .map(|master| {
+                DerivedKey(SecretKey::new(hmac_sha256(&master.0.bytes, &[b"rapport derived key\0", label.as_bytes()])))
+            })
+            .collect()
+    }
+
     /// Unwraps with whichever key wrapped it and wraps again with the current key.
     pub fn rewrap(&self, wrapped: &WrappedKey, purpose: &str) -> Result<WrappedKey, CryptoError> {
         Ok(self.wrap(&self.unwrap(wrapped, purpose)?, purpose))
     }
+}
+
+/// A key derived from a master key for one purpose, named by an id that reveals nothing of it.
+#[derive(Clone, Debug)]
+pub struct DerivedKey(SecretKey);
+
+impl DerivedKey {
+    pub fn id(&self) -> &str {
+        &self.0.id
+    }
+
+    pub fn bytes(&self) -> &[u8] {
+        &self.0.bytes
+    }
+}
+
+/// A fresh random secret for a bearer credential: 256 bits, URL-safe.
+pub fn random_secret() -> String {
+    URL_SAFE_NO_PAD.encode(random::<KEY_LEN>())
+}
+
+/// How bearer secrets are stored and looked up. A plain digest suffices: they are random and
+/// 256 bits long, so there is nothing to guess, and lookups stay one indexed equality.
+pub fn secret_digest(secret: &str) -> String {
+    Sha256::digest(secret.as_bytes()).iter().map(|byte| format!("{byte:02x}")).collect()
 }
 
 /// One contact's data key: seals that contact's personal values and nothing else.
@@ -247,13 +297,7 @@ impl BlindIndexKey {
     /// HMAC-SHA256 of an already normalised value; `kind` keeps an email and a phone number
     /// that happen to be the same string from sharing an index value.
     pub fn index(&self, kind: &str, normalised: &str) -> String {
-        // HMAC accepts keys of any length.
-        #[allow(clippy::expect_used)]
-        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.0.bytes).expect("HMAC takes any key length");
-        mac.update(kind.as_bytes());
-        mac.update(b"\0");
-        mac.update(normalised.as_bytes());
-        URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
+        URL_SAFE_NO_PAD.encode(hmac_sha256(&self.0.bytes, &[kind.as_bytes(), b"\0", normalised.as_bytes()]))
     }
 }
 

@@ -2,6 +2,7 @@
 //! Every value here is valid by construction: inputs are parsed at the edge and nothing downstream
 //! re-checks them. This module knows nothing of HTTP, GraphQL, SQL or mail.
 
+pub mod access;
 pub mod audit;
 pub mod consent;
 pub mod contact;

@@ -3,11 +3,52 @@
 
 use std::net::IpAddr;
 
-/// Who is acting. Issue-specific principals (users, API keys, contact tokens) join later.
+use uuid::Uuid;
+
+use super::{
+    access::{ContactTokenPurpose, Permission, Role, Scopes},
+    contact::ContactId,
+};
+
+/// Who is acting.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Actor {
     /// The holder of `RAPPORT_ADMIN_TOKEN`, the deployment's bootstrap owner credential.
     Bootstrap,
+    /// A signed-in admin user, with the role the database held when the request came in, and
+    /// the session their access token belongs to.
+    User { id: Uuid, role: Role, session: Uuid },
+    /// A back-office system or front-end app calling with an API key.
+    ApiKey { id: Uuid, scopes: Scopes },
+    /// A contact acting on their own record through a signed link.
+    Contact { contact_id: ContactId, purpose: ContactTokenPurpose },
+    /// An operator at the command line (`rapport …` subcommands).
+    Cli,
+    /// A caller without credentials, who may only sign in.
+    Anonymous,
+}
+
+impl Actor {
+    /// Whether this actor holds `permission` for the deployment as a whole. Contacts hold none:
+    /// what they may do to their own record is decided per field.
+    pub fn may(&self, permission: Permission) -> bool {
+        match self {
+            Actor::Bootstrap | Actor::Cli => true,
+            Actor::User { role, .. } => role.may(permission),
+            Actor::ApiKey { scopes, .. } => scopes.contains(permission),
+            Actor::Contact { .. } | Actor::Anonymous => false,
+        }
+    }
+
+    /// The role this actor acts with when managing users: the bootstrap token and the command
+    /// line act as owners.
+    pub fn role(&self) -> Option<Role> {
+        match self {
+            Actor::Bootstrap | Actor::Cli => Some(Role::Owner),
+            Actor::User { role, .. } => Some(*role),
+            Actor::ApiKey { .. } | Actor::Contact { .. } | Actor::Anonymous => None,
+        }
+    }
 }
 
 /// What every use case knows about the request that triggered it.

@@ -1,6 +1,8 @@
 //! The audit log over GraphQL: a read-only connection, newest first, filtered by target, actor,
 //! action and time. Entries are shown as stored, so what a reader sees is what the chain covers.
 
+use super::guard::Allow;
+use crate::domain::access::Permission;
 use async_graphql::{
     Context, ID, InputObject, Json, Object, SimpleObject,
     connection::{Connection, OpaqueCursor},
@@ -119,7 +121,7 @@ pub struct AuditQuery;
 #[Object]
 impl AuditQuery {
     /// Every recorded change, newest first.
-    #[graphql(complexity = "page_cost(first, last, child_complexity)")]
+    #[graphql(complexity = "page_cost(first, last, child_complexity)", guard = "Allow::to(Permission::AuditRead)")]
     async fn audit_log(
         &self,
         ctx: &Context<'_>,

@@ -1,6 +1,8 @@
 //! Consents over GraphQL: recording a decision with its proof, the purposes, and the types that
 //! show current consents and their history.
 
+use super::guard::Allow;
+use crate::domain::access::Permission;
 use std::net::IpAddr;
 
 use async_graphql::{Context, Enum, ID, InputObject, Object, SimpleObject};
@@ -184,6 +186,7 @@ pub struct ConsentQuery;
 
 #[Object]
 impl ConsentQuery {
+    #[graphql(guard = "Allow::to(Permission::ProfilesRead)")]
     async fn consent_purposes(&self, ctx: &Context<'_>) -> GqlResult<Vec<PurposeNode>> {
         Ok(services_of(ctx)?.list_purposes().await?.into_iter().map(Into::into).collect())
     }
@@ -196,6 +199,7 @@ pub struct ConsentMutation;
 impl ConsentMutation {
     /// Records a consent decision; it is appended to the history, and becomes the current
     /// consent unless a decision captured later exists.
+    #[graphql(guard = "Allow::or_own_contact(Permission::ProfilesWrite, Some(input.contact_id.to_string()))")]
     async fn set_consent(&self, ctx: &Context<'_>, input: SetConsentInput) -> GqlResult<ConsentNode> {
         let proof = match input.proof {
             None => ConsentProof::default(),
@@ -227,6 +231,7 @@ impl ConsentMutation {
     }
 
     /// Adds a consent purpose next to the built-in ones.
+    #[graphql(guard = "Allow::to(Permission::SchemaManage)")]
     async fn define_consent_purpose(&self, ctx: &Context<'_>, input: DefinePurposeInput) -> GqlResult<PurposeNode> {
         let new = NewPurpose {
             key: parse_arg("key", Key::parse(&input.key))?,

@@ -1,6 +1,8 @@
 //! Contacts over GraphQL: lookups, the filtered contact list, upsert, versioned update, delete,
 //! and the contact's nested consents, topics, consent history and events.
 
+use super::guard::Allow;
+use crate::domain::access::Permission;
 use async_graphql::{
     Context, ID, InputObject, Json, MaybeUndefined, Object, OneofObject, SimpleObject,
     connection::{Connection, OpaqueCursor},
@@ -37,77 +39,92 @@ pub struct ContactNode(pub Contact);
 
 #[Object(name = "Contact")]
 impl ContactNode {
+    #[graphql(guard = "Allow::or_own_contact(Permission::ProfilesRead, Some(self.0.id.to_string()))")]
     async fn id(&self) -> ID {
         ID(self.0.id.to_string())
     }
 
+    #[graphql(guard = "Allow::to(Permission::ProfilesRead)")]
     async fn external_id(&self) -> Option<&str> {
         self.0.external_id.as_ref().map(ExternalId::as_str)
     }
 
+    #[graphql(guard = "Allow::or_own_contact(Permission::ProfilesRead, Some(self.0.id.to_string()))")]
     async fn email(&self) -> Option<&str> {
         self.0.email.as_ref().map(EmailAddress::as_str)
     }
 
     /// E.164, e.g. +4930123456.
+    #[graphql(guard = "Allow::to(Permission::ProfilesRead)")]
     async fn phone(&self) -> Option<&str> {
         self.0.profile.phone.as_ref().map(PhoneNumber::as_str)
     }
 
+    #[graphql(guard = "Allow::to(Permission::ProfilesRead)")]
     async fn first_name(&self) -> Option<&str> {
         self.0.profile.first_name.as_ref().map(PersonName::as_str)
     }
 
+    #[graphql(guard = "Allow::to(Permission::ProfilesRead)")]
     async fn last_name(&self) -> Option<&str> {
         self.0.profile.last_name.as_ref().map(PersonName::as_str)
     }
 
     /// BCP 47 language tag, e.g. de-CH.
+    #[graphql(guard = "Allow::to(Permission::ProfilesRead)")]
     async fn locale(&self) -> Option<&str> {
         self.0.profile.locale.as_ref().map(Locale::as_str)
     }
 
     /// IANA time zone name, e.g. Europe/Berlin.
+    #[graphql(guard = "Allow::to(Permission::ProfilesRead)")]
     async fn time_zone(&self) -> Option<&str> {
         self.0.profile.time_zone.as_ref().map(TimeZone::as_str)
     }
 
     /// ISO 3166-1 alpha-2 country code, e.g. DE.
+    #[graphql(guard = "Allow::to(Permission::ProfilesRead)")]
     async fn country(&self) -> Option<&str> {
         self.0.profile.country.as_ref().map(CountryCode::as_str)
     }
 
     /// Custom field values by field key.
+    #[graphql(guard = "Allow::to(Permission::ProfilesRead)")]
     async fn attributes(&self) -> Json<Map<String, Value>> {
         Json(self.0.attributes.iter().map(|(key, value)| (key.to_string(), value.to_json())).collect())
     }
 
+    #[graphql(guard = "Allow::to(Permission::ProfilesRead)")]
     async fn created_at(&self) -> DateTime<Utc> {
         self.0.created_at
     }
 
+    #[graphql(guard = "Allow::to(Permission::ProfilesRead)")]
     async fn updated_at(&self) -> DateTime<Utc> {
         self.0.updated_at
     }
 
     /// Increases with every change; pass it back as `expectedVersion` when updating.
+    #[graphql(guard = "Allow::to(Permission::ProfilesRead)")]
     async fn version(&self) -> i64 {
         self.0.version
     }
 
     /// The current consent per purpose and channel (the latest captured decision of each).
+    #[graphql(guard = "Allow::or_own_contact(Permission::ProfilesRead, Some(self.0.id.to_string()))")]
     async fn consents(&self, ctx: &Context<'_>) -> GqlResult<Vec<ConsentNode>> {
         let consents = loaders_of(ctx)?.consents.load_one(self.0.id).await?.unwrap_or_default();
         Ok(consents.into_iter().map(ConsentNode).collect())
     }
 
+    #[graphql(guard = "Allow::or_own_contact(Permission::ProfilesRead, Some(self.0.id.to_string()))")]
     async fn topics(&self, ctx: &Context<'_>) -> GqlResult<Vec<SubscriptionNode>> {
         let subscriptions = loaders_of(ctx)?.subscriptions.load_one(self.0.id).await?.unwrap_or_default();
         Ok(subscriptions.into_iter().map(|(subscription, topic)| SubscriptionNode { subscription, topic }).collect())
     }
 
     /// Every consent decision recorded for this contact, newest first.
-    #[graphql(complexity = "page_cost(first, last, child_complexity)")]
+    #[graphql(complexity = "page_cost(first, last, child_complexity)", guard = "Allow::to(Permission::ProfilesRead)")]
     #[allow(clippy::too_many_arguments)]
     async fn consent_history(
         &self,
@@ -127,7 +144,7 @@ impl ContactNode {
     }
 
     /// Behavioural events of this contact, newest first.
-    #[graphql(complexity = "page_cost(first, last, child_complexity)")]
+    #[graphql(complexity = "page_cost(first, last, child_complexity)", guard = "Allow::to(Permission::ProfilesRead)")]
     #[allow(clippy::too_many_arguments)]
     async fn events(
         &self,
@@ -154,6 +171,14 @@ pub enum ContactLookup {
 }
 
 impl ContactLookup {
+    /// The id asked for, when the contact is named by id (the only way a contact token may).
+    pub fn contact_id(&self) -> Option<String> {
+        match self {
+            ContactLookup::Id(id) => Some(id.to_string()),
+            ContactLookup::ExternalId(_) | ContactLookup::Email(_) => None,
+        }
+    }
+
     pub fn parse(self, field: &str) -> GqlResult<ContactRef> {
         Ok(match self {
             ContactLookup::Id(id) => ContactRef::Id(parse_contact_id(&format!("{field}.id"), &id)?),
@@ -371,6 +396,7 @@ pub struct ContactQuery;
 #[Object]
 impl ContactQuery {
     /// One contact by id, external id or email; null when there is none.
+    #[graphql(guard = "Allow::or_own_contact(Permission::ProfilesRead, by.contact_id())")]
     async fn contact(&self, ctx: &Context<'_>, by: ContactLookup) -> GqlResult<Option<ContactNode>> {
         let reference = by.parse("by")?;
         let contact = services_of(ctx)?.find_contact(&reference).await?;
@@ -380,7 +406,7 @@ impl ContactQuery {
     }
 
     /// Contacts in creation order, optionally filtered.
-    #[graphql(complexity = "page_cost(first, last, child_complexity)")]
+    #[graphql(complexity = "page_cost(first, last, child_complexity)", guard = "Allow::to(Permission::ProfilesRead)")]
     async fn contacts(
         &self,
         ctx: &Context<'_>,
@@ -436,6 +462,7 @@ pub struct ContactMutation;
 #[Object]
 impl ContactMutation {
     /// Idempotent: the same input twice leaves the contact (and its version) as the first did.
+    #[graphql(guard = "Allow::to(Permission::ProfilesWrite)")]
     async fn upsert_contact(&self, ctx: &Context<'_>, input: UpsertContactInput) -> GqlResult<UpsertContactPayload> {
         let external_id = input.external_id.map(|raw| parse_arg("externalId", ExternalId::parse(&raw))).transpose()?;
         let email_for_key = match &input.email {
@@ -464,6 +491,7 @@ impl ContactMutation {
     }
 
     /// Fails with CONFLICT, writing nothing, when the contact is no longer at `expectedVersion`.
+    #[graphql(guard = "Allow::to(Permission::ProfilesWrite)")]
     async fn update_contact(&self, ctx: &Context<'_>, input: UpdateContactInput) -> GqlResult<ContactNode> {
         let id = parse_contact_id("id", &input.id)?;
         let mut changes = profile_changes(
@@ -482,6 +510,7 @@ impl ContactMutation {
     }
 
     /// Deletes the contact with its consents, topic subscriptions and events.
+    #[graphql(guard = "Allow::to(Permission::ProfilesWrite)")]
     async fn delete_contact(&self, ctx: &Context<'_>, id: ID) -> GqlResult<DeleteContactPayload> {
         let contact_id = parse_contact_id("id", &id)?;
         services_of(ctx)?.delete_contact(request_of(ctx)?, contact_id).await?;

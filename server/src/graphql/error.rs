@@ -54,6 +54,10 @@ impl GqlError {
         }
     }
 
+    pub fn new(code: Code, message: impl Into<String>) -> Self {
+        Self { code, message: message.into(), field: None, retry_after_seconds: None }
+    }
+
     pub fn code(&self) -> Code {
         self.code
     }

@@ -1,6 +1,8 @@
 //! Events over GraphQL: tracking a batch with one result per event, and the event type shown in
 //! a contact's timeline.
 
+use super::guard::Allow;
+use crate::domain::access::Permission;
 use async_graphql::{Context, Enum, ID, InputObject, Json, Object, SimpleObject};
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
@@ -107,7 +109,7 @@ pub struct EventMutation;
 #[Object]
 impl EventMutation {
     /// Tracks up to 1,000 events. Each gets its own result; invalid ones never stop valid ones.
-    #[graphql(complexity = "events.len() * child_complexity")]
+    #[graphql(complexity = "events.len() * child_complexity", guard = "Allow::to(Permission::EventsWrite)")]
     async fn track_events(&self, ctx: &Context<'_>, events: Vec<TrackEventInput>) -> GqlResult<Vec<TrackEventResult>> {
         if events.len() > MAX_EVENTS_PER_CALL {
             return Err(GqlError::bad_input("events", format!("at most {MAX_EVENTS_PER_CALL} events per call")));

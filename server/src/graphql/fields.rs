@@ -1,5 +1,7 @@
 //! Custom field definitions over GraphQL.
 
+use super::guard::Allow;
+use crate::domain::access::Permission;
 use async_graphql::{Context, Enum, InputObject, Object};
 use chrono::{DateTime, Utc};
 
@@ -98,6 +100,7 @@ pub struct FieldQuery;
 
 #[Object]
 impl FieldQuery {
+    #[graphql(guard = "Allow::to(Permission::ProfilesRead)")]
     async fn fields(&self, ctx: &Context<'_>) -> GqlResult<Vec<FieldNode>> {
         Ok(services_of(ctx)?.list_fields().await?.into_iter().map(FieldNode).collect())
     }
@@ -108,6 +111,7 @@ pub struct FieldMutation;
 
 #[Object]
 impl FieldMutation {
+    #[graphql(guard = "Allow::to(Permission::SchemaManage)")]
     async fn define_field(&self, ctx: &Context<'_>, input: DefineFieldInput) -> GqlResult<FieldNode> {
         let new = NewField {
             key: parse_arg("key", Key::parse(&input.key))?,
@@ -120,6 +124,7 @@ impl FieldMutation {
         Ok(FieldNode(services_of(ctx)?.define_field(request_of(ctx)?, new).await?))
     }
 
+    #[graphql(guard = "Allow::to(Permission::SchemaManage)")]
     async fn alter_field(&self, ctx: &Context<'_>, input: AlterFieldInput) -> GqlResult<FieldNode> {
         let key = parse_arg("key", Key::parse(&input.key))?;
         let alteration = FieldAlteration {
@@ -132,6 +137,7 @@ impl FieldMutation {
     }
 
     /// Deletes the field and every contact's value of it. Returns the deleted key.
+    #[graphql(guard = "Allow::to(Permission::SchemaManage)")]
     async fn delete_field(&self, ctx: &Context<'_>, key: String) -> GqlResult<String> {
         let parsed = parse_arg("key", Key::parse(&key))?;
         services_of(ctx)?.delete_field(request_of(ctx)?, &parsed).await?;

@@ -1,12 +1,14 @@
 //! The GraphQL schema: one query and one mutation object per feature, merged into the roots.
 //! Resolvers parse their arguments into domain types and call services; they never touch the store.
 
+pub mod access;
 pub mod audit;
 pub mod consents;
 pub mod contacts;
 pub mod error;
 pub mod events;
 pub mod fields;
+pub mod guard;
 pub mod loaders;
 pub mod pagination;
 pub mod topics;
@@ -26,6 +28,7 @@ pub struct QueryRoot(
     consents::ConsentQuery,
     topics::TopicQuery,
     audit::AuditQuery,
+    access::AccessQuery,
 );
 
 #[derive(MergedObject, Default)]
@@ -35,6 +38,7 @@ pub struct MutationRoot(
     consents::ConsentMutation,
     topics::TopicMutation,
     events::EventMutation,
+    access::AccessMutation,
 );
 
 pub type AppSchema = Schema<QueryRoot, MutationRoot, EmptySubscription>;

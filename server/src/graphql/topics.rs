@@ -1,5 +1,7 @@
 //! Topics over GraphQL: defining them and (un)subscribing contacts.
 
+use super::guard::Allow;
+use crate::domain::access::Permission;
 use async_graphql::{Context, Enum, ID, InputObject, MaybeUndefined, Object};
 use chrono::{DateTime, Utc};
 
@@ -113,6 +115,7 @@ pub struct TopicQuery;
 
 #[Object]
 impl TopicQuery {
+    #[graphql(guard = "Allow::to(Permission::ProfilesRead)")]
     async fn topics(&self, ctx: &Context<'_>) -> GqlResult<Vec<TopicNode>> {
         Ok(services_of(ctx)?.list_topics().await?.into_iter().map(TopicNode).collect())
     }
@@ -123,6 +126,7 @@ pub struct TopicMutation;
 
 #[Object]
 impl TopicMutation {
+    #[graphql(guard = "Allow::to(Permission::SchemaManage)")]
     async fn define_topic(&self, ctx: &Context<'_>, input: DefineTopicInput) -> GqlResult<TopicNode> {
         let new = NewTopic {
             key: parse_arg("key", Key::parse(&input.key))?,
@@ -133,6 +137,7 @@ impl TopicMutation {
         Ok(TopicNode(services_of(ctx)?.define_topic(request_of(ctx)?, new).await?))
     }
 
+    #[graphql(guard = "Allow::to(Permission::SchemaManage)")]
     async fn alter_topic(&self, ctx: &Context<'_>, input: AlterTopicInput) -> GqlResult<TopicNode> {
         let key = parse_arg("key", Key::parse(&input.key))?;
         let alteration = TopicAlteration {
@@ -148,6 +153,7 @@ impl TopicMutation {
     }
 
     /// Deletes the topic and every subscription to it. Returns the deleted key.
+    #[graphql(guard = "Allow::to(Permission::SchemaManage)")]
     async fn delete_topic(&self, ctx: &Context<'_>, key: String) -> GqlResult<String> {
         let parsed = parse_arg("key", Key::parse(&key))?;
         services_of(ctx)?.delete_topic(request_of(ctx)?, &parsed).await?;
@@ -156,6 +162,7 @@ impl TopicMutation {
 
     /// Subscribes a contact to a topic; without a frequency the previous one (or the topic's
     /// default) is kept.
+    #[graphql(guard = "Allow::or_own_contact(Permission::ProfilesWrite, Some(contact_id.to_string()))")]
     async fn subscribe_topic(
         &self,
         ctx: &Context<'_>,
@@ -166,6 +173,7 @@ impl TopicMutation {
         set_subscription(ctx, contact_id, topic, SubscriptionStatus::Subscribed, frequency).await
     }
 
+    #[graphql(guard = "Allow::or_own_contact(Permission::ProfilesWrite, Some(contact_id.to_string()))")]
     async fn unsubscribe_topic(&self, ctx: &Context<'_>, contact_id: ID, topic: String) -> GqlResult<SubscriptionNode> {
         set_subscription(ctx, contact_id, topic, SubscriptionStatus::Unsubscribed, None).await
     }

@@ -1,37 +1,44 @@
-//! Who is calling. For now the only credential is the deployment's bootstrap token
-//! (`RAPPORT_ADMIN_TOKEN`), compared in constant time so neither its value nor its length can be guessed from timings.
+//! Who is calling: the deployment's bootstrap token (`RAPPORT_ADMIN_TOKEN`, compared in constant
+//! time), or a credential the services recognise (API key, access token, contact token). No
+//! credential at all makes an anonymous caller, whom each route refuses or confines.
 
 use axum::http::{HeaderMap, header};
 use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::service::{Actor, Error};
+use crate::service::{Actor, Error, Services};
 
 #[derive(Clone)]
-pub enum Authenticator {
-    /// Every request must carry `Authorization: Bearer <token>`.
-    Token(SecretString),
-    /// `--insecure-dev` without a token: everyone is the owner. Never for production.
-    Open,
+pub struct Authenticator {
+    bootstrap: Option<SecretString>,
+    /// `--insecure-dev`: callers without credentials act as the owner. Never for production.
+    open: bool,
 }
 
 impl Authenticator {
-    pub fn authenticate(&self, headers: &HeaderMap) -> Result<Actor, Error> {
-        let presented = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|value| value.to_str().ok())
+    pub fn new(bootstrap: Option<SecretString>, insecure_dev: bool) -> Self {
+        Self { bootstrap, open: insecure_dev }
+    }
+
+    pub async fn authenticate(&self, services: &Services, headers: &HeaderMap) -> Result<Actor, Error> {
+        let Some(value) = headers.get(header::AUTHORIZATION) else {
+            return Ok(if self.open { Actor::Bootstrap } else { Actor::Anonymous });
+        };
+        let presented = value
+            .to_str()
+            .ok()
             .and_then(|value| value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer ")))
-            .map(str::trim);
-        match (self, presented) {
-            (Authenticator::Open, _) => Ok(Actor::Bootstrap),
-            (Authenticator::Token(expected), Some(presented)) => {
-                // Comparing digests keeps the time independent of the token's length too.
-                let expected = Sha256::digest(expected.expose_secret().as_bytes());
-                let matches: bool = expected.ct_eq(&Sha256::digest(presented.as_bytes())).into();
-                if matches { Ok(Actor::Bootstrap) } else { Err(Error::Unauthenticated) }
+            .map(str::trim)
+            .filter(|token| !token.is_empty())
+            .ok_or(Error::Unauthenticated)?;
+        if let Some(bootstrap) = &self.bootstrap {
+            // Comparing digests keeps the time independent of the token's length too.
+            let expected = Sha256::digest(bootstrap.expose_secret().as_bytes());
+            if bool::from(expected.ct_eq(&Sha256::digest(presented.as_bytes()))) {
+                return Ok(Actor::Bootstrap);
             }
-            (Authenticator::Token(_), None) => Err(Error::Unauthenticated),
         }
+        services.authenticate_bearer(presented).await
     }
 }

@@ -8,8 +8,8 @@ use std::{collections::HashMap, net::SocketAddr};
 use async_graphql::{
     Request, ServerError, Value as GqlValue, Variables,
     parser::{
-        parse_query,
-        types::{DocumentOperations, OperationType},
+        Positioned, parse_query,
+        types::{DocumentOperations, ExecutableDocument, OperationDefinition, OperationType, Selection},
     },
 };
 use axum::{
@@ -23,11 +23,15 @@ use serde_json::{Value, json};
 use super::{AppState, graphiql, request_id};
 use crate::{
     graphql::{error::INTERNAL_MESSAGE, loaders::Loaders},
-    service::{Actor, RequestContext},
+    service::{Actor, Error, RequestContext},
 };
 
 /// Large enough for a batch of 1,000 tracked events; anything bigger is refused unread.
 pub const MAX_BODY_BYTES: usize = 2 * 1024 * 1024;
+/// Ample for a sign-in; callers without credentials may send nothing larger.
+const MAX_ANONYMOUS_BODY_BYTES: usize = 8 * 1024;
+/// What a caller without credentials may ask for (plus `__typename`).
+const SIGN_IN_FIELDS: [&str; 3] = ["login", "refreshToken", "__typename"];
 
 const GRAPHQL_RESPONSE_JSON: &str = "application/graphql-response+json";
 const JSON: &str = "application/json";
@@ -61,7 +65,9 @@ pub async fn get(
         Ok(media_type) => media_type,
         Err(response) => return *response,
     };
-    let actor = match authenticate(&state, &headers, media_type) {
+    // Anonymous callers may only sign in, and signing in is a mutation, which GET cannot carry.
+    let actor = match authenticate(&state, &headers, media_type).await {
+        Ok(Actor::Anonymous) => return unauthenticated(media_type),
         Ok(actor) => actor,
         Err(response) => return *response,
     };
@@ -79,16 +85,27 @@ pub async fn post(
         Ok(media_type) => media_type,
         Err(response) => return *response,
     };
-    // Anonymous callers learn nothing and cost nothing: the body is not even read.
-    let actor = match authenticate(&state, &headers, media_type) {
+    let actor = match authenticate(&state, &headers, media_type).await {
         Ok(actor) => actor,
         Err(response) => return *response,
     };
-    if let Err(message) = check_content_type(&headers) {
-        return request_error(media_type, StatusCode::UNSUPPORTED_MEDIA_TYPE, &message);
+    let anonymous = actor == Actor::Anonymous;
+    // Anonymous callers may only sign in: a body too large for that is refused unread, and a
+    // small one is read only to check that it asks for nothing else.
+    let body_limit = if anonymous { MAX_ANONYMOUS_BODY_BYTES } else { MAX_BODY_BYTES };
+    if anonymous && announced_length(&headers).is_none_or(|length| length > body_limit) {
+        return unauthenticated(media_type);
     }
-    let bytes = match to_bytes(body, MAX_BODY_BYTES).await {
+    if let Err(message) = check_content_type(&headers) {
+        return if anonymous {
+            unauthenticated(media_type)
+        } else {
+            request_error(media_type, StatusCode::UNSUPPORTED_MEDIA_TYPE, &message)
+        };
+    }
+    let bytes = match to_bytes(body, body_limit).await {
         Ok(bytes) => bytes,
+        Err(_) if anonymous => return unauthenticated(media_type),
         Err(_) => {
             return request_error(
                 media_type,
@@ -102,6 +119,9 @@ pub async fn post(
         Ok(_) => Err("the request body must be a JSON object".to_owned()),
         Err(error) => Err(format!("the request body is not valid JSON: {error}")),
     };
+    if anonymous && !parsed.as_ref().is_ok_and(only_signs_in) {
+        return unauthenticated(media_type);
+    }
     handle(state, peer, actor, headers, media_type, parsed, false).await
 }
 
@@ -170,12 +190,39 @@ async fn handle(
     }
 }
 
-fn authenticate(state: &AppState, headers: &HeaderMap, media_type: MediaType) -> Result<Actor, Box<Response>> {
-    state.authenticator.authenticate(headers).map_err(|_| {
-        let mut response =
-            error_response(media_type, StatusCode::UNAUTHORIZED, "authentication required", "UNAUTHENTICATED");
-        response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-        Box::new(response)
+async fn authenticate(state: &AppState, headers: &HeaderMap, media_type: MediaType) -> Result<Actor, Box<Response>> {
+    match state.authenticator.authenticate(&state.services, headers).await {
+        Ok(actor) => Ok(actor),
+        Err(Error::Unauthenticated) => Err(Box::new(unauthenticated(media_type))),
+        Err(error) => {
+            tracing::error!(error = ?error, "cannot authenticate a request");
+            Err(Box::new(error_response(media_type, StatusCode::INTERNAL_SERVER_ERROR, INTERNAL_MESSAGE, "INTERNAL")))
+        }
+    }
+}
+
+fn unauthenticated(media_type: MediaType) -> Response {
+    let mut response =
+        error_response(media_type, StatusCode::UNAUTHORIZED, "authentication required", "UNAUTHENTICATED");
+    response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    response
+}
+
+fn announced_length(headers: &HeaderMap) -> Option<usize> {
+    headers.get(header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
+}
+
+/// Whether the request is a mutation that selects nothing but the sign-in fields.
+fn only_signs_in(params: &Params) -> bool {
+    let Ok(document) = parse_query(&params.query) else {
+        return false;
+    };
+    selected_operation(&document, params).is_some_and(|operation| {
+        operation.node.ty == OperationType::Mutation
+            && operation.node.selection_set.node.items.iter().all(|selection| match &selection.node {
+                Selection::Field(field) => SIGN_IN_FIELDS.contains(&field.node.name.node.as_str()),
+                Selection::FragmentSpread(_) | Selection::InlineFragment(_) => false,
+            })
     })
 }
 
@@ -206,12 +253,19 @@ fn is_mutation(params: &Params) -> bool {
     let Ok(document) = parse_query(&params.query) else {
         return false;
     };
-    let operation = match (&document.operations, &params.operation_name) {
+    selected_operation(&document, params).is_some_and(|operation| operation.node.ty == OperationType::Mutation)
+}
+
+/// The operation the request asks to run; none when a multi-operation document names none.
+fn selected_operation<'a>(
+    document: &'a ExecutableDocument,
+    params: &Params,
+) -> Option<&'a Positioned<OperationDefinition>> {
+    match (&document.operations, &params.operation_name) {
         (DocumentOperations::Single(operation), _) => Some(operation),
         (DocumentOperations::Multiple(operations), Some(name)) => operations.get(name.as_str()),
         (DocumentOperations::Multiple(_), None) => None,
-    };
-    operation.is_some_and(|operation| operation.node.ty == OperationType::Mutation)
+    }
 }
 
 fn parse_get_params(mut params: HashMap<String, String>) -> Result<Params, String> {

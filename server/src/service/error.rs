@@ -43,6 +43,7 @@ impl From<StoreError> for Error {
                     Constraint::FieldKey => ("key", "a field with this key exists"),
                     Constraint::PurposeKey => ("key", "a consent purpose with this key exists"),
                     Constraint::TopicKey => ("key", "a topic with this key exists"),
+                    Constraint::UserEmail => ("email", "a user with this email address exists"),
                 };
                 Error::Conflict { field: Some(field.to_owned()), reason: reason.to_owned() }
             }

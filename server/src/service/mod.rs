@@ -1,6 +1,7 @@
 //! Use cases: one function per command or query. Services own transactions and decide what is
 //! allowed; they take domain values that the edges already parsed and return domain values.
 
+pub mod access;
 pub mod audit;
 pub mod consents;
 pub mod contacts;
@@ -37,11 +38,12 @@ impl Clock for SystemClock {
 pub struct Services {
     pub(crate) db: Database,
     pub(crate) clock: Arc<dyn Clock>,
+    login_throttle: Arc<access::LoginThrottle>,
 }
 
 impl Services {
     pub fn new(db: Database, clock: Arc<dyn Clock>) -> Self {
-        Self { db, clock }
+        Self { db, clock, login_throttle: Arc::new(access::LoginThrottle::new()) }
     }
 
     /// Whether the database answers, for readiness probes.

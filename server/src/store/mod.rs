@@ -4,6 +4,7 @@
 
 mod entity;
 
+pub mod access;
 pub mod audit;
 pub mod consents;
 pub mod contacts;
@@ -37,16 +38,18 @@ pub enum Constraint {
     FieldKey,
     PurposeKey,
     TopicKey,
+    UserEmail,
 }
 
 impl Constraint {
     /// (constraint name as PostgreSQL reports it, column list as SQLite reports it)
-    const KNOWN: [(Constraint, &'static str, &'static str); 5] = [
+    const KNOWN: [(Constraint, &'static str, &'static str); 6] = [
         (Constraint::ContactExternalId, "contact_external_id_key", "contact.external_id"),
         (Constraint::ContactEmail, "contact_email_index_key", "contact.email_index"),
         (Constraint::FieldKey, "field_definition_pkey", "field_definition.key"),
         (Constraint::PurposeKey, "consent_purpose_pkey", "consent_purpose.key"),
         (Constraint::TopicKey, "topic_key_key", "topic.key"),
+        (Constraint::UserEmail, "admin_user_email_key", "admin_user.email"),
     ];
 
     fn from_message(message: &str) -> Option<Self> {

@@ -1,5 +1,7 @@
 //! sea-orm entities: the shape of the tables, private to the store.
 
+pub mod admin_user;
+pub mod api_key;
 pub mod audit_entry;
 pub mod audit_head;
 pub mod blind_index_key;
@@ -13,3 +15,4 @@ pub mod event;
 pub mod field_definition;
 pub mod topic;
 pub mod topic_subscription;
+pub mod user_session;

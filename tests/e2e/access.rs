@@ -1,0 +1,394 @@
+//! Who may do what: admin users signing in and out, roles, API keys, contact tokens, and the
+//! attacks each must withstand (wrong passwords, forged and expired tokens, revoked keys,
+//! missing scopes, brute force, cross-contact tokens, anonymous calls).
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+use chrono::{Duration, Utc};
+use rapport::crypto::{
+    MasterKey, MasterKeys,
+    tokens::{Audience, TokenSigner},
+};
+use sea_orm::ConnectionTrait;
+use secrecy::ExposeSecret;
+use serde_json::{Value, json};
+
+use crate::rapport_binary;
+use rapport_e2e::{TestApp, assert_error, on_both_databases};
+
+const PASSWORD: &str = "correct horse battery staple";
+
+const CREATE_USER: &str = "mutation($input: CreateUserInput!) { createUser(input: $input) { id email role } }";
+const LOGIN: &str = "mutation($email: String!, $password: String!) {
+  login(email: $email, password: $password) { accessToken accessTokenExpiresAt refreshToken sessionExpiresAt user { id email role } }
+}";
+const REFRESH: &str = "mutation($token: String!) { refreshToken(refreshToken: $token) { accessToken refreshToken } }";
+const ME: &str = "{ me { id email role } }";
+const CONTACTS: &str = "{ contacts(first: 5) { nodes { id email } } }";
+const UPSERT: &str = "mutation($input: UpsertContactInput!) { upsertContact(input: $input) { contact { id email } } }";
+const CREATE_KEY: &str = "mutation($input: CreateApiKeyInput!) {
+  createApiKey(input: $input) { secret apiKey { id name prefix scopes expiresAt lastUsedAt revokedAt } }
+}";
+const ISSUE_CONTACT_TOKEN: &str = "mutation($id: ID!, $purpose: ContactTokenPurpose!) {
+  issueContactToken(contactId: $id, purpose: $purpose) { token expiresAt }
+}";
+
+async fn create_user(app: &TestApp, email: &str, role: &str) -> String {
+    let data = app.data(CREATE_USER, json!({ "input": { "email": email, "password": PASSWORD, "role": role } })).await;
+    data["createUser"]["id"].as_str().expect("user id").to_owned()
+}
+
+/// Signs in as a new user of `role` and returns the login payload.
+async fn signed_in(app: &TestApp, email: &str, role: &str) -> Value {
+    create_user(app, email, role).await;
+    login(app, email, PASSWORD).await
+}
+
+async fn login(app: &TestApp, email: &str, password: &str) -> Value {
+    let (status, body) = app.graphql_as(None, LOGIN, json!({ "email": email, "password": password })).await;
+    assert_eq!(status, 200, "{body:#}");
+    assert!(body.get("errors").is_none(), "login failed: {body:#}");
+    body["data"]["login"].clone()
+}
+
+fn token(payload: &Value) -> &str {
+    payload["accessToken"].as_str().expect("access token")
+}
+
+/// The first error's code of a request made with `bearer`.
+async fn code_as(app: &TestApp, bearer: &str, query: &str, variables: Value) -> String {
+    let (_, body) = app.graphql_as(Some(bearer), query, variables).await;
+    body["errors"][0]["extensions"]["code"].as_str().unwrap_or("none").to_owned()
+}
+
+async fn create_key(app: &TestApp, name: &str, scopes: &[&str]) -> (String, String) {
+    let data = app.data(CREATE_KEY, json!({ "input": { "name": name, "scopes": scopes } })).await;
+    let key = &data["createApiKey"];
+    (key["secret"].as_str().expect("secret").to_owned(), key["apiKey"]["id"].as_str().expect("id").to_owned())
+}
+
+fn signer_of(app: &TestApp) -> TokenSigner {
+    let master = MasterKey::parse(app.settings.master_key.as_ref().expect("master key").expose_secret()).unwrap();
+    TokenSigner::new(&MasterKeys::new(master, None))
+}
+
+on_both_databases! {
+    async fn a_user_signs_in_refreshes_and_signs_out(app) {
+        let signed_in = signed_in(&app, "ops@example.com", "ADMIN").await;
+        assert_eq!(signed_in["user"]["role"], "ADMIN");
+        let access = token(&signed_in).to_owned();
+        let me = app.graphql_as(Some(&access), ME, json!({})).await.1;
+        assert_eq!(me["data"]["me"]["email"], "ops@example.com");
+
+        let refreshed = app.graphql_as(None, REFRESH, json!({ "token": signed_in["refreshToken"] })).await.1;
+        let refreshed = &refreshed["data"]["refreshToken"];
+        assert_ne!(refreshed["refreshToken"], signed_in["refreshToken"], "the refresh token rotates");
+        let new_access = refreshed["accessToken"].as_str().unwrap().to_owned();
+        assert_eq!(app.graphql_as(Some(&new_access), ME, json!({})).await.1["data"]["me"]["email"], "ops@example.com");
+
+        // Presenting the replaced refresh token again means it was copied: the session ends.
+        let (_, reused) = app.graphql_as(None, REFRESH, json!({ "token": signed_in["refreshToken"] })).await;
+        assert_error(&reused["errors"][0], "UNAUTHENTICATED", None);
+        assert_eq!(app.graphql_as(Some(&new_access), ME, json!({})).await.0, 401);
+        let (_, after_reuse) = app.graphql_as(None, REFRESH, json!({ "token": refreshed["refreshToken"] })).await;
+        assert_error(&after_reuse["errors"][0], "UNAUTHENTICATED", None);
+
+        let second = login(&app, "ops@example.com", PASSWORD).await;
+        let (_, logout) = app.graphql_as(Some(token(&second)), "mutation { logout }", json!({})).await;
+        assert_eq!(logout["data"]["logout"], true);
+        assert_eq!(app.graphql_as(Some(token(&second)), ME, json!({})).await.0, 401, "logout ends the access token");
+        let (_, refresh_after_logout) = app.graphql_as(None, REFRESH, json!({ "token": second["refreshToken"] })).await;
+        assert_error(&refresh_after_logout["errors"][0], "UNAUTHENTICATED", None);
+
+        let log = app.data("{ auditLog(filter: { targetKind: \"user\" }) { nodes { action actor { kind } } } }", json!({})).await;
+        let actions: Vec<&str> = log["auditLog"]["nodes"].as_array().unwrap().iter().map(|n| n["action"].as_str().unwrap()).collect();
+        assert!(actions.contains(&"user.created") && actions.contains(&"user.signed_in"), "{actions:?}");
+    }
+
+    async fn wrong_passwords_and_unknown_accounts_get_the_same_answer_and_brute_force_is_stopped(app) {
+        create_user(&app, "victim@example.com", "OWNER").await;
+        let attempt = |email: &'static str, password: &'static str| {
+            let app = &app;
+            async move { app.graphql_as(None, LOGIN, json!({ "email": email, "password": password })).await.1 }
+        };
+        let unknown = attempt("nobody@example.com", PASSWORD).await;
+        let wrong = attempt("victim@example.com", "not the password at all").await;
+        assert_error(&unknown["errors"][0], "UNAUTHENTICATED", None);
+        assert_eq!(unknown["errors"][0]["message"], wrong["errors"][0]["message"]);
+        assert!(wrong["data"].is_null() || wrong["data"]["login"].is_null());
+        for _ in 1..rapport::service::access::FAILED_LOGINS_BEFORE_LOCK {
+            attempt("victim@example.com", "still not the password").await;
+        }
+        // Locked now: even the right password is not checked until the lock ends.
+        let locked = attempt("victim@example.com", PASSWORD).await;
+        assert_error(&locked["errors"][0], "RATE_LIMITED", None);
+        assert!(locked["errors"][0]["extensions"]["retryAfter"].as_u64().unwrap() >= 1, "{locked:#}");
+        let log = app.data("{ auditLog(filter: { action: \"user.login_failed\" }) { nodes { changes } } }", json!({})).await;
+        assert_eq!(log["auditLog"]["nodes"].as_array().unwrap().len(), rapport::service::access::FAILED_LOGINS_BEFORE_LOCK as usize);
+        assert!(!log.to_string().contains("still not the password"), "a tried password was recorded");
+    }
+
+    async fn sign_in_attempts_from_one_address_are_limited_whatever_the_account(app) {
+        let mut codes = Vec::new();
+        for attempt in 0..12 {
+            let email = format!("guess{attempt}@example.com");
+            let (_, body) = app.graphql_as(None, LOGIN, json!({ "email": email, "password": PASSWORD })).await;
+            codes.push(body["errors"][0]["extensions"]["code"].as_str().unwrap().to_owned());
+        }
+        assert!(codes[..10].iter().all(|code| code == "UNAUTHENTICATED"), "{codes:?}");
+        assert_eq!(codes[11], "RATE_LIMITED", "{codes:?}");
+    }
+
+    async fn forged_expired_and_foreign_tokens_are_refused(app) {
+        let signed_in = signed_in(&app, "ops@example.com", "OWNER").await;
+        let good = token(&signed_in).to_owned();
+        assert_eq!(app.graphql_as(Some(&good), ME, json!({})).await.0, 200);
+        let (header, rest) = good.split_once('.').unwrap();
+        let (payload, signature) = rest.split_once('.').unwrap();
+        let claims: Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap();
+        let encode = |value: &Value| URL_SAFE_NO_PAD.encode(value.to_string());
+
+        let mut longer = claims.clone();
+        longer["exp"] = json!(claims["exp"].as_i64().unwrap() + 86_400);
+        let altered = format!("{header}.{}.{signature}", encode(&longer));
+        let alg_none = format!("{}.{payload}.", encode(&json!({ "alg": "none", "typ": "JWT" })));
+        let alg_swap = format!("{}.{payload}.{signature}", encode(&json!({ "alg": "HS512", "typ": "JWT", "kid": "x" })));
+        let now = Utc::now();
+        let sid = json!({ "sid": claims["sid"] });
+        let subject = claims["sub"].as_str().unwrap();
+        let expired = signer_of(&app).sign(Audience::Admin, subject, sid.clone(), now - Duration::hours(2), now - Duration::hours(1));
+        let other_key = TokenSigner::new(&MasterKeys::new(MasterKey::generate(), None))
+            .sign(Audience::Admin, subject, sid.clone(), now, now + Duration::minutes(5));
+        let contact_audience = signer_of(&app).sign(Audience::Contact, subject, sid, now, now + Duration::minutes(5));
+        for (name, forged) in [
+            ("altered payload", altered),
+            ("alg none", alg_none),
+            ("algorithm swap", alg_swap),
+            ("expired", expired),
+            ("signed with another key", other_key),
+            ("for the contact audience", contact_audience),
+            ("garbage", "eyJhbGciOi.garbage.x".to_owned()),
+        ] {
+            let (status, body) = app.graphql_as(Some(&forged), ME, json!({})).await;
+            assert_eq!(status, 401, "{name}: {body:#}");
+            assert_error(&body["errors"][0], "UNAUTHENTICATED", None);
+        }
+    }
+
+    async fn roles_decide_what_each_user_may_do(app) {
+        let analyst = token(&signed_in(&app, "analyst@example.com", "ANALYST").await).to_owned();
+        let marketer = token(&signed_in(&app, "marketer@example.com", "MARKETER").await).to_owned();
+        let admin = token(&signed_in(&app, "admin@example.com", "ADMIN").await).to_owned();
+        let contact = json!({ "input": { "email": "ada@example.com" } });
+        let define_field = "mutation { defineField(input: { key: \"tier\", label: \"Tier\", type: STRING }) { key } }";
+        let audit = "{ auditLog(first: 1) { nodes { action } } }";
+        let new_user = |email: &str, role: &str| json!({ "input": { "email": email, "password": PASSWORD, "role": role } });
+
+        assert_eq!(code_as(&app, &analyst, CONTACTS, json!({})).await, "none");
+        assert_eq!(code_as(&app, &analyst, UPSERT, contact.clone()).await, "FORBIDDEN");
+        assert_eq!(code_as(&app, &analyst, define_field, json!({})).await, "FORBIDDEN");
+        assert_eq!(code_as(&app, &marketer, UPSERT, contact.clone()).await, "none");
+        assert_eq!(code_as(&app, &marketer, define_field, json!({})).await, "FORBIDDEN");
+        assert_eq!(code_as(&app, &marketer, audit, json!({})).await, "FORBIDDEN");
+        assert_eq!(code_as(&app, &marketer, CREATE_USER, new_user("m2@example.com", "ANALYST")).await, "FORBIDDEN");
+        assert_eq!(code_as(&app, &admin, define_field, json!({})).await, "none");
+        assert_eq!(code_as(&app, &admin, audit, json!({})).await, "none");
+        assert_eq!(code_as(&app, &admin, CREATE_USER, new_user("a2@example.com", "ADMIN")).await, "none");
+        assert_eq!(code_as(&app, &admin, CREATE_USER, new_user("o2@example.com", "OWNER")).await, "FORBIDDEN");
+        let (_, forbidden) = app.graphql_as(Some(&analyst), UPSERT, contact).await;
+        assert!(forbidden["errors"][0]["message"].as_str().unwrap().contains("profiles:write"), "{forbidden:#}");
+    }
+
+    async fn disabling_a_user_ends_their_sessions_and_the_last_owner_stays(app) {
+        let owner_id = create_user(&app, "owner@example.com", "OWNER").await;
+        let marketer = signed_in(&app, "marketer@example.com", "MARKETER").await;
+        let alter = "mutation($input: AlterUserInput!) { alterUser(input: $input) { role disabledAt } }";
+        let data = app.data(alter, json!({ "input": { "id": marketer["user"]["id"], "disabled": true } })).await;
+        assert!(data["alterUser"]["disabledAt"].is_string());
+        assert_eq!(app.graphql_as(Some(token(&marketer)), ME, json!({})).await.0, 401);
+        let (_, refused) = app.graphql_as(None, LOGIN, json!({ "email": "marketer@example.com", "password": PASSWORD })).await;
+        assert_error(&refused["errors"][0], "UNAUTHENTICATED", None);
+
+        let error = app.error(alter, json!({ "input": { "id": owner_id, "role": "ADMIN" } })).await;
+        assert_error(&error, "CONFLICT", None);
+        let error = app.error(alter, json!({ "input": { "id": owner_id, "disabled": true } })).await;
+        assert_error(&error, "CONFLICT", None);
+        let users = app.data("{ users { email role disabledAt } }", json!({})).await;
+        assert_eq!(users["users"][1]["role"], "OWNER", "{users:#}");
+    }
+
+    async fn api_keys_carry_scopes_are_shown_once_and_can_be_revoked(app) {
+        let (secret, id) = create_key(&app, "shop", &["profiles:read"]).await;
+        assert!(secret.starts_with("rpk_") && secret.len() > 40, "{secret}");
+        let listed = app.data("{ apiKeys { id prefix scopes lastUsedAt } }", json!({})).await;
+        assert!(!listed.to_string().contains(&secret), "a key's secret was listed");
+        assert!(secret.starts_with(listed["apiKeys"][0]["prefix"].as_str().unwrap()));
+        assert_eq!(listed["apiKeys"][0]["scopes"], json!(["profiles:read"]));
+
+        assert_eq!(code_as(&app, &secret, CONTACTS, json!({})).await, "none");
+        let (_, body) = app.graphql_as(Some(&secret), UPSERT, json!({ "input": { "email": "ada@example.com" } })).await;
+        assert_error(&body["errors"][0], "FORBIDDEN", None);
+        assert_eq!(code_as(&app, &secret, CREATE_KEY, json!({ "input": { "name": "x", "scopes": ["profiles:read"] } })).await, "FORBIDDEN");
+        let used = app.data("{ apiKeys { lastUsedAt } }", json!({})).await;
+        assert!(used["apiKeys"][0]["lastUsedAt"].is_string(), "{used:#}");
+
+        let revoke = "mutation($id: ID!) { revokeApiKey(id: $id) { revokedAt } }";
+        assert!(app.data(revoke, json!({ "id": id })).await["revokeApiKey"]["revokedAt"].is_string());
+        assert_eq!(app.graphql_as(Some(&secret), CONTACTS, json!({})).await.0, 401, "a revoked key still works");
+        assert_eq!(app.graphql_as(Some("rpk_made-up"), CONTACTS, json!({})).await.0, 401);
+
+        let (expiring, _) = create_key(&app, "expiring", &["profiles:read"]).await;
+        assert_eq!(app.graphql_as(Some(&expiring), CONTACTS, json!({})).await.0, 200);
+        let past = if app.backend == rapport_e2e::Backend::Postgres { "now() - interval '1 minute'" } else { "'2000-01-01 00:00:00+00:00'" };
+        app.services.database().connection()
+            .execute_unprepared(&format!("UPDATE api_key SET expires_at = {past} WHERE name = 'expiring'"))
+            .await.unwrap();
+        assert_eq!(app.graphql_as(Some(&expiring), CONTACTS, json!({})).await.0, 401, "an expired key still works");
+
+        for (scopes, field) in [(json!([]), "input.scopes"), (json!(["root"]), "input.scopes"), (json!(["keys:manage"]), "input.scopes")] {
+            let error = app.error(CREATE_KEY, json!({ "input": { "name": "bad", "scopes": scopes } })).await;
+            assert_error(&error, "BAD_USER_INPUT", Some(field));
+        }
+        let error = app.error(CREATE_KEY, json!({ "input": { "name": "old", "scopes": ["profiles:read"], "expiresAt": "2001-01-01T00:00:00Z" } })).await;
+        assert_error(&error, "BAD_USER_INPUT", Some("expiresAt"));
+    }
+
+    async fn anonymous_callers_reach_nothing_but_sign_in(app) {
+        let before = app.snapshot().await;
+        for (query, variables) in [
+            (CONTACTS, json!({})),
+            (ME, json!({})),
+            (UPSERT, json!({ "input": { "email": "ada@example.com" } })),
+            ("mutation($e: String!, $p: String!) { login(email: $e, password: $p) { accessToken } logout }", json!({ "e": "x@example.com", "p": PASSWORD })),
+            ("mutation { ...F } fragment F on MutationRoot { logout }", json!({})),
+            ("{ __schema { types { name } } }", json!({})),
+        ] {
+            let (status, body) = app.graphql_as(None, query, variables).await;
+            assert_eq!(status, 401, "{query}: {body:#}");
+            assert_error(&body["errors"][0], "UNAUTHENTICATED", None);
+        }
+        let get = app.client.get(app.url("/graphql?query=%7Bcontacts%7Bnodes%7Bid%7D%7D%7D")).send().await.unwrap();
+        assert_eq!(get.status(), 401);
+        assert_eq!(get.headers()["www-authenticate"], "Bearer");
+        let big = app.client.post(app.url("/graphql")).json(&json!({ "query": LOGIN, "extensions": { "pad": "x".repeat(10_000) } })).send().await.unwrap();
+        assert_eq!(big.status(), 401, "an anonymous body larger than a sign-in is refused");
+        assert_eq!(app.snapshot().await, before);
+    }
+
+    async fn contact_tokens_reach_only_their_own_preferences_across_the_whole_schema(app) {
+        app.data("mutation { defineTopic(input: { key: \"news\", name: \"News\" }) { key } }", json!({})).await;
+        let a = app.upsert_contact(json!({ "email": "a@example.com", "firstName": "Ada" })).await["id"].as_str().unwrap().to_owned();
+        let b = app.upsert_contact(json!({ "email": "b@example.com", "firstName": "Bea" })).await["id"].as_str().unwrap().to_owned();
+        let issued = app.data(ISSUE_CONTACT_TOKEN, json!({ "id": a, "purpose": "PREFERENCES" })).await;
+        let token_a = issued["issueContactToken"]["token"].as_str().unwrap().to_owned();
+        let (_, key_id) = create_key(&app, "shop", &["profiles:read"]).await;
+        let user_id = create_user(&app, "ops@example.com", "ADMIN").await;
+        let before = app.snapshot().await;
+
+        // Every root field, each aimed at contact B where it names a contact.
+        let attempts: Vec<(&str, String, Value)> = vec![
+            ("contact", "query($id: ID!) { contact(by: { id: $id }) { id } }".into(), json!({ "id": b })),
+            ("contact", "{ contact(by: { email: \"a@example.com\" }) { id } }".into(), json!({})),
+            ("contacts", CONTACTS.into(), json!({})),
+            ("fields", "{ fields { key } }".into(), json!({})),
+            ("consentPurposes", "{ consentPurposes { key } }".into(), json!({})),
+            ("topics", "{ topics { key } }".into(), json!({})),
+            ("auditLog", "{ auditLog { nodes { action } } }".into(), json!({})),
+            ("me", ME.into(), json!({})),
+            ("users", "{ users { id } }".into(), json!({})),
+            ("apiKeys", "{ apiKeys { id } }".into(), json!({})),
+            ("upsertContact", UPSERT.into(), json!({ "input": { "email": "b@example.com", "firstName": "Mallory" } })),
+            ("updateContact", "mutation($id: ID!) { updateContact(input: { id: $id, expectedVersion: 1, firstName: \"Mallory\" }) { id } }".into(), json!({ "id": b })),
+            ("deleteContact", "mutation($id: ID!) { deleteContact(id: $id) { deletedContactId } }".into(), json!({ "id": b })),
+            ("defineField", "mutation { defineField(input: { key: \"x\", label: \"X\", type: STRING }) { key } }".into(), json!({})),
+            ("alterField", "mutation { alterField(input: { key: \"x\", label: \"Y\" }) { key } }".into(), json!({})),
+            ("deleteField", "mutation { deleteField(key: \"x\") }".into(), json!({})),
+            ("setConsent", "mutation($id: ID!) { setConsent(input: { contactId: $id, purpose: \"marketing\", channel: EMAIL, status: DENIED }) { id } }".into(), json!({ "id": b })),
+            ("defineConsentPurpose", "mutation { defineConsentPurpose(input: { key: \"x\", label: \"X\" }) { key } }".into(), json!({})),
+            ("defineTopic", "mutation { defineTopic(input: { key: \"x\", name: \"X\" }) { key } }".into(), json!({})),
+            ("alterTopic", "mutation { alterTopic(input: { key: \"news\", name: \"Y\" }) { key } }".into(), json!({})),
+            ("deleteTopic", "mutation { deleteTopic(key: \"news\") }".into(), json!({})),
+            ("subscribeTopic", "mutation($id: ID!) { subscribeTopic(contactId: $id, topic: \"news\") { status } }".into(), json!({ "id": b })),
+            ("unsubscribeTopic", "mutation($id: ID!) { unsubscribeTopic(contactId: $id, topic: \"news\") { status } }".into(), json!({ "id": b })),
+            ("trackEvents", "mutation($id: ID!) { trackEvents(events: [{ contact: { id: $id }, type: \"page.viewed\" }]) { status } }".into(), json!({ "id": b })),
+            ("logout", "mutation { logout }".into(), json!({})),
+            ("createUser", CREATE_USER.into(), json!({ "input": { "email": "evil@example.com", "password": PASSWORD, "role": "OWNER" } })),
+            ("alterUser", "mutation($id: ID!) { alterUser(input: { id: $id, disabled: true }) { id } }".into(), json!({ "id": user_id })),
+            ("createApiKey", CREATE_KEY.into(), json!({ "input": { "name": "x", "scopes": ["profiles:read"] } })),
+            ("revokeApiKey", "mutation($id: ID!) { revokeApiKey(id: $id) { id } }".into(), json!({ "id": key_id })),
+            ("issueContactToken", ISSUE_CONTACT_TOKEN.into(), json!({ "id": b, "purpose": "PREFERENCES" })),
+        ];
+        for (field, query, variables) in &attempts {
+            let (_, body) = app.graphql_as(Some(&token_a), query, variables.clone()).await;
+            assert_error(&body["errors"][0], "FORBIDDEN", None);
+            assert!(body["data"].is_null() || body["data"][field].is_null(), "{field}: {body:#}");
+        }
+        assert_eq!(app.snapshot().await, before, "a contact token changed someone's data");
+
+        // The list above must name every root field but the public sign-in ones.
+        let schema = app.data("{ __schema { queryType { fields { name } } mutationType { fields { name } } } }", json!({})).await;
+        let tried: std::collections::BTreeSet<&str> = attempts.iter().map(|(field, _, _)| *field).collect();
+        for root in ["queryType", "mutationType"] {
+            for field in schema["__schema"][root]["fields"].as_array().unwrap() {
+                let name = field["name"].as_str().unwrap();
+                assert!(tried.contains(name) || ["login", "refreshToken"].contains(&name), "{name} is not tried with a contact token");
+            }
+        }
+
+        // Their own preferences and consents, and nothing else about them.
+        let own = "query($id: ID!) { contact(by: { id: $id }) { id email consents { purpose status } topics { topic { key } status } } }";
+        let (_, body) = app.graphql_as(Some(&token_a), own, json!({ "id": a })).await;
+        assert_eq!(body["data"]["contact"]["email"], "a@example.com", "{body:#}");
+        let (_, body) = app.graphql_as(Some(&token_a), "query($id: ID!) { contact(by: { id: $id }) { firstName } }", json!({ "id": a })).await;
+        assert_error(&body["errors"][0], "FORBIDDEN", None);
+        let (_, body) = app.graphql_as(Some(&token_a), "mutation($id: ID!) { subscribeTopic(contactId: $id, topic: \"news\") { status } }", json!({ "id": a })).await;
+        assert_eq!(body["data"]["subscribeTopic"]["status"], "SUBSCRIBED", "{body:#}");
+        let (_, body) = app.graphql_as(Some(&token_a), "mutation($id: ID!) { setConsent(input: { contactId: $id, purpose: \"marketing\", channel: EMAIL, status: GRANTED }) { status } }", json!({ "id": a })).await;
+        assert_eq!(body["data"]["setConsent"]["status"], "GRANTED", "{body:#}");
+        let log = app.data("query($id: String!) { auditLog(filter: { targetId: $id }) { nodes { action actor { kind id } } } }", json!({ "id": a })).await;
+        assert_eq!(log["auditLog"]["nodes"][0]["actor"], json!({ "kind": "contact_token", "id": a }), "{log:#}");
+
+        // A token for another purpose opens nothing here, and a token for A is useless once forged for B.
+        let unsubscribe = app.data(ISSUE_CONTACT_TOKEN, json!({ "id": a, "purpose": "UNSUBSCRIBE" })).await;
+        let (_, body) = app.graphql_as(Some(unsubscribe["issueContactToken"]["token"].as_str().unwrap()), own, json!({ "id": a })).await;
+        assert_error(&body["errors"][0], "FORBIDDEN", None);
+        let now = Utc::now();
+        let foreign = TokenSigner::new(&MasterKeys::new(MasterKey::generate(), None))
+            .sign(Audience::Contact, &b, json!({ "purpose": "preferences" }), now, now + Duration::minutes(5));
+        assert_eq!(app.graphql_as(Some(&foreign), own, json!({ "id": b })).await.0, 401);
+    }
+
+    async fn admin_create_reads_the_password_from_stdin(app) {
+        let run = |email: &str, password: &str| {
+            let mut child = Command::new(rapport_binary())
+                .args(["admin", "create", "--email", email, "--role", "admin"])
+                .env_clear()
+                .env("RAPPORT_DATABASE_URL", &app.database_url)
+                .env("RAPPORT_MASTER_KEY", app.settings.master_key.as_ref().unwrap().expose_secret())
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("rapport runs");
+            writeln!(child.stdin.take().unwrap(), "{password}").unwrap();
+            child.wait_with_output().unwrap()
+        };
+        let created = run("cli@example.com", PASSWORD);
+        assert!(created.status.success(), "{}", String::from_utf8_lossy(&created.stderr));
+        assert!(String::from_utf8_lossy(&created.stdout).contains("cli@example.com"));
+        let signed_in = login(&app, "cli@example.com", PASSWORD).await;
+        assert_eq!(signed_in["user"]["role"], "ADMIN");
+        for (email, password, reason) in [("cli@example.com", PASSWORD, "exists"), ("short@example.com", "short", "12 characters")] {
+            let failed = run(email, password);
+            assert!(!failed.status.success());
+            let stderr = String::from_utf8_lossy(&failed.stderr);
+            let last = stderr.trim().lines().last().unwrap_or_default();
+            assert!(last.starts_with("rapport: ") && last.contains(reason), "{stderr}");
+            assert!(!stderr.contains(password) || password == "short", "the password was printed");
+        }
+        let log = app.data("{ auditLog(filter: { actorKind: \"cli\" }) { nodes { action } } }", json!({})).await;
+        assert_eq!(log["auditLog"]["nodes"][0]["action"], "user.created");
+    }
+}
