@@ -18,12 +18,7 @@ pub enum Authenticator {
 
 impl Authenticator {
     pub fn authenticate(&self, headers: &HeaderMap) -> Result<Actor, Error> {
-        let presented = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|value| value.to_str().ok())
-            .and_then(|value| value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer ")))
-            .map(str::trim);
-        match (self, presented) {
+        match (self, bearer_token(headers)) {
             (Authenticator::Open, _) => Ok(Actor::Bootstrap),
             (Authenticator::Token(expected), Some(presented)) => {
                 // Comparing digests keeps the time independent of the token's length too.
@@ -34,4 +29,13 @@ impl Authenticator {
             (Authenticator::Token(_), None) => Err(Error::Unauthenticated),
         }
     }
+}
+
+/// The credential of `Authorization: Bearer <credential>`, as presented (not yet checked).
+pub fn bearer_token(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer ")))
+        .map(str::trim)
 }
