@@ -396,4 +396,50 @@ mod tests {
             Settings::load_from(None, env(&[("RAPPORT_DATABASE_URL", "sqlite::memory:")])).unwrap_err().to_string();
         assert!(error.starts_with("database_url:"), "{error}");
     }
+
+    #[test]
+    fn rate_limits_default_to_100_a_second_per_credential_and_200_per_address() {
+        let settings = Settings::load_from(None, env(&[])).unwrap();
+        assert_eq!(settings.rate_limit_credential, RateLimit::new(100.0, 200).unwrap());
+        assert_eq!(settings.rate_limit_ip, RateLimit::new(200.0, 400).unwrap());
+    }
+
+    #[test]
+    fn rate_limits_come_from_the_file_as_whole_or_decimal_numbers_and_the_environment_wins() {
+        let config =
+            file("rate_limit_ip_per_second = 20\nrate_limit_ip_burst = 40\nrate_limit_credential_per_second = 0.5\n");
+        let settings = Settings::load_from(Some(config.path()), env(&[("RAPPORT_RATE_LIMIT_IP_BURST", "60")])).unwrap();
+        assert_eq!(settings.rate_limit_ip, RateLimit::new(20.0, 60).unwrap());
+        assert_eq!(settings.rate_limit_credential, RateLimit::new(0.5, 200).unwrap());
+        assert_eq!(settings.rate_limit_credential.period(), Duration::from_secs(2));
+    }
+
+    #[test]
+    fn a_zero_negative_or_malformed_rate_limit_is_rejected_with_its_key() {
+        let error_for =
+            |name: &str, value: &str| Settings::load_from(None, env(&[(name, value)])).unwrap_err().to_string();
+        let error = error_for("RAPPORT_RATE_LIMIT_IP_PER_SECOND", "0");
+        assert!(error.starts_with("rate_limit_ip_per_second: must be greater than 0"), "{error}");
+        let error = error_for("RAPPORT_RATE_LIMIT_CREDENTIAL_PER_SECOND", "-5");
+        assert!(error.starts_with("rate_limit_credential_per_second: must be greater than 0"), "{error}");
+        let error = error_for("RAPPORT_RATE_LIMIT_CREDENTIAL_BURST", "0");
+        assert!(error.starts_with("rate_limit_credential_burst: must be at least 1"), "{error}");
+        let error = error_for("RAPPORT_RATE_LIMIT_IP_BURST", "-1");
+        assert!(error.starts_with("rate_limit_ip_burst: must be at least 1"), "{error}");
+        for (name, value) in [
+            ("RAPPORT_RATE_LIMIT_IP_PER_SECOND", "fast"),
+            ("RAPPORT_RATE_LIMIT_IP_PER_SECOND", "NaN"),
+            ("RAPPORT_RATE_LIMIT_IP_PER_SECOND", "0.0001"),
+            ("RAPPORT_RATE_LIMIT_IP_PER_SECOND", "inf"),
+            ("RAPPORT_RATE_LIMIT_IP_BURST", "2.5"),
+            ("RAPPORT_RATE_LIMIT_IP_BURST", "10000000000"),
+        ] {
+            let error = error_for(name, value);
+            let key = name.trim_start_matches("RAPPORT_").to_ascii_lowercase();
+            assert!(error.starts_with(&format!("{key}: ")), "{name}={value}: {error}");
+        }
+        let config = file("rate_limit_credential_burst = 0\n");
+        let error = Settings::load_from(Some(config.path()), env(&[])).unwrap_err().to_string();
+        assert!(error.starts_with("rate_limit_credential_burst: must be at least 1"), "{error}");
+    }
 }
