@@ -174,8 +174,12 @@ impl Settings {
                 let shown = path.display().to_string();
                 let text = std::fs::read_to_string(path)
                     .map_err(|source| ConfigError::Read { path: shown.clone(), source })?;
-                toml::from_str::<FileSettings>(&text)
-                    .map_err(|error| ConfigError::File { path: shown, message: error.message().to_owned() })?
+                toml::from_str::<FileSettings>(&text).map_err(|error| {
+                    // A wrong type's message names no key; the line does.
+                    let line = error.span().map(|span| text[..span.start].matches('\n').count() + 1);
+                    let path = line.map_or(shown.clone(), |line| format!("{shown}, line {line}"));
+                    ConfigError::File { path, message: error.message().to_owned() }
+                })?
             }
             None => FileSettings::default(),
         };
@@ -441,5 +445,8 @@ mod tests {
         let config = file("rate_limit_credential_burst = 0\n");
         let error = Settings::load_from(Some(config.path()), env(&[])).unwrap_err().to_string();
         assert!(error.starts_with("rate_limit_credential_burst: must be at least 1"), "{error}");
+        let config = file("log = \"info\"\nrate_limit_ip_per_second = \"fast\"\n");
+        let error = Settings::load_from(Some(config.path()), env(&[])).unwrap_err().to_string();
+        assert!(error.contains(", line 2: invalid type: string \"fast\""), "{error}");
     }
 }

@@ -62,6 +62,16 @@ on_both_databases! {
         // One request comes back every 1,000 s; rounding up may add a second, never remove one.
         assert!((999..=1000).contains(&seconds), "Retry-After: {seconds}");
 
+        // Refused before the body is read: the answer comes while the announced body is unsent.
+        let address = app.address.trim_start_matches("http://").to_owned();
+        let mut stream = tokio::net::TcpStream::connect(&address).await.unwrap();
+        let head = format!("POST /graphql HTTP/1.1\r\nHost: {address}\r\nAuthorization: Bearer {ADMIN_TOKEN}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n", rapport::http::MAX_BODY_BYTES);
+        tokio::io::AsyncWriteExt::write_all(&mut stream, head.as_bytes()).await.unwrap();
+        let mut answer = vec![0; 1024];
+        let read = tokio::io::AsyncReadExt::read(&mut stream, &mut answer).await.unwrap();
+        let answer = String::from_utf8_lossy(&answer[..read]);
+        assert!(answer.starts_with("HTTP/1.1 429"), "{answer}");
+
         let response = app.client.post(app.url("/graphql")).bearer_auth(ADMIN_TOKEN)
             .header("accept", "application/graphql-response+json")
             .json(&json!({ "query": "{ __typename }" })).send().await.unwrap();
