@@ -79,10 +79,11 @@ the servers below under the same `wrk` load, one after the other, in one process
 
 - **hello (ceiling)**: a minimal axum + async-graphql server answering `{{ hello }}`, about the
   most a GraphQL server can do on this machine;
-- **Rapport, no SQL**: the real server (`Application::build`, with all its middleware and
-  authentication) answering `{{ __typename }}`, which touches no database. The gap between the
-  ceiling and this row is the cost of Rapport's HTTP and GraphQL layers; the gap between this
-  row and the next two is the cost of reading the contact;
+- **Rapport, no SQL**: the real server (`Application::build`, with all its middleware,
+  authentication, and rate limits checked but raised above the load) answering
+  `{{ __typename }}`, which touches no database. The gap between the ceiling and this row is the
+  cost of Rapport's HTTP and GraphQL layers; the gap between this row and the next two is the
+  cost of reading the contact;
 - **Rapport, SQLite**: the contact read on a fresh SQLite file holding {contacts} seeded
   contacts, each with three attributes, two consents and two topic subscriptions;
 - **Rapport, PostgreSQL**: the same on a fresh PostgreSQL database on the same machine.
