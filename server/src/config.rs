@@ -91,10 +91,6 @@ impl RateLimit {
         Ok(Self { per_second, burst })
     }
 
-    pub fn per_second(&self) -> f64 {
-        self.per_second
-    }
-
     pub fn burst(&self) -> NonZeroU32 {
         self.burst
     }

@@ -1,6 +1,7 @@
 //! The HTTP surface: GraphQL, health, GraphiQL, and the middleware every request passes through
-//! (request id, tracing, panic recovery, security headers, rate limits). There is deliberately no request
-//! timeout layer: cancelling a handler mid-commit could store a write its caller saw rejected.
+//! (request id, tracing, panic recovery, security headers, rate limits). There is deliberately
+//! no request timeout layer: cancelling a handler mid-commit could store a write its caller saw
+//! rejected.
 
 mod auth;
 pub mod error;
