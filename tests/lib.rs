@@ -10,8 +10,8 @@ use std::{
     sync::{Arc, Once},
 };
 
+pub use rapport::config::Settings;
 use rapport::{
-    config::Settings,
     crypto::MasterKey,
     service::Services,
     startup::{Application, ServeOptions},
@@ -30,10 +30,11 @@ pub enum Backend {
 }
 
 /// Runs each test body once against SQLite and once against PostgreSQL, as `name::sqlite` and
-/// `name::postgres`.
+/// `name::postgres`. `#[settings(f)]` before a test starts its server with settings that
+/// `f: fn(&mut Settings)` has changed.
 #[macro_export]
 macro_rules! on_both_databases {
-    ($(async fn $name:ident($app:ident) $body:block)*) => {
+    ($($(#[settings($configure:expr)])? async fn $name:ident($app:ident) $body:block)*) => {
         $(
             mod $name {
                 #[allow(unused_imports)]
@@ -41,14 +42,18 @@ macro_rules! on_both_databases {
 
                 async fn run($app: $crate::TestApp) $body
 
+                fn configure(_settings: &mut $crate::Settings) {
+                    $(($configure)(_settings);)?
+                }
+
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn sqlite() {
-                    run($crate::spawn_app($crate::Backend::Sqlite).await).await
+                    run($crate::spawn_app_with($crate::Backend::Sqlite, configure).await).await
                 }
 
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn postgres() {
-                    run($crate::spawn_app($crate::Backend::Postgres).await).await
+                    run($crate::spawn_app_with($crate::Backend::Postgres, configure).await).await
                 }
             }
         )*
@@ -139,19 +144,25 @@ pub struct TestApp {
 static TRACING: Once = Once::new();
 
 pub async fn spawn_app(backend: Backend) -> TestApp {
+    spawn_app_with(backend, |_| {}).await
+}
+
+/// `spawn_app` with settings that `configure` changes first (lower rate limits, say).
+pub async fn spawn_app_with(backend: Backend, configure: impl FnOnce(&mut Settings)) -> TestApp {
     TRACING.call_once(|| {
         if let Ok(filter) = std::env::var("TEST_LOG") {
             rapport::telemetry::init(&filter, rapport::config::LogFormat::Text);
         }
     });
     let storage = Storage::create(backend).await;
-    let settings = Settings {
+    let mut settings = Settings {
         database_url: storage.url(),
         listen: "127.0.0.1:0".parse().expect("address"),
         admin_token: Some(SecretString::from(ADMIN_TOKEN)),
         master_key: Some(SecretString::from(MasterKey::generate().to_base64())),
         ..Settings::default()
     };
+    configure(&mut settings);
     spawn_on(Arc::new(storage), settings).await
 }
 

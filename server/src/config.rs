@@ -2,7 +2,7 @@
 //! (the environment wins). Unknown keys in the file are an error, so a typo never silently falls
 //! back to a default. Secrets are `SecretString`s: their `Debug` output is redacted.
 
-use std::{net::SocketAddr, path::Path};
+use std::{net::SocketAddr, num::NonZeroU32, path::Path, time::Duration};
 
 use secrecy::SecretString;
 use serde::Deserialize;
@@ -20,6 +20,10 @@ pub struct Settings {
     pub admin_token: Option<SecretString>,
     pub log: String,
     pub log_format: LogFormat,
+    /// Requests from one client address (healthz and readyz excepted).
+    pub rate_limit_ip: RateLimit,
+    /// Requests carrying one `Authorization: Bearer` credential, whether valid or not.
+    pub rate_limit_credential: RateLimit,
 }
 
 impl std::fmt::Debug for Settings {
@@ -33,6 +37,8 @@ impl std::fmt::Debug for Settings {
             .field("admin_token", &self.admin_token)
             .field("log", &self.log)
             .field("log_format", &self.log_format)
+            .field("rate_limit_ip", &self.rate_limit_ip)
+            .field("rate_limit_credential", &self.rate_limit_credential)
             .finish()
     }
 }
@@ -41,6 +47,58 @@ impl std::fmt::Debug for Settings {
 pub enum LogFormat {
     Text,
     Json,
+}
+
+/// How fast one client may call: a sustained rate, and a burst it may spend at once (and earns
+/// back at that rate). Valid by construction: both are positive and small enough that the
+/// limiter's arithmetic cannot overflow.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RateLimit {
+    per_second: f64,
+    burst: NonZeroU32,
+}
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum RateLimitError {
+    #[error("must be greater than 0 (0 would refuse every request); the smallest rate is {MIN_PER_SECOND}")]
+    RateNotPositive,
+    #[error("must be between {MIN_PER_SECOND} and {MAX_PER_SECOND} requests per second")]
+    RateOutOfRange,
+    #[error("must be at least 1 (a burst of 0 would refuse every request)")]
+    BurstNotPositive,
+    #[error("must be at most {MAX_BURST} requests")]
+    BurstTooLarge,
+}
+
+/// One request in about 17 minutes; slower limits are better served by other means.
+const MIN_PER_SECOND: f64 = 0.001;
+/// Far above what one server answers: setting this lifts the limit in effect.
+const MAX_PER_SECOND: f64 = 1_000_000.0;
+const MAX_BURST: u32 = 1_000_000;
+
+impl RateLimit {
+    pub fn new(per_second: f64, burst: u32) -> Result<Self, RateLimitError> {
+        if per_second.is_nan() || per_second <= 0.0 {
+            return Err(RateLimitError::RateNotPositive);
+        }
+        if !(MIN_PER_SECOND..=MAX_PER_SECOND).contains(&per_second) {
+            return Err(RateLimitError::RateOutOfRange);
+        }
+        let burst = NonZeroU32::new(burst).ok_or(RateLimitError::BurstNotPositive)?;
+        if burst.get() > MAX_BURST {
+            return Err(RateLimitError::BurstTooLarge);
+        }
+        Ok(Self { per_second, burst })
+    }
+
+    pub fn burst(&self) -> NonZeroU32 {
+        self.burst
+    }
+
+    /// How long one spent request takes to be earned back.
+    pub fn period(&self) -> Duration {
+        Duration::from_secs_f64(1.0 / self.per_second)
+    }
 }
 
 impl Default for Settings {
@@ -55,9 +113,21 @@ impl Default for Settings {
             admin_token: None,
             log: "info".to_owned(),
             log_format: LogFormat::Text,
+            rate_limit_ip: DEFAULT_RATE_LIMIT_IP,
+            rate_limit_credential: DEFAULT_RATE_LIMIT_CREDENTIAL,
         }
     }
 }
+
+/// A back-office integration usually runs on one host with one key, so it should meet its key's
+/// limit, not its address's: an address may also carry several keys (behind NAT or a proxy).
+/// 100 requests a second sustained is several times what one integration needs and a few per
+/// cent of what one server answers (BENCHMARKS.md), so one runaway client cannot starve the rest.
+/// (The `expect`s run at compile time.)
+const DEFAULT_RATE_LIMIT_CREDENTIAL: RateLimit =
+    RateLimit { per_second: 100.0, burst: NonZeroU32::new(200).expect("non-zero") };
+const DEFAULT_RATE_LIMIT_IP: RateLimit =
+    RateLimit { per_second: 200.0, burst: NonZeroU32::new(400).expect("non-zero") };
 
 /// The keys `rapport.toml` may hold; each is also `RAPPORT_<KEY>` in the environment.
 #[derive(Debug, Default, Deserialize)]
@@ -72,6 +142,10 @@ struct FileSettings {
     admin_token: Option<SecretString>,
     log: Option<String>,
     log_format: Option<String>,
+    rate_limit_ip_per_second: Option<f64>,
+    rate_limit_ip_burst: Option<i64>,
+    rate_limit_credential_per_second: Option<f64>,
+    rate_limit_credential_burst: Option<i64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -96,8 +170,12 @@ impl Settings {
                 let shown = path.display().to_string();
                 let text = std::fs::read_to_string(path)
                     .map_err(|source| ConfigError::Read { path: shown.clone(), source })?;
-                toml::from_str::<FileSettings>(&text)
-                    .map_err(|error| ConfigError::File { path: shown, message: error.message().to_owned() })?
+                toml::from_str::<FileSettings>(&text).map_err(|error| {
+                    // A wrong type's message names no key; the line does.
+                    let line = error.span().map(|span| text[..span.start].matches('\n').count() + 1);
+                    let path = line.map_or(shown.clone(), |line| format!("{shown}, line {line}"));
+                    ConfigError::File { path, message: error.message().to_owned() }
+                })?
             }
             None => FileSettings::default(),
         };
@@ -167,6 +245,20 @@ impl Settings {
                 reason: "must start with sqlite: or postgres://".to_owned(),
             });
         }
+        let rate_limit_ip = rate_limit(
+            &env,
+            "rate_limit_ip",
+            file.rate_limit_ip_per_second,
+            file.rate_limit_ip_burst,
+            defaults.rate_limit_ip,
+        )?;
+        let rate_limit_credential = rate_limit(
+            &env,
+            "rate_limit_credential",
+            file.rate_limit_credential_per_second,
+            file.rate_limit_credential_burst,
+            defaults.rate_limit_credential,
+        )?;
         Ok(Settings {
             database_url,
             listen,
@@ -177,6 +269,8 @@ impl Settings {
             admin_token: file.admin_token.filter(|token| !secrecy::ExposeSecret::expose_secret(token).is_empty()),
             log,
             log_format,
+            rate_limit_ip,
+            rate_limit_credential,
         })
     }
 
@@ -184,6 +278,39 @@ impl Settings {
     pub fn database_display(&self) -> String {
         redact_url_password(&self.database_url)
     }
+}
+
+/// `<prefix>_per_second` and `<prefix>_burst`, from the environment or else the file.
+fn rate_limit(
+    env: &impl Fn(&str) -> Option<String>,
+    prefix: &str,
+    per_second: Option<f64>,
+    burst: Option<i64>,
+    default: RateLimit,
+) -> Result<RateLimit, ConfigError> {
+    let per_second_key = format!("{prefix}_per_second");
+    let burst_key = format!("{prefix}_burst");
+    let invalid = |key: &str, reason: String| ConfigError::Invalid { key: key.to_owned(), reason };
+    let from_env = |key: &str| env(&format!("RAPPORT_{}", key.to_ascii_uppercase()));
+    let per_second = match from_env(&per_second_key) {
+        Some(raw) => raw
+            .trim()
+            .parse::<f64>()
+            .map_err(|_| invalid(&per_second_key, format!("{raw:?} is not a number of requests per second")))?,
+        None => per_second.unwrap_or(default.per_second),
+    };
+    let burst = match from_env(&burst_key) {
+        Some(raw) => {
+            raw.trim().parse::<i64>().map_err(|_| invalid(&burst_key, format!("{raw:?} is not a whole number")))?
+        }
+        None => burst.map_or(i64::from(default.burst.get()), i64::from),
+    };
+    // A negative burst is as wrong as zero; beyond u32 it is out of range either way.
+    let burst = u32::try_from(burst.max(0)).unwrap_or(u32::MAX);
+    RateLimit::new(per_second, burst).map_err(|error| match error {
+        RateLimitError::RateNotPositive | RateLimitError::RateOutOfRange => invalid(&per_second_key, error.to_string()),
+        RateLimitError::BurstNotPositive | RateLimitError::BurstTooLarge => invalid(&burst_key, error.to_string()),
+    })
 }
 
 fn redact_url_password(url: &str) -> String {
@@ -268,5 +395,54 @@ mod tests {
         let error =
             Settings::load_from(None, env(&[("RAPPORT_DATABASE_URL", "sqlite::memory:")])).unwrap_err().to_string();
         assert!(error.starts_with("database_url:"), "{error}");
+    }
+
+    #[test]
+    fn rate_limits_default_to_100_a_second_per_credential_and_200_per_address() {
+        let settings = Settings::load_from(None, env(&[])).unwrap();
+        assert_eq!(settings.rate_limit_credential, RateLimit::new(100.0, 200).unwrap());
+        assert_eq!(settings.rate_limit_ip, RateLimit::new(200.0, 400).unwrap());
+    }
+
+    #[test]
+    fn rate_limits_come_from_the_file_as_whole_or_decimal_numbers_and_the_environment_wins() {
+        let config =
+            file("rate_limit_ip_per_second = 20\nrate_limit_ip_burst = 40\nrate_limit_credential_per_second = 0.5\n");
+        let settings = Settings::load_from(Some(config.path()), env(&[("RAPPORT_RATE_LIMIT_IP_BURST", "60")])).unwrap();
+        assert_eq!(settings.rate_limit_ip, RateLimit::new(20.0, 60).unwrap());
+        assert_eq!(settings.rate_limit_credential, RateLimit::new(0.5, 200).unwrap());
+        assert_eq!(settings.rate_limit_credential.period(), Duration::from_secs(2));
+    }
+
+    #[test]
+    fn a_zero_negative_or_malformed_rate_limit_is_rejected_with_its_key() {
+        let error_for =
+            |name: &str, value: &str| Settings::load_from(None, env(&[(name, value)])).unwrap_err().to_string();
+        let error = error_for("RAPPORT_RATE_LIMIT_IP_PER_SECOND", "0");
+        assert!(error.starts_with("rate_limit_ip_per_second: must be greater than 0"), "{error}");
+        let error = error_for("RAPPORT_RATE_LIMIT_CREDENTIAL_PER_SECOND", "-5");
+        assert!(error.starts_with("rate_limit_credential_per_second: must be greater than 0"), "{error}");
+        let error = error_for("RAPPORT_RATE_LIMIT_CREDENTIAL_BURST", "0");
+        assert!(error.starts_with("rate_limit_credential_burst: must be at least 1"), "{error}");
+        let error = error_for("RAPPORT_RATE_LIMIT_IP_BURST", "-1");
+        assert!(error.starts_with("rate_limit_ip_burst: must be at least 1"), "{error}");
+        for (name, value) in [
+            ("RAPPORT_RATE_LIMIT_IP_PER_SECOND", "fast"),
+            ("RAPPORT_RATE_LIMIT_IP_PER_SECOND", "NaN"),
+            ("RAPPORT_RATE_LIMIT_IP_PER_SECOND", "0.0001"),
+            ("RAPPORT_RATE_LIMIT_IP_PER_SECOND", "inf"),
+            ("RAPPORT_RATE_LIMIT_IP_BURST", "2.5"),
+            ("RAPPORT_RATE_LIMIT_IP_BURST", "10000000000"),
+        ] {
+            let error = error_for(name, value);
+            let key = name.trim_start_matches("RAPPORT_").to_ascii_lowercase();
+            assert!(error.starts_with(&format!("{key}: ")), "{name}={value}: {error}");
+        }
+        let config = file("rate_limit_credential_burst = 0\n");
+        let error = Settings::load_from(Some(config.path()), env(&[])).unwrap_err().to_string();
+        assert!(error.starts_with("rate_limit_credential_burst: must be at least 1"), "{error}");
+        let config = file("log = \"info\"\nrate_limit_ip_per_second = \"fast\"\n");
+        let error = Settings::load_from(Some(config.path()), env(&[])).unwrap_err().to_string();
+        assert!(error.contains(", line 2: invalid type: string \"fast\""), "{error}");
     }
 }

@@ -17,7 +17,7 @@ use crate::{
     config::Settings,
     crypto::{KeyError, MasterKey, MasterKeys},
     graphql::{AppSchema, build_schema},
-    http::{self, AppState, Authenticator},
+    http::{self, AppState, Authenticator, Limiters},
     service::{Services, SystemClock},
     store::Database,
 };
@@ -59,6 +59,7 @@ impl Application {
             services: services.clone(),
             schema: build_schema(Some(services.clone())),
             authenticator,
+            limiters: Arc::new(Limiters::new(settings.rate_limit_ip, settings.rate_limit_credential)?),
             smtp_configured: settings.smtp_url.is_some(),
         };
         let listener = TcpListener::bind(settings.listen)

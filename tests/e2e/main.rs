@@ -11,6 +11,7 @@ mod events;
 mod fields;
 mod graphql_http;
 mod http;
+mod rate_limit;
 mod topics;
 
 /// The `rapport` binary that cargo built for these tests (see tests/Cargo.toml).

@@ -2,6 +2,8 @@
 //! implement `Display`: async-graphql converts any `Display` type into an error carrying its
 //! text, and a bare `?` on a database error would then leak internals to the client.
 
+use std::time::Duration;
+
 use async_graphql::{ErrorExtensions, Value};
 
 use crate::service::Error;
@@ -91,7 +93,7 @@ impl From<Error> for GqlError {
                 code: Code::RateLimited,
                 message: "too many requests".to_owned(),
                 field: None,
-                retry_after_seconds: Some(retry_after.as_secs().max(1)),
+                retry_after_seconds: Some(retry_after_seconds(retry_after)),
             },
             Error::Internal(cause) => {
                 // The cause goes to the log, under the request's span (and so its request id);
@@ -105,6 +107,12 @@ impl From<Error> for GqlError {
 
 pub const INTERNAL_MESSAGE: &str = "internal error";
 
+/// `Retry-After` and `extensions.retryAfter` are whole seconds: rounded up, so that a caller who
+/// waits that long is let in, and at least 1, since 0 would invite an immediate retry.
+pub fn retry_after_seconds(retry_after: Duration) -> u64 {
+    retry_after.as_secs().saturating_add(u64::from(retry_after.subsec_nanos() > 0)).max(1)
+}
+
 impl From<GqlError> for async_graphql::Error {
     fn from(error: GqlError) -> Self {
         async_graphql::Error::new(error.message).extend_with(|_, extensions| {
@@ -116,5 +124,19 @@ impl From<GqlError> for async_graphql::Error {
                 extensions.set("retryAfter", Value::from(seconds));
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_is_whole_seconds_rounded_up_and_never_zero() {
+        assert_eq!(retry_after_seconds(Duration::ZERO), 1);
+        assert_eq!(retry_after_seconds(Duration::from_millis(1)), 1);
+        assert_eq!(retry_after_seconds(Duration::from_secs(1)), 1);
+        assert_eq!(retry_after_seconds(Duration::from_millis(1001)), 2);
+        assert_eq!(retry_after_seconds(Duration::from_secs(999) + Duration::from_nanos(1)), 1000);
     }
 }

@@ -22,16 +22,10 @@ impl Authenticator {
     }
 
     pub async fn authenticate(&self, services: &Services, headers: &HeaderMap) -> Result<Actor, Error> {
-        let Some(value) = headers.get(header::AUTHORIZATION) else {
+        if !headers.contains_key(header::AUTHORIZATION) {
             return Ok(if self.open { Actor::Bootstrap } else { Actor::Anonymous });
-        };
-        let presented = value
-            .to_str()
-            .ok()
-            .and_then(|value| value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer ")))
-            .map(str::trim)
-            .filter(|token| !token.is_empty())
-            .ok_or(Error::Unauthenticated)?;
+        }
+        let presented = bearer_token(headers).filter(|token| !token.is_empty()).ok_or(Error::Unauthenticated)?;
         if let Some(bootstrap) = &self.bootstrap {
             // Comparing digests keeps the time independent of the token's length too.
             let expected = Sha256::digest(bootstrap.expose_secret().as_bytes());
@@ -41,4 +35,13 @@ impl Authenticator {
         }
         services.authenticate_bearer(presented).await
     }
+}
+
+/// The credential of `Authorization: Bearer <credential>`, as presented (not yet checked).
+pub fn bearer_token(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer ")))
+        .map(str::trim)
 }

@@ -7,7 +7,10 @@ use axum::{
 };
 use serde_json::json;
 
-use crate::{graphql::error::Code, service::Error};
+use crate::{
+    graphql::error::{Code, retry_after_seconds},
+    service::Error,
+};
 
 #[derive(Debug)]
 pub struct ApiError {
@@ -40,7 +43,7 @@ impl From<Error> for ApiError {
                 Self::new(StatusCode::UNAUTHORIZED, Code::Unauthenticated, "authentication required")
             }
             Error::RateLimited { retry_after } => Self {
-                retry_after_seconds: Some(retry_after.as_secs().max(1)),
+                retry_after_seconds: Some(retry_after_seconds(retry_after)),
                 ..Self::new(StatusCode::TOO_MANY_REQUESTS, Code::RateLimited, "too many requests")
             },
             Error::Internal(cause) => {
@@ -55,10 +58,8 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = json!({ "error": { "code": self.code.as_str(), "message": self.message } });
         let mut response = (self.status, Json(body)).into_response();
-        if let Some(seconds) = self.retry_after_seconds
-            && let Ok(value) = HeaderValue::from_str(&seconds.to_string())
-        {
-            response.headers_mut().insert(header::RETRY_AFTER, value);
+        if let Some(seconds) = self.retry_after_seconds {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
         response
     }

@@ -3,7 +3,7 @@
 //! that never reach execution, GET for queries only, and a body size limit. A stock
 //! async-graphql-axum handler gets several of these wrong, hence this thin handler of our own.
 
-use std::{collections::HashMap, net::SocketAddr};
+use std::{collections::HashMap, net::SocketAddr, time::Duration};
 
 use async_graphql::{
     Request, ServerError, Value as GqlValue, Variables,
@@ -22,7 +22,10 @@ use serde_json::{Value, json};
 
 use super::{AppState, graphiql, request_id};
 use crate::{
-    graphql::{error::INTERNAL_MESSAGE, loaders::Loaders},
+    graphql::{
+        error::{GqlError, INTERNAL_MESSAGE, retry_after_seconds},
+        loaders::Loaders,
+    },
     service::{Actor, Error, RequestContext},
 };
 
@@ -224,6 +227,17 @@ fn only_signs_in(params: &Params) -> bool {
                 Selection::FragmentSpread(_) | Selection::InlineFragment(_) => false,
             })
     })
+}
+
+/// A rate-limited caller's 429: a GraphQL error like any other (through the one outward mapping
+/// in graphql/error.rs) in the media type it asked for, or JSON if it asked for none we serve.
+pub(super) fn rate_limited(headers: &HeaderMap, retry_after: Duration) -> Response {
+    let media_type = negotiate(headers).unwrap_or(MediaType::Json);
+    let error = async_graphql::Error::from(GqlError::from(Error::RateLimited { retry_after }));
+    let error = ServerError { extensions: error.extensions, ..ServerError::new(error.message, None) };
+    let mut response = respond(media_type, StatusCode::TOO_MANY_REQUESTS, &json!({ "errors": [error] }));
+    response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after_seconds(retry_after)));
+    response
 }
 
 /// Every error carries a code (CONTRACT.md): errors raised by async-graphql itself (syntax,

@@ -1,16 +1,21 @@
 //! The HTTP surface: GraphQL, health, GraphiQL, and the middleware every request passes through
-//! (request id, tracing, panic recovery, security headers). There is deliberately no request
-//! timeout layer: cancelling a handler mid-commit could store a write its caller saw rejected.
+//! (request id, tracing, panic recovery, security headers, rate limits). There is deliberately
+//! no request timeout layer: cancelling a handler mid-commit could store a write its caller saw
+//! rejected.
 
 mod auth;
 pub mod error;
 mod graphiql;
 mod graphql;
 mod health;
+mod rate_limit;
+
+use std::sync::Arc;
 
 use axum::{
     Router,
     http::{HeaderMap, HeaderName, HeaderValue, Request, StatusCode, header},
+    middleware::from_fn_with_state,
     response::{IntoResponse, Response},
     routing::get,
 };
@@ -24,7 +29,7 @@ use tower_http::{
 use tracing::Level;
 
 use self::error::ApiError;
-pub use self::{auth::Authenticator, graphql::MAX_BODY_BYTES};
+pub use self::{auth::Authenticator, graphql::MAX_BODY_BYTES, rate_limit::Limiters};
 use crate::{graphql::AppSchema, graphql::error::Code, service::Services};
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -34,6 +39,7 @@ pub struct AppState {
     pub services: Services,
     pub schema: AppSchema,
     pub authenticator: Authenticator,
+    pub limiters: Arc<Limiters>,
     pub smtp_configured: bool,
 }
 
@@ -59,7 +65,10 @@ pub fn router(state: AppState) -> Router {
             internal_error()
         }))
         .layer(SetResponseHeaderLayer::if_not_present(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")))
-        .layer(SetResponseHeaderLayer::if_not_present(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer")));
+        .layer(SetResponseHeaderLayer::if_not_present(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer")))
+        // Innermost, so a refusal still gets a request id, a log line and the headers above,
+        // and comes before any handler reads a body or authenticates.
+        .layer(from_fn_with_state(Arc::clone(&state.limiters), rate_limit::enforce));
 
     Router::new()
         .route("/graphql", get(graphql::get).post(graphql::post))
