@@ -6,6 +6,7 @@ pub use sea_orm_migration::prelude::*;
 mod m20261125_000001_profiles;
 mod m20261125_000002_audit;
 mod m20261125_000003_encryption;
+mod m20261125_000005_privacy;
 
 pub struct Migrator;
 
@@ -16,6 +17,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261125_000001_profiles::Migration),
             Box::new(m20261125_000002_audit::Migration),
             Box::new(m20261125_000003_encryption::Migration),
+            Box::new(m20261125_000005_privacy::Migration),
         ]
     }
 }

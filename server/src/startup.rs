@@ -18,7 +18,8 @@ use crate::{
     crypto::{KeyError, MasterKey, MasterKeys},
     graphql::{AppSchema, build_schema},
     http::{self, AppState, Authenticator},
-    service::{Services, SystemClock},
+    domain::{contact::ContactRef, privacy::ContactExport},
+    service::{self, Actor, RequestContext, Services, SystemClock},
     store::Database,
 };
 
@@ -209,6 +210,25 @@ pub async fn rotate_keys(settings: &Settings, batch_size: u64, max_batches: Opti
     }
     database.close().await.context("closing the database")?;
     Ok(())
+}
+
+/// `rapport export contact`: the export the `contactExport` query returns, read with the
+/// server's settings and recorded in the audit log as the command line's (actor system/cli).
+pub async fn export_contact(settings: &Settings, reference: &ContactRef) -> anyhow::Result<ContactExport> {
+    let masters = master_keys(settings)?;
+    let database = open_keys(connect(settings).await?, masters).await?;
+    let services = Services::new(database.clone(), Arc::new(SystemClock));
+    let ctx = RequestContext::internal(Actor::Cli, uuid::Uuid::now_v7().to_string());
+    let export = services.export_contact(&ctx, reference).await;
+    database.close().await.context("closing the database")?;
+    export.map_err(|error| match error {
+        service::Error::NotFound { .. } => match reference {
+            ContactRef::Id(id) => anyhow!("no contact has the id {id}"),
+            ContactRef::Email(_) => anyhow!("no contact has this email address"),
+            ContactRef::ExternalId(_) => anyhow!("no contact has this external id"),
+        },
+        other => anyhow::Error::from(other),
+    })
 }
 
 /// Applies pending migrations, reporting each one as it goes.

@@ -97,6 +97,7 @@ impl Changes {
 pub fn actor_parts(actor: &Actor) -> (&'static str, Option<String>) {
     match actor {
         Actor::Bootstrap => ("bootstrap", None),
+        Actor::Cli => ("system", Some("cli".to_owned())),
     }
 }
 

@@ -10,6 +10,7 @@ pub mod field;
 pub mod filter;
 pub mod key;
 pub mod page;
+pub mod privacy;
 pub mod request;
 pub mod topic;
 

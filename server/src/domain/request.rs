@@ -8,6 +8,8 @@ use std::net::IpAddr;
 pub enum Actor {
     /// The holder of `RAPPORT_ADMIN_TOKEN`, the deployment's bootstrap owner credential.
     Bootstrap,
+    /// An operator running a `rapport` command against the database.
+    Cli,
 }
 
 /// What every use case knows about the request that triggered it.

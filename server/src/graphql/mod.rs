@@ -9,6 +9,7 @@ pub mod events;
 pub mod fields;
 pub mod loaders;
 pub mod pagination;
+pub mod privacy;
 pub mod topics;
 
 use async_graphql::{Context, EmptySubscription, MergedObject, Schema};
@@ -26,6 +27,7 @@ pub struct QueryRoot(
     consents::ConsentQuery,
     topics::TopicQuery,
     audit::AuditQuery,
+    privacy::PrivacyQuery,
 );
 
 #[derive(MergedObject, Default)]
@@ -35,6 +37,7 @@ pub struct MutationRoot(
     consents::ConsentMutation,
     topics::TopicMutation,
     events::EventMutation,
+    privacy::PrivacyMutation,
 );
 
 pub type AppSchema = Schema<QueryRoot, MutationRoot, EmptySubscription>;

@@ -7,6 +7,7 @@ pub mod contacts;
 pub mod error;
 pub mod events;
 pub mod fields;
+pub mod privacy;
 pub mod topics;
 
 use std::sync::Arc;
