@@ -10,6 +10,7 @@ mod events;
 mod fields;
 mod graphql_http;
 mod http;
+mod privacy;
 mod topics;
 
 /// The `rapport` binary that cargo built for these tests (see tests/Cargo.toml).
