@@ -144,9 +144,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 (Some(id), _) => ContactRef::Id(ContactId::from_uuid(
                     uuid::Uuid::parse_str(id.trim()).map_err(|_| anyhow!("{id:?} is not a contact id"))?,
                 )),
-                (None, Some(email)) => ContactRef::Email(
-                    EmailAddress::parse(&email).map_err(|error| anyhow!("--email {error}"))?,
-                ),
+                (None, Some(email)) => {
+                    ContactRef::Email(EmailAddress::parse(&email).map_err(|error| anyhow!("--email {error}"))?)
+                }
                 (None, None) => anyhow::bail!("name the contact by id or by --email"),
             };
             let export = startup::export_contact(&settings, &reference).await?;

@@ -16,9 +16,9 @@ use tokio::net::TcpListener;
 use crate::{
     config::Settings,
     crypto::{KeyError, MasterKey, MasterKeys},
+    domain::{contact::ContactRef, privacy::ContactExport},
     graphql::{AppSchema, build_schema},
     http::{self, AppState, Authenticator},
-    domain::{contact::ContactRef, privacy::ContactExport},
     service::{self, Actor, RequestContext, Services, SystemClock},
     store::Database,
 };

@@ -289,7 +289,8 @@ pub struct UpsertContactInput {
     time_zone: MaybeUndefined<String>,
     country: MaybeUndefined<String>,
     /// Custom field values by key; a null value clears the field.
-    attributes: Option<Json<Value>>,    /// Consent decisions captured with this change, appended to the contact's consent history in
+    attributes: Option<Json<Value>>,
+    /// Consent decisions captured with this change, appended to the contact's consent history in
     /// the same transaction, as `setConsent` would. An email address or phone number of an
     /// erased contact is refused (CONFLICT) unless one of them is GRANTED, on the CONSENT basis,
     /// and captured after the erasure.
@@ -310,7 +311,8 @@ pub struct UpdateContactInput {
     locale: MaybeUndefined<String>,
     time_zone: MaybeUndefined<String>,
     country: MaybeUndefined<String>,
-    attributes: Option<Json<Value>>,    /// Consent decisions captured with this change, appended to the contact's consent history in
+    attributes: Option<Json<Value>>,
+    /// Consent decisions captured with this change, appended to the contact's consent history in
     /// the same transaction, as `setConsent` would. An email address or phone number of an
     /// erased contact is refused (CONFLICT) unless one of them is GRANTED, on the CONSENT basis,
     /// and captured after the erasure.

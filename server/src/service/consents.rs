@@ -107,7 +107,12 @@ impl Services {
 impl ConsentDecision {
     /// The decision as it will be stored for `contact_id`: its purpose must exist, and its
     /// capture time (now when not given) must not lie in the future.
-    pub(super) fn settle(self, contact_id: ContactId, now: DateTime<Utc>, purposes: &[Purpose]) -> Result<ConsentChange> {
+    pub(super) fn settle(
+        self,
+        contact_id: ContactId,
+        now: DateTime<Utc>,
+        purposes: &[Purpose],
+    ) -> Result<ConsentChange> {
         // The databases keep microseconds: truncating here makes the decision returned equal the
         // one stored, and makes capture times compare alike on SQLite and PostgreSQL.
         let captured_at = self.captured_at.map_or(now, crate::domain::at_storage_precision);

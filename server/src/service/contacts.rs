@@ -193,7 +193,9 @@ impl Services {
                 .into_iter()
                 .enumerate()
                 .map(|(index, decision)| {
-                    decision.settle(after.id, now, &purposes).map_err(|error| error.within(&format!("consents[{index}]")))
+                    decision
+                        .settle(after.id, now, &purposes)
+                        .map_err(|error| error.within(&format!("consents[{index}]")))
                 })
                 .collect::<Result<Vec<_>>>()?
         };

@@ -24,9 +24,8 @@ impl Services {
     #[instrument(skip_all, fields(request_id = %ctx.request_id))]
     pub async fn export_contact(&self, ctx: &RequestContext, reference: &ContactRef) -> Result<ContactExport> {
         let tx = self.db.begin_write().await?;
-        let contact = store::contacts::find(&tx, self.db.keys()?, reference)
-            .await?
-            .ok_or(Error::NotFound { what: "contact" })?;
+        let contact =
+            store::contacts::find(&tx, self.db.keys()?, reference).await?.ok_or(Error::NotFound { what: "contact" })?;
         let ids = [contact.id];
         let export = ContactExport {
             exported_at: self.now(),
@@ -53,7 +52,13 @@ impl Services {
         let now = self.now();
         let tx = self.db.begin_write().await?;
         let erased = store::contacts::erase(&tx, id, now).await?.ok_or(Error::NotFound { what: "contact" })?;
-        let tombstone = audit::append(&tx, ctx, now, audit::Entry::new("contact.erased", "contact", id.to_string(), tombstone(&erased))).await?;
+        let tombstone = audit::append(
+            &tx,
+            ctx,
+            now,
+            audit::Entry::new("contact.erased", "contact", id.to_string(), tombstone(&erased)),
+        )
+        .await?;
         tx.commit().await?;
         // The erasure stands once committed; an old log page left behind is recycled later.
         if let Err(error) = self.db.truncate_log().await {
@@ -76,7 +81,8 @@ impl Services {
         decisions: &[ConsentChange],
         now: DateTime<Utc>,
     ) -> Result<()> {
-        let email = after.email.as_ref().filter(|email| before.and_then(|contact| contact.email.as_ref()) != Some(*email));
+        let email =
+            after.email.as_ref().filter(|email| before.and_then(|contact| contact.email.as_ref()) != Some(*email));
         let phone = after
             .profile
             .phone
@@ -126,12 +132,10 @@ fn tombstone(erased: &Erasure) -> Changes {
     ] {
         changes.field(name, Some(Value::from(count)), None);
     }
-    changes
-        .field("dataKeyDestroyed", None, Some(Value::from(erased.data_key_destroyed)))
-        .field(
-            "erasedAddresses",
-            None,
-            Some(Value::from(erased.suppressed.iter().map(|kind| Value::from(kind.as_str())).collect::<Vec<_>>())),
-        );
+    changes.field("dataKeyDestroyed", None, Some(Value::from(erased.data_key_destroyed))).field(
+        "erasedAddresses",
+        None,
+        Some(Value::from(erased.suppressed.iter().map(|kind| Value::from(kind.as_str())).collect::<Vec<_>>())),
+    );
     changes
 }

@@ -180,7 +180,9 @@ pub async fn delete(conn: &impl ConnectionTrait, id: ContactId) -> StoreResult<b
 /// the erased list. Counts what was deleted; none if there was no such contact.
 pub async fn erase(conn: &impl ConnectionTrait, id: ContactId, at: DateTime<Utc>) -> StoreResult<Option<Erasure>> {
     let uuid = id.as_uuid();
-    let Some(model) = entity::Entity::find_by_id(uuid).one(conn).await? else {
+    // Locked (on PostgreSQL), so that no event or consent joins the contact between the counts
+    // below and the deletion.
+    let Some(model) = entity::Entity::find_by_id(uuid).lock_exclusive().one(conn).await? else {
         return Ok(None);
     };
     let profile_fields = [
