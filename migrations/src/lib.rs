@@ -7,6 +7,7 @@ mod m20261125_000001_profiles;
 mod m20261125_000002_audit;
 mod m20261125_000003_encryption;
 mod m20261125_000004_access;
+mod m20261125_000005_privacy;
 
 pub struct Migrator;
 
@@ -18,6 +19,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261125_000002_audit::Migration),
             Box::new(m20261125_000003_encryption::Migration),
             Box::new(m20261125_000004_access::Migration),
+            Box::new(m20261125_000005_privacy::Migration),
         ]
     }
 }

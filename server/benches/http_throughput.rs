@@ -399,7 +399,6 @@ async fn seed_contact(
         ("analytics", ConsentStatus::Granted),
     ] {
         let decision = ConsentDecision {
-            contact_id: contact.id,
             purpose: Key::parse(purpose)?,
             channel: Channel::Email,
             status,
@@ -408,7 +407,10 @@ async fn seed_contact(
             captured_at: None,
             proof: ConsentProof::default(),
         };
-        services.record_consent(ctx, decision).await.map_err(|error| anyhow!("record consent {index}: {error}"))?;
+        services
+            .record_consent(ctx, contact.id, decision)
+            .await
+            .map_err(|error| anyhow!("record consent {index}: {error}"))?;
     }
     for (position, topic) in topics.iter().enumerate() {
         let status = if (index + position).is_multiple_of(4) {

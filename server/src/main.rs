@@ -2,10 +2,12 @@
 
 use std::{path::PathBuf, process::ExitCode};
 
-use clap::{Parser, Subcommand};
+use anyhow::anyhow;
+use clap::{ArgGroup, Parser, Subcommand};
 use rapport::{
     audit::Verdict,
     config::Settings,
+    domain::contact::{ContactId, ContactRef, EmailAddress},
     startup::{self, Application, ServeOptions},
     telemetry,
 };
@@ -54,6 +56,28 @@ enum Command {
     Keys {
         #[command(subcommand)]
         command: KeysCommand,
+    },
+    /// Print what Rapport holds on someone.
+    Export {
+        #[command(subcommand)]
+        command: ExportCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ExportCommand {
+    /// Print everything Rapport holds on one contact as JSON (what the contactExport query returns).
+    ///
+    /// Name the contact by its id or by --email. Run it with the server's settings
+    /// (RAPPORT_DATABASE_URL, RAPPORT_MASTER_KEY); the export is recorded in the audit log as
+    /// actor system/cli.
+    #[command(group(ArgGroup::new("contact").required(true).args(["id", "email"])))]
+    Contact {
+        /// The contact's id.
+        id: Option<String>,
+        /// Find the contact by email address instead.
+        #[arg(long, value_name = "ADDRESS")]
+        email: Option<String>,
     },
 }
 
@@ -138,6 +162,20 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Keys { command: KeysCommand::Rotate { batch_size, max_batches } } => {
             startup::rotate_keys(&settings, batch_size, max_batches).await
+        }
+        Command::Export { command: ExportCommand::Contact { id, email } } => {
+            let reference = match (id, email) {
+                (Some(id), _) => ContactRef::Id(ContactId::from_uuid(
+                    uuid::Uuid::parse_str(id.trim()).map_err(|_| anyhow!("{id:?} is not a contact id"))?,
+                )),
+                (None, Some(email)) => {
+                    ContactRef::Email(EmailAddress::parse(&email).map_err(|error| anyhow!("--email {error}"))?)
+                }
+                (None, None) => anyhow::bail!("name the contact by id or by --email"),
+            };
+            let export = startup::export_contact(&settings, &reference).await?;
+            println!("{}", serde_json::to_string_pretty(&export.to_json())?);
+            Ok(())
         }
         Command::ExportSchema => Ok(()),
     }

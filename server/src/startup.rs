@@ -16,9 +16,10 @@ use tokio::net::TcpListener;
 use crate::{
     config::Settings,
     crypto::{KeyError, MasterKey, MasterKeys},
+    domain::{contact::ContactRef, privacy::ContactExport},
     graphql::{AppSchema, build_schema},
     http::{self, AppState, Authenticator, Limiters},
-    service::{Services, SystemClock},
+    service::{self, Actor, RequestContext, Services, SystemClock},
     store::Database,
 };
 
@@ -227,14 +228,32 @@ pub async fn create_admin(
     let database = connect(settings).await?;
     migrate(&database).await?;
     let services = Services::new(database.clone(), Arc::new(SystemClock));
-    let context =
-        crate::service::RequestContext::internal(crate::service::Actor::Cli, uuid::Uuid::now_v7().to_string());
+    let context = RequestContext::internal(Actor::Cli, uuid::Uuid::now_v7().to_string());
     let created = services.create_user(&context, email, &password, role).await.map_err(|error| match error {
-        crate::service::Error::Conflict { reason, .. } => anyhow!("{reason}"),
+        service::Error::Conflict { reason, .. } => anyhow!("{reason}"),
         other => anyhow!(other),
     });
     database.close().await.context("closing the database")?;
     created
+}
+
+/// `rapport export contact`: the export the `contactExport` query returns, read with the
+/// server's settings and recorded in the audit log as the command line's (actor system/cli).
+pub async fn export_contact(settings: &Settings, reference: &ContactRef) -> anyhow::Result<ContactExport> {
+    let masters = master_keys(settings)?;
+    let database = open_keys(connect(settings).await?, masters).await?;
+    let services = Services::new(database.clone(), Arc::new(SystemClock));
+    let ctx = RequestContext::internal(Actor::Cli, uuid::Uuid::now_v7().to_string());
+    let export = services.export_contact(&ctx, reference).await;
+    database.close().await.context("closing the database")?;
+    export.map_err(|error| match error {
+        service::Error::NotFound { .. } => match reference {
+            ContactRef::Id(id) => anyhow!("no contact has the id {id}"),
+            ContactRef::Email(_) => anyhow!("no contact has this email address"),
+            ContactRef::ExternalId(_) => anyhow!("no contact has this external id"),
+        },
+        other => anyhow::Error::from(other),
+    })
 }
 
 /// Applies pending migrations, reporting each one as it goes.

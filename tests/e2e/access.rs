@@ -319,6 +319,9 @@ on_both_databases! {
             ("createApiKey", CREATE_KEY.into(), json!({ "input": { "name": "x", "scopes": ["profiles:read"] } })),
             ("revokeApiKey", "mutation($id: ID!) { revokeApiKey(id: $id) { id } }".into(), json!({ "id": key_id })),
             ("issueContactToken", ISSUE_CONTACT_TOKEN.into(), json!({ "id": b, "purpose": "PREFERENCES" })),
+            ("contactExport", "query($id: ID!) { contactExport(id: $id) }".into(), json!({ "id": b })),
+            ("contactExport", "query($id: ID!) { contactExport(id: $id) }".into(), json!({ "id": a })),
+            ("eraseContact", "mutation($id: ID!) { eraseContact(id: $id) { id } }".into(), json!({ "id": b })),
         ];
         for (field, query, variables) in &attempts {
             let (_, body) = app.graphql_as(Some(&token_a), query, variables.clone()).await;
@@ -388,7 +391,7 @@ on_both_databases! {
             assert!(last.starts_with("rapport: ") && last.contains(reason), "{stderr}");
             assert!(!stderr.contains(password) || password == "short", "the password was printed");
         }
-        let log = app.data("{ auditLog(filter: { actorKind: \"cli\" }) { nodes { action } } }", json!({})).await;
+        let log = app.data("{ auditLog(filter: { actorKind: \"system\", actorId: \"cli\" }) { nodes { action } } }", json!({})).await;
         assert_eq!(log["auditLog"]["nodes"][0]["action"], "user.created");
     }
 }

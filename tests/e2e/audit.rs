@@ -98,7 +98,7 @@ async fn raw_audit_text(app: &TestApp) -> String {
 }
 
 /// Runs `rapport audit verify` against the app's database: (success, stdout, stderr).
-fn verify(app: &TestApp) -> (bool, String, String) {
+pub(crate) fn verify(app: &TestApp) -> (bool, String, String) {
     let output = Command::new(rapport_binary())
         .args(["audit", "verify"])
         .env_clear()

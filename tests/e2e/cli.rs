@@ -114,7 +114,7 @@ fn every_command_has_help() {
     let output = rapport(dir.path(), &["--help"], &[]);
     assert!(output.status.success());
     let help = String::from_utf8_lossy(&output.stdout);
-    for command in ["serve", "migrate", "export-schema", "keys"] {
+    for command in ["serve", "migrate", "export-schema", "keys", "export"] {
         assert!(help.contains(command), "{help}");
         let output = rapport(dir.path(), &[command, "--help"], &[]);
         assert!(output.status.success(), "{command} --help");
@@ -124,6 +124,10 @@ fn every_command_has_help() {
     let output = rapport(dir.path(), &["audit", "verify", "--help"], &[]);
     assert!(output.status.success(), "audit verify --help");
     assert!(String::from_utf8_lossy(&output.stdout).contains("Usage: rapport audit verify"));
+    let output = rapport(dir.path(), &["export", "contact", "--help"], &[]);
+    assert!(output.status.success(), "export contact --help");
+    let help = String::from_utf8_lossy(&output.stdout);
+    assert!(help.contains("--email") && help.contains("system/cli"), "{help}");
     let output = rapport(dir.path(), &["keys", "rotate", "--help"], &[]);
     assert!(output.status.success(), "keys rotate --help");
     let help = String::from_utf8_lossy(&output.stdout);

@@ -50,7 +50,7 @@ async fn create_people(app: &TestApp) {
 
 /// Every byte the database holds: the SQLite files (WAL included), or every row of every
 /// PostgreSQL table cast to text.
-async fn raw_database(app: &TestApp) -> String {
+pub(crate) async fn raw_database(app: &TestApp) -> String {
     if let Some(dir) = app.sqlite_dir() {
         let mut bytes = Vec::new();
         for entry in std::fs::read_dir(dir).expect("database directory") {
@@ -89,13 +89,13 @@ async fn raw_database(app: &TestApp) -> String {
     text
 }
 
-async fn execute(app: &TestApp, sql: &str) {
+pub(crate) async fn execute(app: &TestApp, sql: &str) {
     let db = Database::connect(&app.database_url).await.expect("test database");
     db.execute_unprepared(sql).await.expect("statement runs");
     db.close().await.ok();
 }
 
-async fn query_strings(database_url: &str, sql: &str) -> Vec<String> {
+pub(crate) async fn query_strings(database_url: &str, sql: &str) -> Vec<String> {
     let db = Database::connect(database_url).await.expect("test database");
     let rows = db.query_all_raw(Statement::from_string(db.get_database_backend(), sql)).await.expect("query");
     db.close().await.ok();
@@ -120,7 +120,7 @@ fn run_rotate(database_url: &str, current: &str, previous: &str, args: &[&str]) 
         .expect("rapport runs")
 }
 
-fn secret(settings_key: &Option<SecretString>) -> String {
+pub(crate) fn secret(settings_key: &Option<SecretString>) -> String {
     secrecy::ExposeSecret::expose_secret(settings_key.as_ref().expect("a master key")).to_owned()
 }
 

@@ -11,6 +11,7 @@ mod events;
 mod fields;
 mod graphql_http;
 mod http;
+mod privacy;
 mod rate_limit;
 mod topics;
 

@@ -99,7 +99,7 @@ pub fn actor_parts(actor: &Actor) -> (&'static str, Option<String>) {
         Actor::User { id, .. } => ("user", Some(id.to_string())),
         Actor::ApiKey { id, .. } => ("api_key", Some(id.to_string())),
         Actor::Contact { contact_id, .. } => ("contact_token", Some(contact_id.to_string())),
-        Actor::Cli => ("cli", None),
+        Actor::Cli => ("system", Some("cli".to_owned())),
         Actor::Anonymous => ("anonymous", None),
     }
 }

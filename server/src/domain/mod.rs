@@ -11,6 +11,7 @@ pub mod field;
 pub mod filter;
 pub mod key;
 pub mod page;
+pub mod privacy;
 pub mod request;
 pub mod topic;
 

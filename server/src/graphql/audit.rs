@@ -25,7 +25,8 @@ pub struct AuditFilterInput {
     /// `contact`, `field`, `consent_purpose`, `topic`, `event_batch` …
     target_kind: Option<String>,
     target_id: Option<String>,
-    /// `bootstrap` today; users, API keys, contact tokens and the system later.
+    /// `bootstrap`, or `system` (id `cli` for the command line); users, API keys and contact
+    /// tokens later.
     actor_kind: Option<String>,
     actor_id: Option<String>,
     /// Such as `contact.updated`.

@@ -158,9 +158,9 @@ pub struct ConsentProofInput {
     wording_version: Option<i32>,
 }
 
+/// A consent decision with its proof.
 #[derive(InputObject)]
-pub struct SetConsentInput {
-    contact_id: ID,
+pub struct ConsentInput {
     purpose: String,
     channel: ChannelValue,
     status: ConsentStatusValue,
@@ -172,6 +172,44 @@ pub struct SetConsentInput {
     /// state is always the decision captured last.
     captured_at: Option<DateTime<Utc>>,
     proof: Option<ConsentProofInput>,
+}
+
+impl ConsentInput {
+    /// Parses the decision; `path` prefixes the names of offending fields (`consents[0].`).
+    pub fn parse(self, path: &str) -> GqlResult<ConsentDecision> {
+        let field = |name: &str| format!("{path}{name}");
+        let proof = match self.proof {
+            None => ConsentProof::default(),
+            Some(proof) => ConsentProof {
+                ip: proof.ip.map(|raw| parse_arg(&field("proof.ip"), raw.trim().parse::<IpAddr>())).transpose()?,
+                user_agent: proof
+                    .user_agent
+                    .map(|raw| parse_arg(&field("proof.userAgent"), UserAgent::parse(&raw)))
+                    .transpose()?,
+                wording_id: proof
+                    .wording_id
+                    .map(|raw| parse_arg(&field("proof.wordingId"), WordingId::parse(&raw)))
+                    .transpose()?,
+                wording_version: proof.wording_version,
+            },
+        };
+        Ok(ConsentDecision {
+            purpose: parse_arg(&field("purpose"), Key::parse(&self.purpose))?,
+            channel: self.channel.into(),
+            status: self.status.into(),
+            legal_basis: self.legal_basis.into(),
+            source: self.source.into(),
+            captured_at: self.captured_at,
+            proof,
+        })
+    }
+}
+
+#[derive(InputObject)]
+pub struct SetConsentInput {
+    contact_id: ID,
+    #[graphql(flatten)]
+    decision: ConsentInput,
 }
 
 #[derive(InputObject)]
@@ -201,32 +239,9 @@ impl ConsentMutation {
     /// consent unless a decision captured later exists.
     #[graphql(guard = "Allow::or_own_contact(Permission::ProfilesWrite, Some(input.contact_id.to_string()))")]
     async fn set_consent(&self, ctx: &Context<'_>, input: SetConsentInput) -> GqlResult<ConsentNode> {
-        let proof = match input.proof {
-            None => ConsentProof::default(),
-            Some(proof) => ConsentProof {
-                ip: proof.ip.map(|raw| parse_arg("proof.ip", raw.trim().parse::<IpAddr>())).transpose()?,
-                user_agent: proof
-                    .user_agent
-                    .map(|raw| parse_arg("proof.userAgent", UserAgent::parse(&raw)))
-                    .transpose()?,
-                wording_id: proof
-                    .wording_id
-                    .map(|raw| parse_arg("proof.wordingId", WordingId::parse(&raw)))
-                    .transpose()?,
-                wording_version: proof.wording_version,
-            },
-        };
-        let decision = ConsentDecision {
-            contact_id: parse_contact_id("contactId", &input.contact_id)?,
-            purpose: parse_arg("purpose", Key::parse(&input.purpose))?,
-            channel: input.channel.into(),
-            status: input.status.into(),
-            legal_basis: input.legal_basis.into(),
-            source: input.source.into(),
-            captured_at: input.captured_at,
-            proof,
-        };
-        let change = services_of(ctx)?.record_consent(request_of(ctx)?, decision).await?;
+        let contact_id = parse_contact_id("contactId", &input.contact_id)?;
+        let decision = input.decision.parse("")?;
+        let change = services_of(ctx)?.record_consent(request_of(ctx)?, contact_id, decision).await?;
         Ok(ConsentNode(change))
     }
 

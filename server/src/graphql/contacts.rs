@@ -12,7 +12,7 @@ use serde_json::{Map, Value};
 use uuid::Uuid;
 
 use super::{
-    consents::{ChannelValue, ConsentNode, ConsentStatusValue},
+    consents::{ChannelValue, ConsentInput, ConsentNode, ConsentStatusValue},
     error::{GqlError, GqlResult, parse_arg},
     events::EventNode,
     loaders::group_by_contact,
@@ -315,6 +315,11 @@ pub struct UpsertContactInput {
     country: MaybeUndefined<String>,
     /// Custom field values by key; a null value clears the field.
     attributes: Option<Json<Value>>,
+    /// Consent decisions captured with this change, appended to the contact's consent history in
+    /// the same transaction, as `setConsent` would. An email address or phone number of an
+    /// erased contact is refused (CONFLICT) unless one of them is GRANTED, on the CONSENT basis,
+    /// and captured after the erasure.
+    consents: Option<Vec<ConsentInput>>,
 }
 
 /// Changes a contact if it is still at `expectedVersion`. Fields left out are kept; fields set
@@ -332,6 +337,11 @@ pub struct UpdateContactInput {
     time_zone: MaybeUndefined<String>,
     country: MaybeUndefined<String>,
     attributes: Option<Json<Value>>,
+    /// Consent decisions captured with this change, appended to the contact's consent history in
+    /// the same transaction, as `setConsent` would. An email address or phone number of an
+    /// erased contact is refused (CONFLICT) unless one of them is GRANTED, on the CONSENT basis,
+    /// and captured after the erasure.
+    consents: Option<Vec<ConsentInput>>,
 }
 
 fn change<T, E: std::fmt::Display>(
@@ -357,6 +367,7 @@ fn profile_changes(
     time_zone: MaybeUndefined<String>,
     country: MaybeUndefined<String>,
     attributes: Option<Json<Value>>,
+    consents: Option<Vec<ConsentInput>>,
 ) -> GqlResult<ContactChanges> {
     // Taken as any JSON and checked here: were the scalar typed as an object, async-graphql
     // would refuse a non-object itself, with an error that names no field.
@@ -375,6 +386,12 @@ fn profile_changes(
         time_zone: change("timeZone", time_zone, TimeZone::parse)?,
         country: change("country", country, CountryCode::parse)?,
         attributes,
+        consents: consents
+            .unwrap_or_default()
+            .into_iter()
+            .enumerate()
+            .map(|(index, consent)| consent.parse(&format!("consents[{index}].")))
+            .collect::<GqlResult<_>>()?,
     })
 }
 
@@ -478,6 +495,7 @@ impl ContactMutation {
             input.time_zone,
             input.country,
             input.attributes,
+            input.consents,
         )?;
         let key = match (external_id, email_for_key) {
             (Some(external_id), _) => UpsertKey::ExternalId(external_id),
@@ -503,6 +521,7 @@ impl ContactMutation {
             input.time_zone,
             input.country,
             input.attributes,
+            input.consents,
         )?;
         changes.external_id = change("externalId", input.external_id, ExternalId::parse)?;
         let contact = services_of(ctx)?.update_contact(request_of(ctx)?, id, input.expected_version, changes).await?;

@@ -11,6 +11,7 @@ pub mod fields;
 pub mod guard;
 pub mod loaders;
 pub mod pagination;
+pub mod privacy;
 pub mod topics;
 
 use async_graphql::{Context, EmptySubscription, MergedObject, Schema};
@@ -29,6 +30,7 @@ pub struct QueryRoot(
     topics::TopicQuery,
     audit::AuditQuery,
     access::AccessQuery,
+    privacy::PrivacyQuery,
 );
 
 #[derive(MergedObject, Default)]
@@ -39,6 +41,7 @@ pub struct MutationRoot(
     topics::TopicMutation,
     events::EventMutation,
     access::AccessMutation,
+    privacy::PrivacyMutation,
 );
 
 pub type AppSchema = Schema<QueryRoot, MutationRoot, EmptySubscription>;

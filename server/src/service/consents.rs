@@ -6,6 +6,7 @@ use chrono::{DateTime, Utc};
 use tracing::instrument;
 use uuid::Uuid;
 
+use sea_orm::DatabaseTransaction;
 use serde_json::Value;
 
 use super::{Error, RequestContext, Result, Services};
@@ -19,9 +20,10 @@ use crate::{
     store::{self},
 };
 
+/// A decision as the person made it, for a contact named apart (by `record_consent`, or by the
+/// contact change it is captured with).
 #[derive(Debug, Clone)]
 pub struct ConsentDecision {
-    pub contact_id: ContactId,
     pub purpose: Key,
     pub channel: Channel,
     pub status: ConsentStatus,
@@ -67,53 +69,21 @@ impl Services {
         Ok(purpose)
     }
 
-    /// Records a decision. Returns it, and the contact's current consent for that purpose and
-    /// channel afterwards (the same decision unless a later-captured one exists).
-    #[instrument(skip_all, fields(request_id = %ctx.request_id, contact_id = %decision.contact_id))]
-    pub async fn record_consent(&self, ctx: &RequestContext, decision: ConsentDecision) -> Result<ConsentChange> {
+    /// Records a decision for a contact and returns it as stored.
+    #[instrument(skip_all, fields(request_id = %ctx.request_id, contact_id = %contact_id))]
+    pub async fn record_consent(
+        &self,
+        ctx: &RequestContext,
+        contact_id: ContactId,
+        decision: ConsentDecision,
+    ) -> Result<ConsentChange> {
         let now = self.now();
-        // The databases keep microseconds: truncating here makes the decision returned equal the
-        // one stored, and makes capture times compare alike on SQLite and PostgreSQL.
-        let captured_at = decision.captured_at.map_or(now, crate::domain::at_storage_precision);
-        if captured_at > now + crate::domain::CLOCK_SKEW {
-            return Err(Error::validation("capturedAt", "lies in the future"));
-        }
         let tx = self.db.begin_write().await?;
-        if store::contacts::find(&tx, self.db.keys()?, &ContactRef::Id(decision.contact_id)).await?.is_none() {
+        if store::contacts::find(&tx, self.db.keys()?, &ContactRef::Id(contact_id)).await?.is_none() {
             return Err(Error::NotFound { what: "contact" });
         }
-        if !store::consents::purposes(&tx).await?.iter().any(|purpose| purpose.key == decision.purpose) {
-            return Err(Error::validation(
-                "purpose",
-                format!("unknown consent purpose {:?}", decision.purpose.as_str()),
-            ));
-        }
-        let change = ConsentChange {
-            id: Uuid::now_v7(),
-            contact_id: decision.contact_id,
-            purpose: decision.purpose,
-            channel: decision.channel,
-            status: decision.status,
-            legal_basis: decision.legal_basis,
-            source: decision.source,
-            captured_at,
-            recorded_at: now,
-            proof: decision.proof,
-        };
-        store::consents::append(&tx, &change).await?;
-        // The decision itself is the change; the previous state stays readable in the history.
-        let mut changes = Changes::new();
-        let after = |text: &str| Some(Value::from(text));
-        changes
-            .field("consentId", None, Some(Value::from(change.id.to_string())))
-            .field("purpose", None, after(change.purpose.as_str()))
-            .field("channel", None, after(change.channel.as_str()))
-            .field("status", None, after(change.status.as_str()))
-            .field("legalBasis", None, after(change.legal_basis.as_str()))
-            .field("source", None, after(change.source.as_str()))
-            .field("capturedAt", None, Some(Value::from(change.captured_at.to_rfc3339())));
-        let entry = audit::Entry::new("consent.recorded", "contact", change.contact_id.to_string(), changes);
-        audit::append(&tx, ctx, now, entry).await?;
+        let change = decision.settle(contact_id, now, &store::consents::purposes(&tx).await?)?;
+        append_decision(&tx, ctx, &change, now).await?;
         tx.commit().await?;
         tracing::info!(status = %change.status, purpose = %change.purpose, channel = %change.channel, "consent recorded");
         Ok(change)
@@ -132,4 +102,61 @@ impl Services {
     ) -> Result<Page<ConsentChange>> {
         Ok(store::consents::history(self.db.connection(), contact_id, purpose, channel, page).await?)
     }
+}
+
+impl ConsentDecision {
+    /// The decision as it will be stored for `contact_id`: its purpose must exist, and its
+    /// capture time (now when not given) must not lie in the future.
+    pub(super) fn settle(
+        self,
+        contact_id: ContactId,
+        now: DateTime<Utc>,
+        purposes: &[Purpose],
+    ) -> Result<ConsentChange> {
+        // The databases keep microseconds: truncating here makes the decision returned equal the
+        // one stored, and makes capture times compare alike on SQLite and PostgreSQL.
+        let captured_at = self.captured_at.map_or(now, crate::domain::at_storage_precision);
+        if captured_at > now + crate::domain::CLOCK_SKEW {
+            return Err(Error::validation("capturedAt", "lies in the future"));
+        }
+        if !purposes.iter().any(|purpose| purpose.key == self.purpose) {
+            return Err(Error::validation("purpose", format!("unknown consent purpose {:?}", self.purpose.as_str())));
+        }
+        Ok(ConsentChange {
+            id: Uuid::now_v7(),
+            contact_id,
+            purpose: self.purpose,
+            channel: self.channel,
+            status: self.status,
+            legal_basis: self.legal_basis,
+            source: self.source,
+            captured_at,
+            recorded_at: now,
+            proof: self.proof,
+        })
+    }
+}
+
+/// Appends a settled decision to the history, with its audit entry, in the caller's transaction.
+pub(super) async fn append_decision(
+    tx: &DatabaseTransaction,
+    ctx: &RequestContext,
+    change: &ConsentChange,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    store::consents::append(tx, change).await?;
+    // The decision itself is the change; the previous state stays readable in the history.
+    let mut changes = Changes::new();
+    let after = |text: &str| Some(Value::from(text));
+    changes
+        .field("consentId", None, Some(Value::from(change.id.to_string())))
+        .field("purpose", None, after(change.purpose.as_str()))
+        .field("channel", None, after(change.channel.as_str()))
+        .field("status", None, after(change.status.as_str()))
+        .field("legalBasis", None, after(change.legal_basis.as_str()))
+        .field("source", None, after(change.source.as_str()))
+        .field("capturedAt", None, Some(Value::from(change.captured_at.to_rfc3339())));
+    let entry = audit::Entry::new("consent.recorded", "contact", change.contact_id.to_string(), changes);
+    audit::append(tx, ctx, now, entry).await?;
+    Ok(())
 }

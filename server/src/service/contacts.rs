@@ -4,10 +4,15 @@
 use crate::domain::page::{Page, PageRequest};
 use std::collections::HashMap;
 
+use chrono::{DateTime, Utc};
+use sea_orm::DatabaseTransaction;
 use serde_json::Value;
 use tracing::instrument;
 
-use super::{Error, RequestContext, Result, Services};
+use super::{
+    Error, RequestContext, Result, Services,
+    consents::{self, ConsentDecision},
+};
 use crate::{
     audit::{self, Changes},
     domain::{
@@ -37,6 +42,9 @@ pub struct ContactChanges {
     pub country: Change<CountryCode>,
     /// Field key as sent, and the new value; JSON `null` clears the field.
     pub attributes: Vec<(String, Value)>,
+    /// Consent decisions captured with the change, recorded in the same transaction. A granted
+    /// one lets an erased contact's address back in (see `admit_addresses`).
+    pub consents: Vec<ConsentDecision>,
 }
 
 /// How an upsert finds the contact it may update.
@@ -122,20 +130,12 @@ impl Services {
         let upserted = match repository::find(&tx, self.db.keys()?, reference).await? {
             Some(existing) => {
                 let updated = apply(&existing, changes.clone(), &definitions, now)?;
-                if updated != existing {
-                    if !repository::update(&tx, self.db.keys()?, &existing, &updated).await? {
-                        return Err(stale(&existing));
-                    }
-                    let changes = contact_changes(Some(&existing), Some(&updated), &definitions);
-                    audit::append(&tx, ctx, now, contact_entry("contact.updated", updated.id, changes)).await?;
-                }
+                self.save(&tx, ctx, Some(&existing), &updated, changes.consents.clone(), &definitions, now).await?;
                 Upserted { contact: updated, created: false }
             }
             None => {
                 let contact = create(changes.clone(), &definitions, now)?;
-                repository::insert(&tx, self.db.keys()?, &contact).await?;
-                let changes = contact_changes(None, Some(&contact), &definitions);
-                audit::append(&tx, ctx, now, contact_entry("contact.created", contact.id, changes)).await?;
+                self.save(&tx, ctx, None, &contact, changes.consents.clone(), &definitions, now).await?;
                 Upserted { contact, created: true }
             }
         };
@@ -150,7 +150,7 @@ impl Services {
         ctx: &RequestContext,
         id: ContactId,
         expected_version: i64,
-        changes: ContactChanges,
+        mut changes: ContactChanges,
     ) -> Result<Contact> {
         let tx = self.db.begin_write().await?;
         let existing = repository::find(&tx, self.db.keys()?, &ContactRef::Id(id))
@@ -161,17 +161,65 @@ impl Services {
         }
         let definitions = store::fields::by_key(&tx).await?;
         let now = self.now();
+        let decisions = std::mem::take(&mut changes.consents);
         let updated = apply(&existing, changes, &definitions, now)?;
-        if updated == existing {
+        if updated == existing && decisions.is_empty() {
             return Ok(existing);
         }
-        if !repository::update(&tx, self.db.keys()?, &existing, &updated).await? {
-            return Err(stale(&existing));
-        }
-        let changes = contact_changes(Some(&existing), Some(&updated), &definitions);
-        audit::append(&tx, ctx, now, contact_entry("contact.updated", id, changes)).await?;
+        self.save(&tx, ctx, Some(&existing), &updated, decisions, &definitions, now).await?;
         tx.commit().await?;
         Ok(updated)
+    }
+
+    /// Writes a contact's new state (`before` is none for a new contact) with its audit entry,
+    /// lets in the erased addresses it takes on if it may, and records the consent decisions
+    /// captured with it, all in the caller's transaction.
+    #[allow(clippy::too_many_arguments)]
+    async fn save(
+        &self,
+        tx: &DatabaseTransaction,
+        ctx: &RequestContext,
+        before: Option<&Contact>,
+        after: &Contact,
+        decisions: Vec<ConsentDecision>,
+        definitions: &HashMap<Key, FieldDefinition>,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        let decisions = if decisions.is_empty() {
+            Vec::new()
+        } else {
+            let purposes = store::consents::purposes(tx).await?;
+            decisions
+                .into_iter()
+                .enumerate()
+                .map(|(index, decision)| {
+                    decision
+                        .settle(after.id, now, &purposes)
+                        .map_err(|error| error.within(&format!("consents[{index}]")))
+                })
+                .collect::<Result<Vec<_>>>()?
+        };
+        if before != Some(after) {
+            let action = match before {
+                Some(existing) => {
+                    if !repository::update(tx, self.db.keys()?, existing, after).await? {
+                        return Err(stale(existing));
+                    }
+                    "contact.updated"
+                }
+                None => {
+                    repository::insert(tx, self.db.keys()?, after).await?;
+                    "contact.created"
+                }
+            };
+            let changes = contact_changes(before, Some(after), definitions);
+            audit::append(tx, ctx, now, contact_entry(action, after.id, changes)).await?;
+            self.admit_addresses(tx, ctx, before, after, &decisions, now).await?;
+        }
+        for decision in &decisions {
+            consents::append_decision(tx, ctx, decision, now).await?;
+        }
+        Ok(())
     }
 
     #[instrument(skip_all, fields(request_id = %ctx.request_id, contact_id = %id))]

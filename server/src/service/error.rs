@@ -31,6 +31,15 @@ impl Error {
     pub fn validation(field: impl Into<String>, reason: impl std::fmt::Display) -> Self {
         Error::Validation { field: field.into(), reason: reason.to_string() }
     }
+
+    /// The same error with its field named inside `path` (`consents[0]` + `purpose`), for input
+    /// checked one item of a list at a time.
+    pub fn within(self, path: &str) -> Self {
+        match self {
+            Error::Validation { field, reason } => Error::Validation { field: format!("{path}.{field}"), reason },
+            other => other,
+        }
+    }
 }
 
 impl From<StoreError> for Error {

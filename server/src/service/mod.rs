@@ -8,6 +8,7 @@ pub mod contacts;
 pub mod error;
 pub mod events;
 pub mod fields;
+pub mod privacy;
 pub mod topics;
 
 use std::sync::Arc;

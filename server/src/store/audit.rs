@@ -54,6 +54,19 @@ pub async fn batch(conn: &impl ConnectionTrait, after_seq: i64, limit: u64) -> S
         .collect())
 }
 
+/// Every entry about one target, in chain order.
+pub async fn about(conn: &impl ConnectionTrait, target_kind: &str, target_id: &str) -> StoreResult<Vec<AuditEntry>> {
+    Ok(entry::Entity::find()
+        .filter(entry::Column::TargetKind.eq(target_kind))
+        .filter(entry::Column::TargetId.eq(target_id))
+        .order_by_asc(entry::Column::Seq)
+        .all(conn)
+        .await?
+        .into_iter()
+        .map(to_domain)
+        .collect())
+}
+
 /// A page of the audit log, newest first: "after" a cursor means smaller seqs.
 pub async fn page(
     conn: &impl ConnectionTrait,

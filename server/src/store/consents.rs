@@ -145,6 +145,18 @@ pub async fn history(
     Page::from_rows(rows, request.limit, request.direction).try_map(to_domain)
 }
 
+/// Every decision recorded for a contact, in the order recorded.
+pub async fn all_of(conn: &impl ConnectionTrait, contact_id: ContactId) -> StoreResult<Vec<ConsentChange>> {
+    change::Entity::find()
+        .filter(change::Column::ContactId.eq(contact_id.as_uuid()))
+        .order_by_asc(change::Column::Id)
+        .all(conn)
+        .await?
+        .into_iter()
+        .map(to_domain)
+        .collect()
+}
+
 fn to_active(decision: &ConsentChange) -> change::ActiveModel {
     change::ActiveModel {
         id: Set(decision.id),

@@ -4,10 +4,11 @@
 //! Personal data is sealed here, on its way in and out: email, phone, names and the values of
 //! personal custom fields are stored as ciphertext under the contact's data key (`keys`), bound
 //! to the contact and the column; email and phone are found through their blind index.
+//! Erasing a contact keeps those blind indexes, and nothing else, on the erased list.
 
 use std::collections::{HashMap, HashSet};
 
-use chrono::NaiveDate;
+use chrono::{DateTime, NaiveDate, Utc};
 use sea_orm::{
     ActiveValue::Set,
     ColumnTrait, Condition, ConnectionTrait, EntityTrait, ExprTrait, QueryFilter, QueryOrder, QuerySelect,
@@ -17,7 +18,10 @@ use uuid::Uuid;
 
 use super::{
     StoreError, StoreResult,
-    entity::{consent, contact as entity, contact_attribute as attribute, field_definition, topic, topic_subscription},
+    entity::{
+        consent, consent_change, contact as entity, contact_attribute as attribute, erased_address, event,
+        field_definition, topic, topic_subscription,
+    },
     keys,
 };
 use crate::crypto::{DataKey, KeyRing};
@@ -30,6 +34,7 @@ use crate::domain::{
     filter::{AttributeCondition, Comparison, ContactFilter},
     key::Key,
     page::{Direction, Page, PageRequest},
+    privacy::{AddressKind, ErasedAddress, Erasure},
     topic::SubscriptionStatus,
 };
 
@@ -63,7 +68,7 @@ pub async fn find_by_phone(
     let ids: Vec<Uuid> = entity::Entity::find()
         .select_only()
         .column(entity::Column::Id)
-        .filter(entity::Column::PhoneIndex.eq(keys.blind_index.index(PHONE_INDEX, phone.as_str())))
+        .filter(entity::Column::PhoneIndex.eq(phone_index(keys, phone)))
         .order_by_asc(entity::Column::Id)
         .into_tuple()
         .all(conn)
@@ -73,6 +78,10 @@ pub async fn find_by_phone(
 
 fn email_index(keys: &KeyRing, email: &EmailAddress) -> String {
     keys.blind_index.index(EMAIL_INDEX, email.as_str())
+}
+
+fn phone_index(keys: &KeyRing, phone: &PhoneNumber) -> String {
+    keys.blind_index.index(PHONE_INDEX, phone.as_str())
 }
 
 /// Resolves references to ids in three queries at most, whatever their number.
@@ -164,6 +173,122 @@ pub async fn update(
 
 pub async fn delete(conn: &impl ConnectionTrait, id: ContactId) -> StoreResult<bool> {
     Ok(entity::Entity::delete_by_id(id.as_uuid()).exec(conn).await?.rows_affected > 0)
+}
+
+/// Erases the contact: deletes its rows in every table and its data key (so that copies of its
+/// ciphertext anywhere stay unreadable), and puts the blind indexes of its email and phone on
+/// the erased list. Counts what was deleted; none if there was no such contact.
+pub async fn erase(conn: &impl ConnectionTrait, id: ContactId, at: DateTime<Utc>) -> StoreResult<Option<Erasure>> {
+    let uuid = id.as_uuid();
+    // Locked (on PostgreSQL), so that no event or consent joins the contact between the counts
+    // below and the deletion.
+    let Some(model) = entity::Entity::find_by_id(uuid).lock_exclusive().one(conn).await? else {
+        return Ok(None);
+    };
+    let profile_fields = [
+        &model.external_id,
+        &model.email,
+        &model.phone,
+        &model.first_name,
+        &model.last_name,
+        &model.locale,
+        &model.time_zone,
+        &model.country,
+    ]
+    .into_iter()
+    .filter(|value| value.is_some())
+    .count() as u64;
+    let mut suppressed = Vec::new();
+    for (kind, index) in [(AddressKind::Email, &model.email_index), (AddressKind::Phone, &model.phone_index)] {
+        let Some(index) = index else { continue };
+        erased_address::Entity::insert(erased_address::ActiveModel {
+            blind_index: Set(index.clone()),
+            kind: Set(kind.as_str().to_owned()),
+            erased_at: Set(at),
+        })
+        // A phone number shared with a contact erased before: the later erasure counts.
+        .on_conflict(
+            OnConflict::column(erased_address::Column::BlindIndex)
+                .update_column(erased_address::Column::ErasedAt)
+                .to_owned(),
+        )
+        .exec_without_returning(conn)
+        .await?;
+        suppressed.push(kind);
+    }
+    // Children first and one by one, rather than by the foreign keys' cascade, to count them.
+    consent::Entity::delete_many().filter(consent::Column::ContactId.eq(uuid)).exec(conn).await?;
+    let erasure = Erasure {
+        profile_fields,
+        custom_fields: attribute::Entity::delete_many()
+            .filter(attribute::Column::ContactId.eq(uuid))
+            .exec(conn)
+            .await?
+            .rows_affected,
+        consent_decisions: consent_change::Entity::delete_many()
+            .filter(consent_change::Column::ContactId.eq(uuid))
+            .exec(conn)
+            .await?
+            .rows_affected,
+        topic_subscriptions: topic_subscription::Entity::delete_many()
+            .filter(topic_subscription::Column::ContactId.eq(uuid))
+            .exec(conn)
+            .await?
+            .rows_affected,
+        events: event::Entity::delete_many().filter(event::Column::ContactId.eq(uuid)).exec(conn).await?.rows_affected,
+        data_key_destroyed: keys::destroy(conn, uuid).await?,
+        suppressed,
+    };
+    entity::Entity::delete_by_id(uuid).exec(conn).await?;
+    Ok(Some(erasure))
+}
+
+/// Which of these addresses belong to erased contacts.
+pub async fn erased_addresses(
+    conn: &impl ConnectionTrait,
+    keys: &KeyRing,
+    email: Option<&EmailAddress>,
+    phone: Option<&PhoneNumber>,
+) -> StoreResult<Vec<ErasedAddress>> {
+    let indexes = address_indexes(keys, email, phone);
+    if indexes.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut erased: Vec<ErasedAddress> = erased_address::Entity::find()
+        .filter(erased_address::Column::BlindIndex.is_in(indexes))
+        .all(conn)
+        .await?
+        .into_iter()
+        .map(|row| {
+            let kind = row.kind.parse().map_err(|_| StoreError::Corrupt { table: "erased_address", column: "kind" })?;
+            Ok(ErasedAddress { kind, erased_at: row.erased_at })
+        })
+        .collect::<StoreResult<_>>()?;
+    erased.sort_by_key(|address| address.kind);
+    Ok(erased)
+}
+
+/// Takes these addresses off the erased list (a new consent was captured for them).
+pub async fn readmit(
+    conn: &impl ConnectionTrait,
+    keys: &KeyRing,
+    email: Option<&EmailAddress>,
+    phone: Option<&PhoneNumber>,
+) -> StoreResult<()> {
+    let indexes = address_indexes(keys, email, phone);
+    if !indexes.is_empty() {
+        erased_address::Entity::delete_many()
+            .filter(erased_address::Column::BlindIndex.is_in(indexes))
+            .exec(conn)
+            .await?;
+    }
+    Ok(())
+}
+
+fn address_indexes(keys: &KeyRing, email: Option<&EmailAddress>, phone: Option<&PhoneNumber>) -> Vec<String> {
+    let email = email.map(|email| email_index(keys, email));
+    let phone = phone.map(|phone| phone_index(keys, phone));
+    email.into_iter().chain(phone).collect()
 }
 
 /// One page of contacts in id (= creation) order, restricted by `filter`.
@@ -466,7 +591,7 @@ fn to_active(contact: &Contact, keys: &KeyRing, key: &DataKey) -> entity::Active
         email: Set(seal("email", contact.email.as_ref().map(EmailAddress::as_str))),
         email_index: Set(contact.email.as_ref().map(|email| email_index(keys, email))),
         phone: Set(seal("phone", profile.phone.as_ref().map(PhoneNumber::as_str))),
-        phone_index: Set(profile.phone.as_ref().map(|phone| keys.blind_index.index(PHONE_INDEX, phone.as_str()))),
+        phone_index: Set(profile.phone.as_ref().map(|phone| phone_index(keys, phone))),
         first_name: Set(seal("first_name", profile.first_name.as_ref().map(PersonName::as_str))),
         last_name: Set(seal("last_name", profile.last_name.as_ref().map(PersonName::as_str))),
         locale: Set(profile.locale.as_ref().map(|v| v.as_str().to_owned())),

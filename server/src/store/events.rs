@@ -137,6 +137,19 @@ pub async fn timeline(
     Page::from_rows(rows, request.limit, request.direction).try_map(to_domain)
 }
 
+/// Every event of a contact, oldest first.
+pub async fn all_of(conn: &impl ConnectionTrait, contact_id: ContactId) -> StoreResult<Vec<Event>> {
+    entity::Entity::find()
+        .filter(entity::Column::ContactId.eq(contact_id.as_uuid()))
+        .order_by_asc(entity::Column::OccurredAt)
+        .order_by_asc(entity::Column::Id)
+        .all(conn)
+        .await?
+        .into_iter()
+        .map(to_domain)
+        .collect()
+}
+
 fn older_than(at: DateTime<Utc>, id: Uuid) -> Condition {
     Condition::any()
         .add(entity::Column::OccurredAt.lt(at))

@@ -59,6 +59,12 @@ pub async fn store(conn: &impl ConnectionTrait, keys: &KeyRing, contact_id: Uuid
     Ok(())
 }
 
+/// Deletes a contact's data key: every ciphertext sealed with it, wherever a copy lies, can no
+/// longer be opened once no backup of this table holds the key (crypto-shredding).
+pub async fn destroy(conn: &impl ConnectionTrait, contact_id: Uuid) -> StoreResult<bool> {
+    Ok(contact_key::Entity::delete_by_id(contact_id).exec(conn).await?.rows_affected > 0)
+}
+
 /// The data keys of these contacts, unwrapped, in one statement; contacts without a key are
 /// left out (the caller decides whether that is corruption).
 pub async fn data_keys(

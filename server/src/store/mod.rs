@@ -22,8 +22,8 @@ use std::{
 };
 
 use sea_orm::{
-    ConnectOptions, Database as SeaDatabase, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr, SqlErr,
-    SqliteTransactionMode, TransactionOptions, TransactionTrait,
+    ConnectOptions, ConnectionTrait, Database as SeaDatabase, DatabaseConnection, DatabaseTransaction, DbBackend,
+    DbErr, SqlErr, SqliteTransactionMode, TransactionOptions, TransactionTrait,
 };
 
 pub use sea_orm::DatabaseConnection as Connection;
@@ -114,12 +114,15 @@ impl Database {
             .sqlx_logging(false)
             .map_sqlx_sqlite_opts(|sqlite| {
                 // WAL lets readers run beside the one writer; the busy timeout makes writers queue
-                // instead of failing while another transaction commits.
+                // instead of failing while another transaction commits. Secure delete zeroes what
+                // is deleted, so that an erased contact's plaintext (event properties, say) does
+                // not linger in free pages of the file.
                 sqlite
                     .journal_mode(sea_orm::sqlx::sqlite::SqliteJournalMode::Wal)
                     .synchronous(sea_orm::sqlx::sqlite::SqliteSynchronous::Normal)
                     .busy_timeout(Duration::from_secs(10))
                     .foreign_keys(true)
+                    .pragma("secure_delete", "on")
             });
         let mut connection = SeaDatabase::connect(options).await?;
         let statements = Arc::new(AtomicU64::new(0));
@@ -161,6 +164,17 @@ impl Database {
                 ..TransactionOptions::default()
             })
             .await
+    }
+
+    /// On SQLite, moves the write-ahead log into the database file and empties it: the log
+    /// still holds earlier versions of the pages a deletion rewrote. Busy readers make it a
+    /// partial checkpoint, which is no error: the log is then recycled as writes go on.
+    /// PostgreSQL has no such step; its dead rows go when (auto)vacuum reclaims them.
+    pub async fn truncate_log(&self) -> Result<(), DbErr> {
+        if self.backend() == DbBackend::Sqlite {
+            self.connection.execute_unprepared("PRAGMA wal_checkpoint(TRUNCATE)").await?;
+        }
+        Ok(())
     }
 
     pub async fn ping(&self) -> Result<(), DbErr> {
