@@ -6,6 +6,7 @@ pub mod crypto;
 pub mod domain;
 pub mod graphql;
 pub mod http;
+pub mod mail;
 pub mod service;
 pub mod startup;
 pub mod store;
