@@ -51,7 +51,7 @@ impl Application {
         }
         let database = open_keys(database, masters).await?;
         let services = Services::new(database, Arc::new(SystemClock));
-        if settings.admin_token.is_none() && !options.insecure_dev && services.list_users().await?.is_empty() {
+        if settings.admin_token.is_none() && !options.insecure_dev && !services.any_user_exists().await? {
             tracing::warn!(
                 "no admin user exists and RAPPORT_ADMIN_TOKEN is not set: create one with `rapport admin create --email …`"
             );

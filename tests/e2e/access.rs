@@ -2,8 +2,11 @@
 //! attacks each must withstand (wrong passwords, forged and expired tokens, revoked keys,
 //! missing scopes, brute force, cross-contact tokens, anonymous calls).
 
-use std::io::Write;
-use std::process::{Command, Stdio};
+use std::{
+    io::Write,
+    net::IpAddr,
+    process::{Command, Stdio},
+};
 
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use chrono::{Duration, Utc};
@@ -69,9 +72,25 @@ async fn create_key(app: &TestApp, name: &str, scopes: &[&str]) -> (String, Stri
     (key["secret"].as_str().expect("secret").to_owned(), key["apiKey"]["id"].as_str().expect("id").to_owned())
 }
 
-fn signer_of(app: &TestApp) -> TokenSigner {
+fn masters_of(app: &TestApp) -> MasterKeys {
     let master = MasterKey::parse(app.settings.master_key.as_ref().expect("master key").expose_secret()).unwrap();
-    TokenSigner::new(&MasterKeys::new(master, None))
+    MasterKeys::new(master, None)
+}
+
+fn signer_of(app: &TestApp) -> TokenSigner {
+    TokenSigner::new(&masters_of(app))
+}
+
+/// A sign-in attempt sent from `source` (every 127.0.0.0/8 address reaches the loopback server),
+/// so that tests about one account are not cut short by the per-address limit.
+async fn login_from(app: &TestApp, source: IpAddr, email: &str, password: &str) -> Value {
+    let client = reqwest::Client::builder().local_address(source).build().unwrap();
+    let body = json!({ "query": LOGIN, "variables": { "email": email, "password": password } });
+    client.post(app.url("/graphql")).json(&body).send().await.unwrap().json().await.unwrap()
+}
+
+fn code_of(body: &Value) -> &str {
+    body["errors"][0]["extensions"]["code"].as_str().unwrap_or("none")
 }
 
 on_both_databases! {
@@ -126,7 +145,7 @@ on_both_databases! {
         assert_error(&locked["errors"][0], "RATE_LIMITED", None);
         assert!(locked["errors"][0]["extensions"]["retryAfter"].as_u64().unwrap() >= 1, "{locked:#}");
         let log = app.data("{ auditLog(filter: { action: \"user.login_failed\" }) { nodes { changes } } }", json!({})).await;
-        assert_eq!(log["auditLog"]["nodes"].as_array().unwrap().len(), rapport::service::access::FAILED_LOGINS_BEFORE_LOCK as usize);
+        assert_eq!(log["auditLog"]["nodes"].as_array().unwrap().len(), rapport::service::access::FAILED_LOGINS_BEFORE_LOCK as usize + 1);
         assert!(!log.to_string().contains("still not the password"), "a tried password was recorded");
     }
 
@@ -161,7 +180,13 @@ on_both_databases! {
         let expired = signer_of(&app).sign(Audience::Admin, subject, sid.clone(), now - Duration::hours(2), now - Duration::hours(1));
         let other_key = TokenSigner::new(&MasterKeys::new(MasterKey::generate(), None))
             .sign(Audience::Admin, subject, sid.clone(), now, now + Duration::minutes(5));
-        let contact_audience = signer_of(&app).sign(Audience::Contact, subject, sid, now, now + Duration::minutes(5));
+        let contact_audience = signer_of(&app).sign(Audience::Contact, subject, sid.clone(), now, now + Duration::minutes(5));
+        // The right key and key id under another algorithm: only the algorithm pin refuses it.
+        let real_key = masters_of(&app).derive("token signing v1").remove(0);
+        let header = jsonwebtoken::Header { kid: Some(real_key.id().to_owned()), ..jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS512) };
+        let mut swapped_claims = claims.clone();
+        swapped_claims["exp"] = json!((now + Duration::minutes(5)).timestamp());
+        let hs512 = jsonwebtoken::encode(&header, &swapped_claims, &jsonwebtoken::EncodingKey::from_secret(real_key.bytes())).unwrap();
         for (name, forged) in [
             ("altered payload", altered),
             ("alg none", alg_none),
@@ -169,6 +194,7 @@ on_both_databases! {
             ("expired", expired),
             ("signed with another key", other_key),
             ("for the contact audience", contact_audience),
+            ("HS512 with the real key", hs512),
             ("garbage", "eyJhbGciOi.garbage.x".to_owned()),
         ] {
             let (status, body) = app.graphql_as(Some(&forged), ME, json!({})).await;
@@ -393,5 +419,108 @@ on_both_databases! {
         }
         let log = app.data("{ auditLog(filter: { actorKind: \"system\", actorId: \"cli\" }) { nodes { action } } }", json!({})).await;
         assert_eq!(log["auditLog"]["nodes"][0]["action"], "user.created");
+    }
+    async fn concurrent_wrong_passwords_still_lock_the_account(app) {
+        create_user(&app, "victim@example.com", "OWNER").await;
+        let mut attempts = tokio::task::JoinSet::new();
+        for n in 0..9u8 {
+            let (client, url) = (app.client.clone(), app.url("/graphql"));
+            let body = json!({ "query": LOGIN, "variables": { "email": "victim@example.com", "password": format!("wrong guess number {n}") } });
+            let source: IpAddr = [127, 0, 1, n].into();
+            let client = if n == 0 { client } else { reqwest::Client::builder().local_address(source).build().unwrap() };
+            attempts.spawn(async move { client.post(url).json(&body).send().await.unwrap().json::<Value>().await.unwrap() });
+        }
+        for body in attempts.join_all().await {
+            assert!(["UNAUTHENTICATED", "RATE_LIMITED"].contains(&code_of(&body)), "{body:#}");
+        }
+        let tenth = login_from(&app, [127, 0, 2, 1].into(), "victim@example.com", PASSWORD).await;
+        assert_eq!(code_of(&tenth), "RATE_LIMITED", "signed in after 9 wrong passwords: {tenth:#}");
+    }
+
+    async fn a_locked_account_answers_like_an_unknown_address(app) {
+        create_user(&app, "owner@example.com", "OWNER").await;
+        let (first, second): (IpAddr, IpAddr) = ([127, 0, 0, 1].into(), [127, 0, 0, 2].into());
+        let (mut known, mut unknown) = (Vec::new(), Vec::new());
+        for _ in 0..7 {
+            known.push(code_of(&login_from(&app, first, "owner@example.com", "not the password!").await).to_owned());
+            unknown.push(code_of(&login_from(&app, second, "nobody@example.com", "not the password!").await).to_owned());
+        }
+        assert_eq!(known, unknown);
+        assert_eq!(known.last().map(String::as_str), Some("RATE_LIMITED"), "{known:?}");
+    }
+
+    async fn a_stolen_refresh_token_cannot_outrun_reuse_detection(app) {
+        let signed_in = signed_in(&app, "ops@example.com", "ADMIN").await;
+        let stolen = signed_in["refreshToken"].clone();
+        let t2 = app.graphql_as(None, REFRESH, json!({ "token": stolen })).await.1["data"]["refreshToken"]["refreshToken"].clone();
+        let t3 = app.graphql_as(None, REFRESH, json!({ "token": t2 })).await.1["data"]["refreshToken"]["refreshToken"].clone();
+        assert!(t3.is_string());
+        let (_, victim) = app.graphql_as(None, REFRESH, json!({ "token": stolen })).await;
+        assert_error(&victim["errors"][0], "UNAUTHENTICATED", None);
+        let (_, thief) = app.graphql_as(None, REFRESH, json!({ "token": t3 })).await;
+        assert_error(&thief["errors"][0], "UNAUTHENTICATED", None);
+        let log = app.data("{ auditLog(filter: { action: \"session.reuse_detected\" }) { nodes { targetKind } } }", json!({})).await;
+        assert_eq!(log["auditLog"]["nodes"].as_array().unwrap().len(), 1, "{log:#}");
+    }
+
+    async fn a_refresh_keeps_the_end_of_the_session(app) {
+        let signed_in = signed_in(&app, "ops@example.com", "ADMIN").await;
+        tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+        let (_, refreshed) = app.graphql_as(None, "mutation($token: String!) { refreshToken(refreshToken: $token) { sessionExpiresAt } }", json!({ "token": signed_in["refreshToken"] })).await;
+        assert_eq!(refreshed["data"]["refreshToken"]["sessionExpiresAt"], signed_in["sessionExpiresAt"]);
+    }
+
+    async fn a_write_only_key_cannot_mint_contact_tokens_to_read_contacts(app) {
+        let a = app.upsert_contact(json!({ "email": "a@example.com" })).await["id"].as_str().unwrap().to_owned();
+        let (key, _) = create_key(&app, "signup form", &["profiles:write"]).await;
+        let (_, minted) = app.graphql_as(Some(&key), ISSUE_CONTACT_TOKEN, json!({ "id": a, "purpose": "PREFERENCES" })).await;
+        assert_error(&minted["errors"][0], "FORBIDDEN", None);
+    }
+
+    async fn a_contact_token_cannot_forge_consent_evidence(app) {
+        let a = app.upsert_contact(json!({ "email": "a@example.com" })).await["id"].as_str().unwrap().to_owned();
+        let issued = app.data(ISSUE_CONTACT_TOKEN, json!({ "id": a, "purpose": "PREFERENCES" })).await;
+        let token = issued["issueContactToken"]["token"].as_str().unwrap().to_owned();
+        let forged = "mutation($id: ID!) { setConsent(input: { contactId: $id, purpose: \"marketing\", channel: EMAIL, status: GRANTED,
+            legalBasis: LEGITIMATE_INTERESTS, source: ADMIN, capturedAt: \"2020-01-01T00:00:00Z\",
+            proof: { ip: \"10.1.2.3\", userAgent: \"Rapport admin console\", wordingId: \"footer\", wordingVersion: 3 } }) { status } }";
+        let response = app.client.post(app.url("/graphql")).bearer_auth(&token).header("user-agent", "Mozilla/5.0 (test)")
+            .json(&json!({ "query": forged, "variables": { "id": a } })).send().await.unwrap();
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["data"]["setConsent"]["status"], "GRANTED", "{body:#}");
+        let stored = app.data("query($id: ID!) { contact(by: { id: $id }) { consents { source legalBasis capturedAt proof { ip userAgent wordingId wordingVersion } } } }", json!({ "id": a })).await;
+        let consent = &stored["contact"]["consents"][0];
+        assert_eq!(consent["source"], "PREFERENCE_CENTER");
+        assert_eq!(consent["legalBasis"], "CONSENT");
+        assert_ne!(consent["capturedAt"], "2020-01-01T00:00:00Z");
+        assert_eq!(consent["proof"], json!({ "ip": "127.0.0.1", "userAgent": "Mozilla/5.0 (test)", "wordingId": "footer", "wordingVersion": 3 }));
+    }
+
+    async fn an_admin_email_is_redacted_in_the_audit_log(app) {
+        create_user(&app, "jane.doe@example.com", "ANALYST").await;
+        let log = app.data("{ auditLog(filter: { action: \"user.created\" }) { nodes { changes } } }", json!({})).await;
+        assert!(!log.to_string().contains("jane.doe@example.com"), "{log:#}");
+    }
+
+    async fn two_concurrent_demotions_never_leave_no_owner(app) {
+        let alter = "mutation($input: AlterUserInput!) { alterUser(input: $input) { role } }";
+        let mut owners = vec![create_user(&app, "owner0@example.com", "OWNER").await, create_user(&app, "owner1@example.com", "OWNER").await];
+        for trial in 0..10 {
+            let mut demotions = tokio::task::JoinSet::new();
+            for id in owners.clone() {
+                let (client, url) = (app.client.clone(), app.url("/graphql"));
+                let body = json!({ "query": alter, "variables": { "input": { "id": id, "role": "ADMIN" } } });
+                demotions.spawn(async move {
+                    let response = client.post(url).bearer_auth(rapport_e2e::ADMIN_TOKEN).json(&body).send().await.unwrap();
+                    (id, response.json::<Value>().await.unwrap())
+                });
+            }
+            let outcomes = demotions.join_all().await;
+            let users = app.data("{ users { role disabledAt } }", json!({})).await;
+            let active_owners = users["users"].as_array().unwrap().iter().filter(|u| u["role"] == "OWNER" && u["disabledAt"].is_null()).count();
+            assert!(active_owners >= 1, "trial {trial}: no active owner left: {outcomes:?}");
+            owners = outcomes.into_iter().filter(|(_, body)| body.get("errors").is_some()).map(|(id, _)| id).collect();
+            owners.push(create_user(&app, &format!("owner{}@example.com", trial + 2), "OWNER").await);
+        }
     }
 }

@@ -1,12 +1,13 @@
 //! Who asked for a change and from where: the use cases authorise with it, and the audit log
 //! records it beside every change.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv6Addr};
 
 use uuid::Uuid;
 
 use super::{
     access::{ContactTokenPurpose, Permission, Role, Scopes},
+    consent::UserAgent,
     contact::ContactId,
 };
 
@@ -40,6 +41,14 @@ impl Actor {
         }
     }
 
+    /// The contact whose preference-center token this actor presents, if any.
+    pub fn own_contact(&self) -> Option<ContactId> {
+        match self {
+            Actor::Contact { contact_id, purpose: ContactTokenPurpose::Preferences } => Some(*contact_id),
+            _ => None,
+        }
+    }
+
     /// The role this actor acts with when managing users: the bootstrap token and the command
     /// line act as owners.
     pub fn role(&self) -> Option<Role> {
@@ -58,11 +67,23 @@ pub struct RequestContext {
     pub request_id: String,
     /// The caller's address, for the audit log and consent proof; none for work started inside.
     pub ip: Option<IpAddr>,
+    /// The caller's `User-Agent`, for consent proof.
+    pub user_agent: Option<UserAgent>,
 }
 
 impl RequestContext {
     /// Work the system does by itself or on an operator's command line, not for a caller.
     pub fn internal(actor: Actor, request_id: impl Into<String>) -> Self {
-        Self { actor, request_id: request_id.into(), ip: None }
+        Self { actor, request_id: request_id.into(), ip: None, user_agent: None }
+    }
+}
+
+/// The client behind an address, for per-client limits. An IPv6 host usually holds a whole /64
+/// and can pick any address in it, so the /64 is the client; an IPv4 address arriving as
+/// IPv4-mapped IPv6 (a dual-stack listener) is the IPv4 address it is.
+pub fn client_of(peer: IpAddr) -> IpAddr {
+    match peer.to_canonical() {
+        IpAddr::V6(address) => IpAddr::V6(Ipv6Addr::from_bits(address.to_bits() & !u128::from(u64::MAX))),
+        v4 => v4,
     }
 }

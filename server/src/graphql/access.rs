@@ -193,12 +193,12 @@ impl AccessQuery {
 
     #[graphql(guard = "Allow::to(Permission::UsersManage)")]
     async fn users(&self, ctx: &Context<'_>) -> GqlResult<Vec<UserNode>> {
-        Ok(services_of(ctx)?.list_users().await?.into_iter().map(UserNode).collect())
+        Ok(services_of(ctx)?.list_users(request_of(ctx)?).await?.into_iter().map(UserNode).collect())
     }
 
     #[graphql(guard = "Allow::to(Permission::KeysManage)")]
     async fn api_keys(&self, ctx: &Context<'_>) -> GqlResult<Vec<ApiKeyNode>> {
-        Ok(services_of(ctx)?.list_api_keys().await?.into_iter().map(ApiKeyNode).collect())
+        Ok(services_of(ctx)?.list_api_keys(request_of(ctx)?).await?.into_iter().map(ApiKeyNode).collect())
     }
 }
 
@@ -260,7 +260,7 @@ impl AccessMutation {
 
     /// A signed, expiring token that lets its holder act as this contact for one purpose
     /// only, for links in emails.
-    #[graphql(guard = "Allow::to(Permission::ProfilesWrite)")]
+    #[graphql(guard = "Allow::to(Permission::ProfilesRead).and(Allow::to(Permission::ProfilesWrite))")]
     async fn issue_contact_token(
         &self,
         ctx: &Context<'_>,

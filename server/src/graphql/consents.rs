@@ -100,6 +100,8 @@ impl ConsentNode {
         self.0.recorded_at
     }
 
+    /// Often a staff member's or an import job's address: not for contact tokens.
+    #[graphql(guard = "Allow::to(Permission::ProfilesRead)")]
     async fn proof(&self) -> ProofNode<'_> {
         ProofNode(&self.0.proof)
     }

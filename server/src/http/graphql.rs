@@ -22,6 +22,7 @@ use serde_json::{Value, json};
 
 use super::{AppState, graphiql, request_id};
 use crate::{
+    domain::consent::UserAgent,
     graphql::{
         error::{GqlError, INTERNAL_MESSAGE, retry_after_seconds},
         loaders::Loaders,
@@ -164,7 +165,15 @@ async fn handle(
         request = request.variables(Variables::from_json(variables));
     }
     let request = request
-        .data(RequestContext { actor, request_id: request_id.clone(), ip: Some(peer.ip()) })
+        .data(RequestContext {
+            actor,
+            request_id: request_id.clone(),
+            ip: Some(peer.ip()),
+            user_agent: headers
+                .get(header::USER_AGENT)
+                .and_then(|value| value.to_str().ok())
+                .and_then(|value| UserAgent::parse(value).ok()),
+        })
         .data(Loaders::new(&state.services));
     let response = state.schema.execute(request).await;
 

@@ -4,7 +4,7 @@
 //! bucket of their own without being checked first, and no raw credential is kept.
 
 use std::{
-    net::{IpAddr, Ipv6Addr, SocketAddr},
+    net::{IpAddr, SocketAddr},
     sync::{
         Arc,
         atomic::{AtomicU64, Ordering},
@@ -23,7 +23,7 @@ use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter, clock::Clock};
 use sha2::{Digest, Sha256};
 
 use super::{auth::bearer_token, error::ApiError, graphql};
-use crate::{config::RateLimit, service::Error};
+use crate::{config::RateLimit, domain::request::client_of, service::Error};
 
 /// Probes from orchestrators and load balancers: throttling them would make a busy server look
 /// dead and get it restarted.
@@ -59,7 +59,7 @@ impl Limiters {
             self.per_credential.retain_recent();
         }
         let clock = self.per_ip.clock();
-        self.per_ip.check_key(&client(peer)).map_err(|not_until| {
+        self.per_ip.check_key(&client_of(peer)).map_err(|not_until| {
             tracing::debug!("over the per-address rate limit");
             not_until.wait_time_from(clock.now())
         })?;
@@ -77,16 +77,6 @@ impl Limiters {
 fn quota(limit: RateLimit) -> anyhow::Result<Quota> {
     let quota = Quota::with_period(limit.period()).ok_or_else(|| anyhow!("{limit:?} is too fast to enforce"))?;
     Ok(quota.allow_burst(limit.burst()))
-}
-
-/// The key of a client address. An IPv6 host usually holds a whole /64 and can pick any address
-/// in it, so the /64 is the client; an IPv4 address arriving as IPv4-mapped IPv6 (a dual-stack
-/// listener) is keyed as the IPv4 address it is.
-fn client(peer: IpAddr) -> IpAddr {
-    match peer.to_canonical() {
-        IpAddr::V6(address) => IpAddr::V6(Ipv6Addr::from_bits(address.to_bits() & !u128::from(u64::MAX))),
-        v4 => v4,
-    }
 }
 
 /// The middleware: answers 429 with `Retry-After` over the limit, shaped as a GraphQL response
@@ -150,9 +140,9 @@ mod tests {
     fn an_ipv6_client_is_its_64_and_a_mapped_ipv4_address_is_itself() {
         let one: IpAddr = "2001:db8:1:2::1".parse().unwrap();
         let other: IpAddr = "2001:db8:1:2:ffff::9".parse().unwrap();
-        assert_eq!(client(one), client(other));
-        assert_ne!(client(one), client("2001:db8:1:3::1".parse().unwrap()));
-        assert_eq!(client("::ffff:192.0.2.1".parse().unwrap()), IpAddr::from([192, 0, 2, 1]));
+        assert_eq!(client_of(one), client_of(other));
+        assert_ne!(client_of(one), client_of("2001:db8:1:3::1".parse().unwrap()));
+        assert_eq!(client_of("::ffff:192.0.2.1".parse().unwrap()), IpAddr::from([192, 0, 2, 1]));
     }
 
     #[test]

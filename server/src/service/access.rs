@@ -11,6 +11,7 @@ use tracing::instrument;
 use uuid::Uuid;
 
 use super::{Actor, Error, RequestContext, Result, Services};
+use crate::domain::request::client_of;
 use crate::{
     audit::{self, Changes},
     crypto::{
@@ -37,6 +38,8 @@ const LOGIN_ATTEMPTS_PER_IP_PER_MINUTE: u32 = 10;
 const KEY_USE_RESOLUTION: Duration = Duration::minutes(1);
 
 pub const API_KEY_PREFIX: &str = "rpk_";
+/// Blind-index kind of the addresses typed at sign-in.
+const LOGIN_ADDRESS_INDEX: &str = "login_address";
 const REFRESH_TOKEN_PREFIX: &str = "rrt_";
 
 /// Per-address throttle for sign-in attempts, shared by all requests of this process.
@@ -54,7 +57,7 @@ impl LoginThrottle {
         if self.0.len() > 10_000 {
             self.0.retain_recent();
         }
-        self.0.check_key(&ip).map_err(|not_until| Error::RateLimited {
+        self.0.check_key(&client_of(ip)).map_err(|not_until| Error::RateLimited {
             retry_after: not_until
                 .wait_time_from(governor::clock::Clock::now(&governor::clock::DefaultClock::default())),
         })
@@ -68,7 +71,7 @@ impl Default for LoginThrottle {
 }
 
 /// What a successful sign-in or refresh hands back. The refresh token is shown only here.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct SignedIn {
     pub user: AdminUser,
     pub access_token: String,
@@ -101,10 +104,26 @@ pub struct UserAlteration {
 }
 
 /// A contact token and when it stops working.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ContactToken {
     pub token: String,
     pub expires_at: DateTime<Utc>,
+}
+
+// Tokens are credentials: a stray `?value` in a log line must not print them.
+impl std::fmt::Debug for SignedIn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SignedIn")
+            .field("user", &self.user.id)
+            .field("session_expires_at", &self.session_expires_at)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for ContactToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ContactToken").field("expires_at", &self.expires_at).finish()
+    }
 }
 
 impl Services {
@@ -141,10 +160,6 @@ impl Services {
         })
     }
 
-    fn require(&self, ctx: &RequestContext, permission: Permission) -> Result<()> {
-        if ctx.actor.may(permission) { Ok(()) } else { Err(Error::Forbidden) }
-    }
-
     /// The actor may manage users of `role`: owners manage everyone, admins all but owners.
     fn require_manages(&self, ctx: &RequestContext, role: Role) -> Result<()> {
         self.require(ctx, Permission::UsersManage)?;
@@ -170,14 +185,20 @@ impl Services {
         let tx = self.db.begin_write().await?;
         store::access::insert_user(&tx, &user, &hash).await?;
         let mut changes = Changes::new();
-        changes.field("email", None, Some(json!(user.email.as_str()))).field("role", None, Some(json!(role.as_str())));
+        changes.personal("email", None, Some(json!(user.email.as_str()))).field("role", None, Some(json!(role.as_str())));
         audit::append(&tx, ctx, now, audit::Entry::new("user.created", "user", user.id.to_string(), changes)).await?;
         tx.commit().await?;
         Ok(user)
     }
 
-    pub async fn list_users(&self) -> Result<Vec<AdminUser>> {
+    pub async fn list_users(&self, ctx: &RequestContext) -> Result<Vec<AdminUser>> {
+        self.require(ctx, Permission::UsersManage)?;
         Ok(store::access::users(self.db.connection()).await?)
+    }
+
+    /// Whether anyone can sign in yet, for the start-up hint.
+    pub async fn any_user_exists(&self) -> Result<bool> {
+        Ok(store::access::any_user(self.db.connection()).await?)
     }
 
     pub async fn find_user(&self, id: Uuid) -> Result<AdminUser> {
@@ -190,7 +211,7 @@ impl Services {
     pub async fn alter_user(&self, ctx: &RequestContext, id: Uuid, alteration: UserAlteration) -> Result<AdminUser> {
         let now = self.now();
         let tx = self.db.begin_write().await?;
-        let before = store::access::user(&tx, id).await?.ok_or(Error::NotFound { what: "user" })?;
+        let before = store::access::user_for_update(&tx, id).await?.ok_or(Error::NotFound { what: "user" })?;
         self.require_manages(ctx, before.role)?;
         let mut user = before.clone();
         if let Some(role) = alteration.role {
@@ -203,7 +224,7 @@ impl Services {
         let stops_being_active_owner = before.role == Role::Owner
             && before.disabled_at.is_none()
             && (user.role != Role::Owner || user.disabled_at.is_some());
-        if stops_being_active_owner && store::access::count_active_owners(&tx).await? <= 1 {
+        if stops_being_active_owner && store::access::lock_active_owners(&tx).await? <= 1 {
             return Err(Error::Conflict {
                 field: None,
                 reason: "the last active owner cannot be demoted or disabled".into(),
@@ -226,53 +247,61 @@ impl Services {
         Ok(user)
     }
 
-    /// Checks a password and opens a session. Unknown addresses, disabled accounts and wrong
-    /// passwords get the same answer in about the same time; attempts are throttled per address
-    /// and, after repeated failures, per account.
+    /// Checks a password and opens a session. Every attempt is counted against the address
+    /// typed before the password is checked, known account or not, so that concurrent guesses
+    /// all count and a lock looks the same for every address; attempts are also throttled per
+    /// client address. Unknown addresses, disabled accounts and wrong passwords get the same
+    /// answer after the same work.
     #[instrument(skip_all, fields(request_id = %ctx.request_id))]
     pub async fn login(&self, ctx: &RequestContext, email: &str, password: &str) -> Result<SignedIn> {
         if let Some(ip) = ctx.ip {
             self.login_throttle.check(ip)?;
         }
         let now = self.now();
-        let found = match EmailAddress::parse(email) {
-            Ok(email) => store::access::user_by_email(self.db.connection(), &email).await?,
-            Err(_) => None,
-        };
-        let Some((user, credentials)) = found.filter(|(user, _)| user.disabled_at.is_none()) else {
-            passwords::verify_against_nothing(password);
-            return Err(Error::Unauthenticated);
-        };
-        if let Some(locked_until) = credentials.locked_until.filter(|until| *until > now) {
+        let parsed = EmailAddress::parse(email).ok();
+        let address = self.db.keys()?.blind_index.index(
+            LOGIN_ADDRESS_INDEX,
+            &parsed.as_ref().map_or_else(|| email.trim().to_lowercase(), |email| email.as_str().to_owned()),
+        );
+        let tx = self.db.begin_write().await?;
+        let (attempts, locked_until) = store::access::count_attempt(&tx, &address, now).await?;
+        if let Some(locked_until) = locked_until.filter(|until| *until > now) {
+            // Rolled back: waiting out a lock does not lengthen it.
             return Err(Error::RateLimited { retry_after: (locked_until - now).to_std().unwrap_or_default() });
         }
-        let hash = credentials.password_hash;
-        let matches = tokio::task::spawn_blocking({
-            let (hash, password) = (hash.clone(), password.to_owned());
-            move || passwords::verify(&hash, &password)
-        })
-        .await
-        .map_err(|error| Error::Internal(error.into()))?;
-
-        let tx = self.db.begin_write().await?;
-        if !matches {
-            let failures = credentials.failed_logins.saturating_add(1);
-            let locked_until = lock_after(failures).map(|lock| now + lock);
-            store::access::record_failed_login(&tx, user.id, failures, locked_until).await?;
-            let mut changes = Changes::new();
-            changes.field("failedLogins", Some(json!(credentials.failed_logins)), Some(json!(failures)));
-            if let Some(until) = locked_until {
-                changes.field("lockedUntil", None, Some(json!(until)));
-            }
-            let entry = audit::Entry::new("user.login_failed", "user", user.id.to_string(), changes);
-            audit::append(&tx, ctx, now, entry).await?;
-            tx.commit().await?;
-            return Err(Error::Unauthenticated);
+        if let Some(lock) = lock_after(attempts) {
+            store::access::lock_address(&tx, &address, now + lock).await?;
         }
-        let rehashed = passwords::needs_rehash(&hash)
-            .then(|| Password::parse(password).ok().map(|password| passwords::hash(&password)))
-            .flatten();
-        store::access::record_successful_login(&tx, user.id, rehashed).await?;
+        let found = match &parsed {
+            Some(email) => store::access::user_by_email(&tx, email).await?,
+            None => None,
+        }
+        .filter(|(user, _)| user.disabled_at.is_none());
+        tx.commit().await?;
+
+        let hash = found.as_ref().map(|(_, hash)| hash.clone());
+        let matches = self.verify_password(hash.clone(), password).await?;
+        let tx = self.db.begin_write().await?;
+        let user = match found {
+            Some((user, _)) if matches => user,
+            found => {
+                let mut changes = Changes::new();
+                changes.field("attemptsInARow", None, Some(json!(attempts)));
+                let (kind, target) = match found {
+                    Some((user, _)) => ("user", user.id.to_string()),
+                    None => ("login_address", address),
+                };
+                audit::append(&tx, ctx, now, audit::Entry::new("user.login_failed", kind, target, changes)).await?;
+                tx.commit().await?;
+                return Err(Error::Unauthenticated);
+            }
+        };
+        store::access::clear_attempts(&tx, &address).await?;
+        if hash.as_deref().is_some_and(passwords::needs_rehash)
+            && let Ok(password) = Password::parse(password)
+        {
+            store::access::replace_password_hash(&tx, user.id, passwords::hash(&password)).await?;
+        }
         let session_id = Uuid::now_v7();
         let refresh_token = refresh_token_for(session_id);
         let session_expires_at = now + SESSION_LIFETIME;
@@ -287,22 +316,26 @@ impl Services {
         let mut changes = Changes::new();
         changes.field("session", None, Some(json!(session_id)));
         audit::append(&tx, ctx, now, audit::Entry::new("user.signed_in", "user", user.id.to_string(), changes)).await?;
+        let signer = self.signer()?;
         tx.commit().await?;
-        let (access_token, access_expires_at) = self.access_token(&user, session_id, now, session_expires_at)?;
+        let (access_token, access_expires_at) = access_token(&signer, &user, session_id, now, session_expires_at);
         Ok(SignedIn { user, access_token, access_expires_at, refresh_token, session_expires_at })
     }
 
-    fn access_token(
-        &self,
-        user: &AdminUser,
-        session: Uuid,
-        now: DateTime<Utc>,
-        session_expires_at: DateTime<Utc>,
-    ) -> Result<(String, DateTime<Utc>)> {
-        let expires_at = (now + ACCESS_TOKEN_LIFETIME).min(session_expires_at);
-        let token =
-            self.signer()?.sign(Audience::Admin, &user.id.to_string(), AccessClaims { sid: session }, now, expires_at);
-        Ok((token, expires_at))
+    /// Checks `password` against `hash`, or spends the same time when there is no account, off
+    /// the async workers and a bounded number at a time.
+    async fn verify_password(&self, hash: Option<String>, password: &str) -> Result<bool> {
+        let _permit = self.password_work.acquire().await.map_err(|error| Error::Internal(error.into()))?;
+        let password = password.to_owned();
+        tokio::task::spawn_blocking(move || match hash {
+            Some(hash) => passwords::verify(&hash, &password),
+            None => {
+                passwords::verify_against_nothing(&password);
+                false
+            }
+        })
+        .await
+        .map_err(|error| Error::Internal(error.into()))
     }
 
     /// Trades a refresh token for a new access token and a new refresh token; the old one stops
@@ -312,12 +345,13 @@ impl Services {
         let session_id = session_of_refresh_token(refresh_token).ok_or(Error::Unauthenticated)?;
         let now = self.now();
         let next = refresh_token_for(session_id);
+        let signer = self.signer()?;
         let tx = self.db.begin_write().await?;
         let rotation =
             store::access::rotate_refresh(&tx, session_id, &secret_digest(refresh_token), &secret_digest(&next), now)
                 .await?;
-        let user_id = match rotation {
-            Rotation::Rotated { user_id } => user_id,
+        let (user_id, session_expires_at) = match rotation {
+            Rotation::Rotated { user_id, expires_at } => (user_id, expires_at),
             Rotation::Reused => {
                 let mut changes = Changes::new();
                 changes.field("revoked", Some(json!(false)), Some(json!(true)));
@@ -331,8 +365,7 @@ impl Services {
         let user =
             store::access::user_of_open_session(&tx, session_id, user_id, now).await?.ok_or(Error::Unauthenticated)?;
         tx.commit().await?;
-        let session_expires_at = now + SESSION_LIFETIME;
-        let (access_token, access_expires_at) = self.access_token(&user, session_id, now, session_expires_at)?;
+        let (access_token, access_expires_at) = access_token(&signer, &user, session_id, now, session_expires_at);
         Ok(SignedIn { user, access_token, access_expires_at, refresh_token: next, session_expires_at })
     }
 
@@ -386,7 +419,8 @@ impl Services {
         Ok((api_key, secret))
     }
 
-    pub async fn list_api_keys(&self) -> Result<Vec<ApiKey>> {
+    pub async fn list_api_keys(&self, ctx: &RequestContext) -> Result<Vec<ApiKey>> {
+        self.require(ctx, Permission::KeysManage)?;
         Ok(store::access::keys(self.db.connection()).await?)
     }
 
@@ -415,6 +449,9 @@ impl Services {
         contact_id: ContactId,
         purpose: ContactTokenPurpose,
     ) -> Result<ContactToken> {
+        // A token reads the contact, so issuing one takes reading rights as well as writing ones.
+        self.require(ctx, Permission::ProfilesRead)?;
+        self.require(ctx, Permission::ProfilesWrite)?;
         let now = self.now();
         let expires_at = now + purpose.lifetime();
         let tx = self.db.begin_write().await?;
@@ -435,6 +472,17 @@ impl Services {
         let token = self.signer()?.sign(Audience::Contact, &contact_id.to_string(), claims, now, expires_at);
         Ok(ContactToken { token, expires_at })
     }
+}
+
+fn access_token(
+    signer: &TokenSigner,
+    user: &AdminUser,
+    session: Uuid,
+    now: DateTime<Utc>,
+    session_expires_at: DateTime<Utc>,
+) -> (String, DateTime<Utc>) {
+    let expires_at = (now + ACCESS_TOKEN_LIFETIME).min(session_expires_at);
+    (signer.sign(Audience::Admin, &user.id.to_string(), AccessClaims { sid: session }, now, expires_at), expires_at)
 }
 
 /// Locks double in length with each failure past the threshold, up to an hour.

@@ -13,6 +13,7 @@ use super::{Error, RequestContext, Result, Services};
 use crate::{
     audit::{self, Changes},
     domain::{
+        access::Permission,
         consent::{Channel, ConsentChange, ConsentProof, ConsentSource, ConsentStatus, LegalBasis, Purpose},
         contact::{ContactId, ContactRef},
         key::Key,
@@ -77,6 +78,8 @@ impl Services {
         contact_id: ContactId,
         decision: ConsentDecision,
     ) -> Result<ConsentChange> {
+        self.require_or_own_contact(ctx, Permission::ProfilesWrite, contact_id)?;
+        let decision = if ctx.actor.own_contact().is_some() { decision.into_self_service(ctx) } else { decision };
         let now = self.now();
         let tx = self.db.begin_write().await?;
         if store::contacts::find(&tx, self.db.keys()?, &ContactRef::Id(contact_id)).await?.is_none() {
@@ -105,6 +108,24 @@ impl Services {
 }
 
 impl ConsentDecision {
+    /// A decision a contact makes about themselves: the evidence is what Rapport saw (source,
+    /// now, their address and browser), never what the caller claims, because these records
+    /// may have to prove consent in court. Only which wording they were shown is theirs to say.
+    fn into_self_service(self, ctx: &RequestContext) -> Self {
+        Self {
+            legal_basis: LegalBasis::Consent,
+            source: ConsentSource::PreferenceCenter,
+            captured_at: None,
+            proof: ConsentProof {
+                ip: ctx.ip,
+                user_agent: ctx.user_agent.clone(),
+                wording_id: self.proof.wording_id,
+                wording_version: self.proof.wording_version,
+            },
+            ..self
+        }
+    }
+
     /// The decision as it will be stored for `contact_id`: its purpose must exist, and its
     /// capture time (now when not given) must not lie in the future.
     pub(super) fn settle(

@@ -19,7 +19,10 @@ pub use error::{Error, Result};
 // Defined in the domain so that the audit writer, below this layer, can read them too.
 pub use crate::domain::request::{Actor, RequestContext};
 
-use crate::store::Database;
+use crate::{
+    domain::{access::Permission, contact::ContactId},
+    store::Database,
+};
 
 /// Where "now" comes from, so tests can hold time still.
 pub trait Clock: Send + Sync {
@@ -40,11 +43,19 @@ pub struct Services {
     pub(crate) db: Database,
     pub(crate) clock: Arc<dyn Clock>,
     login_throttle: Arc<access::LoginThrottle>,
+    /// Bounds the password hashes computed at once: each takes 19 MiB and a core for ~50 ms.
+    password_work: Arc<tokio::sync::Semaphore>,
 }
 
 impl Services {
     pub fn new(db: Database, clock: Arc<dyn Clock>) -> Self {
-        Self { db, clock, login_throttle: Arc::new(access::LoginThrottle::new()) }
+        let cores = std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get);
+        Self {
+            db,
+            clock,
+            login_throttle: Arc::new(access::LoginThrottle::new()),
+            password_work: Arc::new(tokio::sync::Semaphore::new(cores * 2)),
+        }
     }
 
     /// Whether the database answers, for readiness probes.
@@ -54,6 +65,26 @@ impl Services {
 
     pub fn database(&self) -> &Database {
         &self.db
+    }
+
+    /// Use cases check their caller themselves, whichever edge (GraphQL, a page, the command
+    /// line) calls them.
+    pub(crate) fn require(&self, ctx: &RequestContext, permission: Permission) -> Result<()> {
+        if ctx.actor.may(permission) { Ok(()) } else { Err(Error::Forbidden) }
+    }
+
+    /// `permission`, or a preference-center token of this very contact.
+    pub(crate) fn require_or_own_contact(
+        &self,
+        ctx: &RequestContext,
+        permission: Permission,
+        contact_id: ContactId,
+    ) -> Result<()> {
+        if ctx.actor.may(permission) || ctx.actor.own_contact() == Some(contact_id) {
+            Ok(())
+        } else {
+            Err(Error::Forbidden)
+        }
     }
 
     /// Database time resolution is a microsecond; truncating here makes values read back equal

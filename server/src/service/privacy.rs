@@ -11,6 +11,7 @@ use super::{Error, RequestContext, Result, Services};
 use crate::{
     audit::{self, Changes},
     domain::{
+        access::Permission,
         consent::{ConsentChange, ConsentStatus, LegalBasis},
         contact::{Contact, ContactId, ContactRef},
         privacy::{ContactExport, Erasure, ErasureReceipt},
@@ -23,6 +24,7 @@ impl Services {
     /// the audit log (after reading, so the export does not list itself).
     #[instrument(skip_all, fields(request_id = %ctx.request_id))]
     pub async fn export_contact(&self, ctx: &RequestContext, reference: &ContactRef) -> Result<ContactExport> {
+        self.require(ctx, Permission::PrivacyManage)?;
         let tx = self.db.begin_write().await?;
         let contact =
             store::contacts::find(&tx, self.db.keys()?, reference).await?.ok_or(Error::NotFound { what: "contact" })?;
@@ -49,6 +51,7 @@ impl Services {
     /// log that counts what went, without any of it. The tombstone's id is the receipt's.
     #[instrument(skip_all, fields(request_id = %ctx.request_id, contact_id = %id))]
     pub async fn erase_contact(&self, ctx: &RequestContext, id: ContactId) -> Result<ErasureReceipt> {
+        self.require(ctx, Permission::PrivacyManage)?;
         let now = self.now();
         let tx = self.db.begin_write().await?;
         let erased = store::contacts::erase(&tx, id, now).await?.ok_or(Error::NotFound { what: "contact" })?;

@@ -8,6 +8,7 @@ use serde_json::Value;
 use super::{Error, RequestContext, Result, Services};
 use crate::{
     audit::{self, Changes},
+    domain::access::Permission,
     domain::{
         contact::{ContactId, ContactRef},
         key::Key,
@@ -105,6 +106,7 @@ impl Services {
         status: SubscriptionStatus,
         frequency: Option<Frequency>,
     ) -> Result<(Topic, TopicSubscription)> {
+        self.require_or_own_contact(ctx, Permission::ProfilesWrite, contact_id)?;
         let tx = self.db.begin_write().await?;
         let topic = store::topics::find(&tx, topic_key)
             .await?

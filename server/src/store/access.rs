@@ -2,28 +2,25 @@
 
 use chrono::{DateTime, Utc};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, sea_query::Expr,
+    ActiveValue::Set,
+    ColumnTrait, Condition, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
+    sea_query::{Expr, ExprTrait, OnConflict},
 };
 use uuid::Uuid;
 
 use super::{
     StoreError, StoreResult,
-    entity::{admin_user as user, api_key as key, user_session as session},
+    entity::{
+        admin_user as user, api_key as key, login_throttle as throttle, used_refresh_token as used,
+        user_session as session,
+    },
 };
 use crate::domain::{
     access::{AdminUser, ApiKey, Role, Scopes},
     contact::EmailAddress,
 };
 
-/// What sign-in needs beyond the user: the hash to check and the throttle state.
-#[derive(Debug, Clone)]
-pub struct Credentials {
-    pub password_hash: String,
-    pub failed_logins: i32,
-    pub locked_until: Option<DateTime<Utc>>,
-}
-
-fn user_to_domain(model: user::Model) -> StoreResult<(AdminUser, Credentials)> {
+fn user_to_domain(model: user::Model) -> StoreResult<(AdminUser, String)> {
     let corrupt = |column| StoreError::Corrupt { table: "admin_user", column };
     Ok((
         AdminUser {
@@ -33,11 +30,7 @@ fn user_to_domain(model: user::Model) -> StoreResult<(AdminUser, Credentials)> {
             created_at: model.created_at,
             disabled_at: model.disabled_at,
         },
-        Credentials {
-            password_hash: model.password_hash,
-            failed_logins: model.failed_logins,
-            locked_until: model.locked_until,
-        },
+        model.password_hash,
     ))
 }
 
@@ -49,23 +42,29 @@ pub async fn insert_user(conn: &impl ConnectionTrait, user: &AdminUser, password
         role: Set(user.role.as_str().to_owned()),
         created_at: Set(user.created_at),
         disabled_at: Set(user.disabled_at),
-        failed_logins: Set(0),
-        locked_until: Set(None),
     })
     .exec_without_returning(conn)
     .await?;
     Ok(())
 }
 
+/// The user with this address and their password hash.
 pub async fn user_by_email(
     conn: &impl ConnectionTrait,
     email: &EmailAddress,
-) -> StoreResult<Option<(AdminUser, Credentials)>> {
+) -> StoreResult<Option<(AdminUser, String)>> {
     user::Entity::find().filter(user::Column::Email.eq(email.as_str())).one(conn).await?.map(user_to_domain).transpose()
 }
 
 pub async fn user(conn: &impl ConnectionTrait, id: Uuid) -> StoreResult<Option<AdminUser>> {
     Ok(user::Entity::find_by_id(id).one(conn).await?.map(user_to_domain).transpose()?.map(|(user, _)| user))
+}
+
+/// The user, locked until the transaction ends (PostgreSQL; SQLite's write transaction already
+/// excludes other writers).
+pub async fn user_for_update(conn: &impl ConnectionTrait, id: Uuid) -> StoreResult<Option<AdminUser>> {
+    let found = user::Entity::find_by_id(id).lock_exclusive().one(conn).await?;
+    Ok(found.map(user_to_domain).transpose()?.map(|(user, _)| user))
 }
 
 pub async fn users(conn: &impl ConnectionTrait) -> StoreResult<Vec<AdminUser>> {
@@ -78,13 +77,20 @@ pub async fn users(conn: &impl ConnectionTrait) -> StoreResult<Vec<AdminUser>> {
         .collect()
 }
 
-pub async fn count_active_owners(conn: &impl ConnectionTrait) -> StoreResult<u64> {
-    use sea_orm::PaginatorTrait;
+/// Counts the active owners and locks their rows until the transaction ends, so that two
+/// concurrent demotions cannot both see another owner left.
+pub async fn lock_active_owners(conn: &impl ConnectionTrait) -> StoreResult<usize> {
     Ok(user::Entity::find()
         .filter(user::Column::Role.eq(Role::Owner.as_str()))
         .filter(user::Column::DisabledAt.is_null())
-        .count(conn)
-        .await?)
+        .lock_exclusive()
+        .all(conn)
+        .await?
+        .len())
+}
+
+pub async fn any_user(conn: &impl ConnectionTrait) -> StoreResult<bool> {
+    Ok(user::Entity::find().one(conn).await?.is_some())
 }
 
 pub async fn update_user(conn: &impl ConnectionTrait, user: &AdminUser) -> StoreResult<()> {
@@ -97,34 +103,52 @@ pub async fn update_user(conn: &impl ConnectionTrait, user: &AdminUser) -> Store
     Ok(())
 }
 
-pub async fn record_failed_login(
+/// Counts one more sign-in attempt for an address and returns the attempts in a row and any
+/// lock in force. One upsert, so concurrent attempts each count (the row lock orders them).
+pub async fn count_attempt(
     conn: &impl ConnectionTrait,
-    id: Uuid,
-    failed_logins: i32,
-    locked_until: Option<DateTime<Utc>>,
-) -> StoreResult<()> {
-    user::Entity::update_many()
-        .col_expr(user::Column::FailedLogins, Expr::value(failed_logins))
-        .col_expr(user::Column::LockedUntil, Expr::value(locked_until))
-        .filter(user::Column::Id.eq(id))
+    address_hash: &str,
+    now: DateTime<Utc>,
+) -> StoreResult<(i32, Option<DateTime<Utc>>)> {
+    let counted = throttle::Entity::insert(throttle::ActiveModel {
+        address_hash: Set(address_hash.to_owned()),
+        failures: Set(1),
+        locked_until: Set(None),
+        updated_at: Set(now),
+    })
+    .on_conflict(
+        OnConflict::column(throttle::Column::AddressHash)
+            .value(throttle::Column::Failures, Expr::col((throttle::Entity, throttle::Column::Failures)).add(1))
+            .value(throttle::Column::UpdatedAt, now)
+            .to_owned(),
+    )
+    .exec_with_returning(conn)
+    .await?;
+    Ok((counted.failures, counted.locked_until))
+}
+
+pub async fn lock_address(conn: &impl ConnectionTrait, address_hash: &str, until: DateTime<Utc>) -> StoreResult<()> {
+    throttle::Entity::update_many()
+        .col_expr(throttle::Column::LockedUntil, Expr::value(until))
+        .filter(throttle::Column::AddressHash.eq(address_hash))
         .exec(conn)
         .await?;
     Ok(())
 }
 
-/// Clears the throttle after a good password, replacing the hash when its parameters are stale.
-pub async fn record_successful_login(
-    conn: &impl ConnectionTrait,
-    id: Uuid,
-    new_password_hash: Option<String>,
-) -> StoreResult<()> {
-    let mut update = user::Entity::update_many()
-        .col_expr(user::Column::FailedLogins, Expr::value(0))
-        .col_expr(user::Column::LockedUntil, Expr::value(Option::<DateTime<Utc>>::None));
-    if let Some(hash) = new_password_hash {
-        update = update.col_expr(user::Column::PasswordHash, Expr::value(hash));
-    }
-    update.filter(user::Column::Id.eq(id)).exec(conn).await?;
+/// Forgets the failures of an address after a good password.
+pub async fn clear_attempts(conn: &impl ConnectionTrait, address_hash: &str) -> StoreResult<()> {
+    throttle::Entity::delete_by_id(address_hash.to_owned()).exec(conn).await?;
+    Ok(())
+}
+
+/// Replaces a password hash made with parameters weaker than today's.
+pub async fn replace_password_hash(conn: &impl ConnectionTrait, id: Uuid, hash: String) -> StoreResult<()> {
+    user::Entity::update_many()
+        .col_expr(user::Column::PasswordHash, Expr::value(hash))
+        .filter(user::Column::Id.eq(id))
+        .exec(conn)
+        .await?;
     Ok(())
 }
 
@@ -143,7 +167,6 @@ pub async fn insert_session(conn: &impl ConnectionTrait, new: &NewSession) -> St
         id: Set(new.id),
         user_id: Set(new.user_id),
         refresh_hash: Set(new.refresh_hash.clone()),
-        previous_refresh_hash: Set(None),
         created_at: Set(new.created_at),
         refreshed_at: Set(new.created_at),
         expires_at: Set(new.expires_at),
@@ -177,15 +200,16 @@ pub async fn user_of_open_session(
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Rotation {
     /// The presented token was current; the session now expects the new one.
-    Rotated { user_id: Uuid },
-    /// The presented token was already replaced: someone kept a copy. The session is revoked.
+    Rotated { user_id: Uuid, expires_at: DateTime<Utc> },
+    /// The presented token was traded in before: someone kept a copy. The session is revoked.
     Reused,
     /// No open session knows this token.
     Unknown,
 }
 
 /// Swaps the session's refresh token if `presented_hash` is the current one. The compare-and-set
-/// in one UPDATE makes two concurrent refreshes with the same token yield one winner.
+/// in one UPDATE makes two concurrent refreshes with the same token yield one winner; the
+/// traded-in token is remembered, so presenting it again at any later time revokes the session.
 pub async fn rotate_refresh(
     conn: &impl ConnectionTrait,
     session_id: Uuid,
@@ -194,7 +218,6 @@ pub async fn rotate_refresh(
     now: DateTime<Utc>,
 ) -> StoreResult<Rotation> {
     let swapped = session::Entity::update_many()
-        .col_expr(session::Column::PreviousRefreshHash, Expr::value(presented_hash))
         .col_expr(session::Column::RefreshHash, Expr::value(new_hash))
         .col_expr(session::Column::RefreshedAt, Expr::value(now))
         .filter(session::Column::Id.eq(session_id))
@@ -204,17 +227,25 @@ pub async fn rotate_refresh(
         .exec(conn)
         .await?;
     if swapped.rows_affected == 1 {
-        let user_id = session::Entity::find_by_id(session_id).one(conn).await?.map(|model| model.user_id);
-        return Ok(user_id.map_or(Rotation::Unknown, |user_id| Rotation::Rotated { user_id }));
+        used::Entity::insert(used::ActiveModel { hash: Set(presented_hash.to_owned()), session_id: Set(session_id) })
+            .exec_without_returning(conn)
+            .await?;
+        let session = session::Entity::find_by_id(session_id).one(conn).await?;
+        return Ok(session.map_or(Rotation::Unknown, |session| Rotation::Rotated {
+            user_id: session.user_id,
+            expires_at: session.expires_at,
+        }));
     }
-    let reused = session::Entity::update_many()
-        .col_expr(session::Column::RevokedAt, Expr::value(now))
-        .filter(session::Column::Id.eq(session_id))
-        .filter(session::Column::PreviousRefreshHash.eq(presented_hash))
-        .filter(session::Column::RevokedAt.is_null())
-        .exec(conn)
+    let traded_in = used::Entity::find()
+        .filter(used::Column::Hash.eq(presented_hash))
+        .filter(used::Column::SessionId.eq(session_id))
+        .one(conn)
         .await?;
-    Ok(if reused.rows_affected == 1 { Rotation::Reused } else { Rotation::Unknown })
+    if traded_in.is_none() {
+        return Ok(Rotation::Unknown);
+    }
+    let revoked = revoke_session(conn, session_id, now).await?;
+    Ok(if revoked { Rotation::Reused } else { Rotation::Unknown })
 }
 
 pub async fn revoke_session(conn: &impl ConnectionTrait, session_id: Uuid, now: DateTime<Utc>) -> StoreResult<bool> {

@@ -10,8 +10,6 @@ pub struct Model {
     pub role: String,
     pub created_at: DateTimeUtc,
     pub disabled_at: Option<DateTimeUtc>,
-    pub failed_logins: i32,
-    pub locked_until: Option<DateTimeUtc>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -14,6 +14,8 @@ pub mod contact_key;
 pub mod erased_address;
 pub mod event;
 pub mod field_definition;
+pub mod login_throttle;
 pub mod topic;
 pub mod topic_subscription;
+pub mod used_refresh_token;
 pub mod user_session;

@@ -7,7 +7,6 @@ pub struct Model {
     pub id: Uuid,
     pub user_id: Uuid,
     pub refresh_hash: String,
-    pub previous_refresh_hash: Option<String>,
     pub created_at: DateTimeUtc,
     pub refreshed_at: DateTimeUtc,
     pub expires_at: DateTimeUtc,
