@@ -46,7 +46,9 @@ pub struct TrackingKeys {
 
 impl std::fmt::Debug for TrackingKeys {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TrackingKeys").field("key_ids", &self.keys.iter().map(DerivedKey::id).collect::<Vec<_>>()).finish()
+        f.debug_struct("TrackingKeys")
+            .field("key_ids", &self.keys.iter().map(DerivedKey::id).collect::<Vec<_>>())
+            .finish()
     }
 }
 
