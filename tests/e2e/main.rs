@@ -14,6 +14,7 @@ mod http;
 mod privacy;
 mod rate_limit;
 mod topics;
+mod tracking;
 
 /// The `rapport` binary that cargo built for these tests (see tests/Cargo.toml).
 pub fn rapport_binary() -> std::path::PathBuf {

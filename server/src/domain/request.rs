@@ -25,7 +25,8 @@ pub enum Actor {
     Contact { contact_id: ContactId, purpose: ContactTokenPurpose },
     /// An operator at the command line (`rapport …` subcommands).
     Cli,
-    /// A caller without credentials, who may only sign in.
+    /// A caller without credentials, who may only sign in, or follow a tracking link from an
+    /// email (recording an open or a click on the contact it was sent to).
     Anonymous,
 }
 

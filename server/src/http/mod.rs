@@ -1,4 +1,4 @@
-//! The HTTP surface: GraphQL, health, GraphiQL, and the middleware every request passes through
+//! The HTTP surface: GraphQL, health, GraphiQL, mail tracking, and the middleware every request passes through
 //! (request id, tracing, panic recovery, security headers, rate limits). There is deliberately
 //! no request timeout layer: cancelling a handler mid-commit could store a write its caller saw
 //! rejected.
@@ -9,6 +9,7 @@ mod graphiql;
 mod graphql;
 mod health;
 mod rate_limit;
+mod tracking;
 
 use std::sync::Arc;
 
@@ -50,7 +51,7 @@ pub fn router(state: AppState) -> Router {
             TraceLayer::new_for_http()
                 .make_span_with(|request: &Request<_>| {
                     let request_id = request.headers().get(REQUEST_ID).and_then(|value| value.to_str().ok()).unwrap_or_default();
-                    tracing::info_span!("request", method = %request.method(), path = %request.uri().path(), request_id = %request_id)
+                    tracing::info_span!("request", method = %request.method(), path = %logged_path(request.uri().path()), request_id = %request_id)
                 })
                 .on_response(DefaultOnResponse::new().level(Level::INFO)),
         )
@@ -75,6 +76,8 @@ pub fn router(state: AppState) -> Router {
         .route("/graphql/graphiql/{file}", get(graphiql::asset))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
+        .route("/t/o/{token}", get(tracking::open))
+        .route("/t/c/{token}", get(tracking::click))
         .fallback(|| async { ApiError::not_found() })
         .method_not_allowed_fallback(|| async {
             ApiError::new(StatusCode::METHOD_NOT_ALLOWED, Code::BadUserInput, "method not allowed on this path")
@@ -87,7 +90,30 @@ fn internal_error() -> Response {
     ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, Code::Internal, "internal error").into_response()
 }
 
+/// Paths whose last segment is a token: a tracking token carries its contact's id and the link's
+/// URL (which may hold personal data), so the log shows only which route was hit.
+const TOKEN_PATHS: [&str; 2] = ["/t/o/", "/t/c/"];
+
+fn logged_path(path: &str) -> std::borrow::Cow<'_, str> {
+    match TOKEN_PATHS.iter().find(|prefix| path.starts_with(**prefix)) {
+        Some(prefix) => format!("{prefix}…").into(),
+        None => path.into(),
+    }
+}
+
 /// The id `SetRequestIdLayer` gave this request.
 fn request_id(headers: &HeaderMap) -> String {
     headers.get(REQUEST_ID).and_then(|value| value.to_str().ok()).unwrap_or_default().to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::logged_path;
+
+    #[test]
+    fn tracking_tokens_stay_out_of_the_log() {
+        assert_eq!(logged_path("/t/c/AgGiEpZfOnURgvzw"), "/t/c/…");
+        assert_eq!(logged_path("/t/o/AQGiEpZfOnURgvzw"), "/t/o/…");
+        assert_eq!(logged_path("/graphql"), "/graphql");
+    }
 }

@@ -1,4 +1,5 @@
-//! Mail: rendering email versions for one contact (`render`), and (in `delivery`) turning
-//! outbox rows into SMTP transactions.
+//! Mail: rendering email versions for one contact (`render`), open and click tracking of the
+//! rendered HTML (`tracking`), and (in `delivery`) turning outbox rows into SMTP transactions.
 
 pub mod render;
+pub mod tracking;

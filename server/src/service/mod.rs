@@ -10,6 +10,7 @@ pub mod events;
 pub mod fields;
 pub mod privacy;
 pub mod topics;
+pub mod tracking;
 
 use std::sync::Arc;
 
