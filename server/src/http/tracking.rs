@@ -67,7 +67,7 @@ pub async fn click(
 /// Recorded as the anonymous caller it is, without the caller's address: it is the recipient's
 /// (or their mail provider's), personal data that the audit log would keep after an erasure.
 fn context(headers: &HeaderMap) -> RequestContext {
-    RequestContext { actor: Actor::Anonymous, request_id: request_id(headers), ip: None }
+    RequestContext { actor: Actor::Anonymous, request_id: request_id(headers), ip: None, user_agent: None }
 }
 
 fn not_recorded(error: Error) {

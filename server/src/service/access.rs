@@ -185,7 +185,11 @@ impl Services {
         let tx = self.db.begin_write().await?;
         store::access::insert_user(&tx, &user, &hash).await?;
         let mut changes = Changes::new();
-        changes.personal("email", None, Some(json!(user.email.as_str()))).field("role", None, Some(json!(role.as_str())));
+        changes.personal("email", None, Some(json!(user.email.as_str()))).field(
+            "role",
+            None,
+            Some(json!(role.as_str())),
+        );
         audit::append(&tx, ctx, now, audit::Entry::new("user.created", "user", user.id.to_string(), changes)).await?;
         tx.commit().await?;
         Ok(user)
