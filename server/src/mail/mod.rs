@@ -1,4 +1,6 @@
-//! Mail: rendering email versions for one contact (`render`), and (in `delivery`) turning
-//! outbox rows into SMTP transactions.
+//! Mail: the template language of emails (`template`), rendering email versions for one contact
+//! and checking them when they are saved (`render`), and (in `delivery`) turning outbox rows
+//! into SMTP transactions.
 
 pub mod render;
+pub mod template;
