@@ -21,7 +21,7 @@ impl MigrationTrait for Migration {
                     .table(Email::Table)
                     .col(uuid(Email::Id).primary_key())
                     .col(string_len(Email::Name, 200))
-                    .col(string_len(Email::EmailType, 16))
+                    .col(string_len(Email::Type, 16))
                     .col(integer(Email::CurrentVersion))
                     .col(timestamp_with_time_zone(Email::CreatedAt))
                     .col(timestamp_with_time_zone(Email::UpdatedAt))
@@ -83,7 +83,8 @@ enum Email {
     Table,
     Id,
     Name,
-    EmailType,
+    #[sea_orm(iden = "email_type")]
+    Type,
     CurrentVersion,
     CreatedAt,
     UpdatedAt,
