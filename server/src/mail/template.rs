@@ -40,7 +40,7 @@ impl Part {
 
 /// A fresh sandboxed environment. Only the HTML part escapes values: the subject, preheader
 /// and text part are not markup (the mail headers and the MIME encoder take care of them).
-pub fn environment() -> Environment<'static> {
+pub(super) fn environment() -> Environment<'static> {
     let mut environment = Environment::new();
     environment.set_auto_escape_callback(|name| if name == "html" { AutoEscape::Html } else { AutoEscape::None });
     // Missing data prints as nothing and chains (`contact.attributes.nope.deeper`), so that a
@@ -64,7 +64,7 @@ pub fn environment() -> Environment<'static> {
 
 /// Undefined, none, a string of nothing but whitespace, or an empty list or map: what a
 /// greeting must not be built from.
-pub fn is_missing(value: &Value) -> bool {
+fn is_missing(value: &Value) -> bool {
     value.is_undefined()
         || value.is_none()
         || match value.as_str() {
@@ -88,8 +88,8 @@ fn default(value: Value, fallback: Option<Value>, any_false: Option<bool>) -> Va
 /// tell it from every other failure without reading messages.
 #[derive(Debug, thiserror::Error)]
 #[error("{what} is missing")]
-pub struct Missing {
-    pub what: String,
+struct Missing {
+    what: String,
 }
 
 /// `required(contact.first_name, "first name")`: the value, or a failure that the nearest
@@ -121,7 +121,7 @@ fn fallback(state: &State, alternative: Value, kwargs: Kwargs) -> Result<Value, 
 }
 
 /// The `Missing` that caused `error`, if one did.
-pub fn missing_data(error: &Error) -> Option<&Missing> {
+fn missing_data(error: &Error) -> Option<&Missing> {
     let mut cause = std::error::Error::source(error);
     while let Some(current) = cause {
         if let Some(missing) = current.downcast_ref::<Missing>() {
@@ -135,7 +135,7 @@ pub fn missing_data(error: &Error) -> Option<&Missing> {
 /// Collects a rendered part, refusing to grow past `MAX_OUTPUT_BYTES`: the refusal stops the
 /// render where it is.
 #[derive(Default)]
-pub struct CappedOutput(Vec<u8>);
+pub(super) struct CappedOutput(Vec<u8>);
 
 impl io::Write for CappedOutput {
     fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
@@ -153,13 +153,13 @@ impl io::Write for CappedOutput {
 
 impl CappedOutput {
     /// minijinja writes whole `str`s, so the bytes are UTF-8.
-    pub fn into_string(self) -> String {
+    pub(super) fn into_string(self) -> String {
         String::from_utf8_lossy(&self.0).into_owned()
     }
 }
 
 /// The `RenderError` that a minijinja error of `part` amounts to.
-pub fn classify(part: Part, source: &str, error: &Error) -> RenderError {
+pub(super) fn classify(part: Part, source: &str, error: &Error) -> RenderError {
     let failure = if let Some(missing) = missing_data(error) {
         RenderFailure::MissingData { what: missing.what.clone(), line: error.line() }
     } else {

@@ -144,7 +144,10 @@ impl Services {
             ("email.renamed", current.clone())
         };
         if !store::emails::advance(&tx, &updated, expected_version).await? {
-            return Err(stale(&email));
+            return Err(Error::Conflict {
+                field: Some("expectedVersion".to_owned()),
+                reason: "the email was changed meanwhile; read it again".to_owned(),
+            });
         }
         let changes = email_changes(Some((&email, &current.version)), (&updated, &saved.version));
         audit::append(&tx, ctx, now, audit::Entry::new(action, "email", id.to_string(), changes)).await?;
@@ -155,6 +158,7 @@ impl Services {
 
     /// Renders a version (the current one unless `number` is given) for one contact, with the
     /// properties of a triggering event if given, exactly as a send would.
+    #[instrument(skip_all, fields(email_id = %email_id, contact_id = %contact_id))]
     pub async fn preview_email(
         &self,
         email_id: Uuid,
