@@ -279,6 +279,28 @@ impl TestApp {
     }
 }
 
+/// A password that admin users made by the harness sign in with.
+pub const PASSWORD: &str = "correct horse battery staple";
+
+impl TestApp {
+    /// Creates an admin user of `role` (`ANALYST`, `MARKETER` …), signs them in and returns
+    /// their access token.
+    pub async fn signed_in_token(&self, email: &str, role: &str) -> String {
+        let create = "mutation($input: CreateUserInput!) { createUser(input: $input) { id } }";
+        self.data(create, json!({ "input": { "email": email, "password": PASSWORD, "role": role } })).await;
+        let login = "mutation($email: String!, $password: String!) { login(email: $email, password: $password) { accessToken } }";
+        let (_, body) = self.graphql_as(None, login, json!({ "email": email, "password": PASSWORD })).await;
+        body["data"]["login"]["accessToken"].as_str().unwrap_or_else(|| panic!("login failed: {body:#}")).to_owned()
+    }
+
+    /// Creates an API key with `scopes` and returns its secret.
+    pub async fn api_key_secret(&self, name: &str, scopes: &[&str]) -> String {
+        let create = "mutation($input: CreateApiKeyInput!) { createApiKey(input: $input) { secret } }";
+        let data = self.data(create, json!({ "input": { "name": name, "scopes": scopes } })).await;
+        data["createApiKey"]["secret"].as_str().expect("API key secret").to_owned()
+    }
+}
+
 /// Asserts an error's `extensions.code`, and its `extensions.field` when one is expected.
 pub fn assert_error(error: &Value, code: &str, field: Option<&str>) {
     assert_eq!(error["extensions"]["code"], code, "{error:#}");
@@ -325,6 +347,15 @@ const SNAPSHOT_QUERY: &str = r#"{
         topics { topic { key } status frequency updatedAt }
         consentHistory(first: 10) { edges { node { id purpose channel status capturedAt } } }
         events(first: 10) { edges { node { id type properties occurredAt source idempotencyKey } } }
+      }
+    }
+  }
+  emails(first: 20) {
+    edges {
+      cursor
+      node {
+        id name type createdAt updatedAt
+        versions(first: 10) { edges { node { id version type subject preheader html text from { name address } replyTo { name address } tracking warnings createdAt } } }
       }
     }
   }

@@ -311,6 +311,8 @@ on_both_databases! {
         let token_a = issued["issueContactToken"]["token"].as_str().unwrap().to_owned();
         let (_, key_id) = create_key(&app, "shop", &["profiles:read"]).await;
         let user_id = create_user(&app, "ops@example.com", "ADMIN").await;
+        let created = app.data("mutation { createEmail(input: { name: \"x\", type: MARKETING, subject: \"x\", html: \"x\", from: { address: \"a@example.com\" } }) { email { id } } }", json!({})).await;
+        let email_id = created["createEmail"]["email"]["id"].as_str().unwrap().to_owned();
         let before = app.snapshot().await;
 
         // Every root field, each aimed at contact B where it names a contact.
@@ -348,6 +350,11 @@ on_both_databases! {
             ("contactExport", "query($id: ID!) { contactExport(id: $id) }".into(), json!({ "id": b })),
             ("contactExport", "query($id: ID!) { contactExport(id: $id) }".into(), json!({ "id": a })),
             ("eraseContact", "mutation($id: ID!) { eraseContact(id: $id) { id } }".into(), json!({ "id": b })),
+            ("emails", "{ emails { nodes { id } } }".into(), json!({})),
+            ("email", "query($id: ID!) { email(id: $id) { id } }".into(), json!({ "id": email_id })),
+            ("previewEmail", "query($e: ID!, $c: ID!) { previewEmail(emailId: $e, contactId: $c) { html } }".into(), json!({ "e": email_id, "c": a })),
+            ("createEmail", "mutation { createEmail(input: { name: \"x\", type: MARKETING, subject: \"x\", html: \"x\", from: { address: \"a@example.com\" } }) { email { id } } }".into(), json!({})),
+            ("updateEmail", "mutation($id: ID!) { updateEmail(input: { id: $id, expectedVersion: 1, html: \"y\" }) { email { id } } }".into(), json!({ "id": email_id })),
         ];
         for (field, query, variables) in &attempts {
             let (_, body) = app.graphql_as(Some(&token_a), query, variables.clone()).await;

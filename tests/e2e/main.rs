@@ -6,6 +6,7 @@ mod audit;
 mod cli;
 mod consents;
 mod contacts;
+mod emails;
 mod encryption;
 mod events;
 mod fields;

@@ -173,7 +173,7 @@ pub struct CreateApiKeyInput {
     expires_at: Option<DateTime<Utc>>,
 }
 
-fn parse_uuid(field: &str, id: &ID) -> GqlResult<Uuid> {
+pub(super) fn parse_uuid(field: &str, id: &ID) -> GqlResult<Uuid> {
     Uuid::parse_str(id.as_str()).map_err(|_| GqlError::bad_input(field, "is not a valid id"))
 }
 

@@ -2,17 +2,20 @@
 //! nothing is shared across requests. Resolvers that return contacts feed the caches with the
 //! children of all of them at once; each contact's own lookup is then answered from the cache.
 //! So the statement count of a page never depends on how many lookups happen to land in one
-//! batching window, and no request waits for that window.
+//! batching window, and no request waits for that window. Emails' current versions are
+//! batched the same way, keyed by (email id, version number).
 
 use std::collections::HashMap;
 
 use async_graphql::dataloader::{DataLoader, HashMapCache, Loader};
+use uuid::Uuid;
 
 use super::error::GqlError;
 use crate::{
     domain::{
         consent::ConsentChange,
         contact::ContactId,
+        email::CheckedVersion,
         topic::{Topic, TopicSubscription},
     },
     service::Services,
@@ -21,6 +24,7 @@ use crate::{
 pub struct Loaders {
     pub consents: DataLoader<ConsentsOfContact, HashMapCache>,
     pub subscriptions: DataLoader<SubscriptionsOfContact, HashMapCache>,
+    pub email_versions: DataLoader<EmailVersions, HashMapCache>,
 }
 
 impl Loaders {
@@ -33,6 +37,11 @@ impl Loaders {
             ),
             subscriptions: DataLoader::with_cache(
                 SubscriptionsOfContact(services.clone()),
+                tokio::spawn,
+                HashMapCache::default(),
+            ),
+            email_versions: DataLoader::with_cache(
+                EmailVersions(services.clone()),
                 tokio::spawn,
                 HashMapCache::default(),
             ),
@@ -73,5 +82,17 @@ impl Loader<ContactId> for SubscriptionsOfContact {
 
     async fn load(&self, keys: &[ContactId]) -> Result<HashMap<ContactId, Self::Value>, Self::Error> {
         Ok(group_by_contact(keys, self.0.subscriptions(keys).await?, |(subscription, _)| subscription.contact_id))
+    }
+}
+
+pub struct EmailVersions(Services);
+
+impl Loader<(Uuid, i32)> for EmailVersions {
+    type Value = CheckedVersion;
+    type Error = GqlError;
+
+    async fn load(&self, keys: &[(Uuid, i32)]) -> Result<HashMap<(Uuid, i32), Self::Value>, Self::Error> {
+        let versions = self.0.email_versions(keys).await?;
+        Ok(versions.into_iter().map(|checked| ((checked.version.email_id, checked.version.version), checked)).collect())
     }
 }

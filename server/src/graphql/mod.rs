@@ -5,6 +5,7 @@ pub mod access;
 pub mod audit;
 pub mod consents;
 pub mod contacts;
+pub mod emails;
 pub mod error;
 pub mod events;
 pub mod fields;
@@ -31,6 +32,7 @@ pub struct QueryRoot(
     audit::AuditQuery,
     access::AccessQuery,
     privacy::PrivacyQuery,
+    emails::EmailQuery,
 );
 
 #[derive(MergedObject, Default)]
@@ -42,6 +44,7 @@ pub struct MutationRoot(
     events::EventMutation,
     access::AccessMutation,
     privacy::PrivacyMutation,
+    emails::EmailMutation,
 );
 
 pub type AppSchema = Schema<QueryRoot, MutationRoot, EmptySubscription>;

@@ -53,6 +53,7 @@ impl From<StoreError> for Error {
                     Constraint::PurposeKey => ("key", "a consent purpose with this key exists"),
                     Constraint::TopicKey => ("key", "a topic with this key exists"),
                     Constraint::UserEmail => ("email", "a user with this email address exists"),
+                    Constraint::EmailVersion => ("expectedVersion", "the email was changed meanwhile; read it again"),
                 };
                 Error::Conflict { field: Some(field.to_owned()), reason: reason.to_owned() }
             }

@@ -5,6 +5,7 @@ pub mod access;
 pub mod audit;
 pub mod consents;
 pub mod contacts;
+pub mod emails;
 pub mod error;
 pub mod events;
 pub mod fields;

@@ -8,6 +8,7 @@ pub mod access;
 pub mod audit;
 pub mod consents;
 pub mod contacts;
+pub mod emails;
 pub mod events;
 pub mod fields;
 pub mod keys;
@@ -39,17 +40,24 @@ pub enum Constraint {
     PurposeKey,
     TopicKey,
     UserEmail,
+    /// Two writers saved the same version of one email.
+    EmailVersion,
 }
 
 impl Constraint {
     /// (constraint name as PostgreSQL reports it, column list as SQLite reports it)
-    const KNOWN: [(Constraint, &'static str, &'static str); 6] = [
+    const KNOWN: [(Constraint, &'static str, &'static str); 7] = [
         (Constraint::ContactExternalId, "contact_external_id_key", "contact.external_id"),
         (Constraint::ContactEmail, "contact_email_index_key", "contact.email_index"),
         (Constraint::FieldKey, "field_definition_pkey", "field_definition.key"),
         (Constraint::PurposeKey, "consent_purpose_pkey", "consent_purpose.key"),
         (Constraint::TopicKey, "topic_key_key", "topic.key"),
         (Constraint::UserEmail, "admin_user_email_key", "admin_user.email"),
+        (
+            Constraint::EmailVersion,
+            "email_version_email_id_version_key",
+            "email_version.email_id, email_version.version",
+        ),
     ];
 
     fn from_message(message: &str) -> Option<Self> {

@@ -11,6 +11,8 @@ pub mod consent_purpose;
 pub mod contact;
 pub mod contact_attribute;
 pub mod contact_key;
+pub mod email;
+pub mod email_version;
 pub mod erased_address;
 pub mod event;
 pub mod field_definition;
