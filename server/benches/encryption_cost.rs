@@ -30,7 +30,8 @@ use tokio::process::{Child, Command};
 /// `WITHOUT`, so the two differ by exactly the encryption work.
 const WITHOUT: &str = "c4e174d";
 const WITH: &str = "4598518";
-const TODAY: &str = "main today (also includes auth, rate limits, …)";
+/// What the current tree's column says of itself, so that nobody reads it as the cost of encryption.
+const TODAY_ALSO: &str = "also includes auth, rate limits, …";
 
 /// Contacts per upsert batch, and batches timed after the one warm-up batch. Every batch creates
 /// new contacts, so the read afterwards has `(1 + MEASURED_BATCHES) * BATCH` to choose from.
@@ -58,7 +59,7 @@ and reading one. There is no switch to turn encryption off, so two builds are co
 - **without encryption**: commit {WITHOUT}, the code just before encryption landed;
 - **with encryption**: commit {WITH}, the merge that landed it. Its first parent is {WITHOUT}, so
   `git diff {WITHOUT} {WITH}` is exactly the encryption work;
-- **{TODAY}**: the current tree, for information only. It also carries everything merged since
+- **main today ({TODAY_ALSO})**: the current tree, for information only. It also carries everything merged since
   (sign-in and roles, rate limits, GDPR export and erasure, SQLite `secure_delete`, …), so its
   difference from the other two is not the cost of encryption.
 
@@ -83,9 +84,12 @@ commit. Then, for each binary and database:
   the {contacts} contacts the batches created, each checked first to come back with its email. These
   contacts have no attributes, consents or topics, so the read is lighter than the one above.
 
-Measuring starts once the CPUs are idle, before each timed batch and before each `wrk` run (the
-run says how idle they were). The load generator, the servers and PostgreSQL share the same
-cores: compare the columns of one run, not runs on different machines. \"difference\" is *with*
+The three servers of one database run at once and take turns: each timed batch goes to all three
+in turn, then each gets its `wrk` load, so that whatever else the machine does drifts over all the
+columns alike (a server waiting for its turn does nothing). Measuring starts once the CPUs are
+idle, before each timed batch and before each `wrk` run (the run says how idle they were). The
+load generator, the servers and PostgreSQL share the same cores: compare the columns of one run,
+not runs on different machines. \"difference\" is *with*
 relative to *without*: for times a positive number is slower, for rates a negative one.
 
 Reproduce it (PostgreSQL is found through `RAPPORT_TEST_POSTGRES_URL`, as above; the first run
@@ -99,14 +103,14 @@ cargo bench -p rapport --bench encryption_cost
 The command rewrites this section with its newest run and leaves the rest of the file alone (edit
 the text in `server/benches/encryption_cost.rs`).
 ",
-        batch = BATCH,
+        batch = grouped(BATCH),
         measured = MEASURED_BATCHES,
         threads = WRK_THREADS,
         connections = WRK_CONNECTIONS,
         measure = MEASURE.as_secs(),
         warm_up = WARM_UP.as_secs(),
         sampled = SAMPLED,
-        contacts = (1 + MEASURED_BATCHES) * BATCH,
+        contacts = grouped((1 + MEASURED_BATCHES) * BATCH),
     )
 }
 
@@ -173,7 +177,7 @@ async fn builds(today: &str) -> anyhow::Result<Vec<Build>> {
     Ok(vec![
         Build { label: "without encryption", commit: WITHOUT.to_owned(), binary: baseline(WITHOUT).await? },
         Build { label: "with encryption", commit: WITH.to_owned(), binary: baseline(WITH).await? },
-        Build { label: TODAY, commit: today.to_owned(), binary: PathBuf::from(env!("CARGO_BIN_EXE_rapport")) },
+        Build { label: "main today", commit: today.to_owned(), binary: PathBuf::from(env!("CARGO_BIN_EXE_rapport")) },
     ])
 }
 
@@ -334,9 +338,8 @@ async fn measure_all(builds: &[Build], postgres: &[PostgresDatabase]) -> anyhow:
     let client = reqwest::Client::new();
     let mut observed = Observed { postgres_version: postgres_version(&postgres[0].url).await?, idle: Vec::new() };
     let mut runs = Vec::new();
-    // The binaries take turns on one database before the next database, so that the columns
-    // compared are measured close together in time.
     for backend in [Backend::Sqlite, Backend::Postgres] {
+        let mut servers = Vec::new();
         for (index, (build, database)) in builds.iter().zip(postgres).enumerate() {
             let database_url = match backend {
                 Backend::Sqlite => format!("sqlite://{}?mode=rwc", work.path().join(format!("{index}.db")).display()),
@@ -344,35 +347,62 @@ async fn measure_all(builds: &[Build], postgres: &[PostgresDatabase]) -> anyhow:
             };
             let target = format!("{}, {}", build.label, backend.name());
             let log = work.path().join(format!("{index}-{}.log", backend.name()));
-            let server = Server::start(&target, &build.binary, &database_url, &log, &client).await?;
-            let measured = measure_one(&target, &server, &client, work.path(), &mut observed.idle).await;
+            servers.push(Server::start(target, &build.binary, &database_url, &log, &client).await?);
+        }
+        let measured = measure_side_by_side(&servers, &client, work.path(), &mut observed.idle).await;
+        for server in servers {
             server.stop().await;
-            let (batch_seconds, read) = measured?;
-            runs.push(Run { backend, build: index, batch_seconds, read });
+        }
+        for (build, (batch_seconds, read)) in measured?.into_iter().enumerate() {
+            runs.push(Run { backend, build, batch_seconds, read });
         }
     }
     Ok((runs, observed))
 }
 
-/// The upsert batches, then the read under wrk over the contacts they created.
-async fn measure_one(
-    target: &str,
-    server: &Server,
+/// The upsert batches, then the read under wrk over the contacts they created, for each server.
+/// The servers take turns, batch by batch and then read by read, so that whatever else the
+/// machine does drifts over all of them alike; a server waiting for its turn does nothing.
+async fn measure_side_by_side(
+    servers: &[Server],
     client: &reqwest::Client,
     work: &Path,
     idle: &mut Vec<f64>,
-) -> anyhow::Result<(Vec<f64>, WrkOutput)> {
-    let mut ids = upsert_batch(target, server, client, 0).await?.1;
-    let mut batch_seconds = Vec::new();
-    for batch in 1..=MEASURED_BATCHES {
-        idle.extend(wait_for_quiet().await);
-        let (seconds, created) = upsert_batch(target, server, client, batch).await?;
-        eprintln!("[{target}] batch {batch}: {BATCH} contacts in {seconds:.2} s");
-        batch_seconds.push(seconds);
-        ids.extend(created);
+) -> anyhow::Result<Vec<(Vec<f64>, WrkOutput)>> {
+    let mut ids = Vec::new();
+    for server in servers {
+        ids.push(upsert_batch(server, client, 0).await?.1);
     }
-    batch_seconds.sort_by(f64::total_cmp);
+    let mut batch_seconds = vec![Vec::new(); servers.len()];
+    for batch in 1..=MEASURED_BATCHES {
+        for (index, server) in servers.iter().enumerate() {
+            idle.extend(wait_for_quiet().await);
+            let (seconds, created) = upsert_batch(server, client, batch).await?;
+            eprintln!("[{}] batch {batch}: {BATCH} contacts in {seconds:.2} s", server.target);
+            batch_seconds[index].push(seconds);
+            ids[index].extend(created);
+        }
+    }
 
+    let mut results = Vec::new();
+    for ((server, ids), mut seconds) in servers.iter().zip(ids).zip(batch_seconds) {
+        seconds.sort_by(f64::total_cmp);
+        let script = read_script(server, client, work, &ids).await?;
+        idle.extend(wait_for_quiet().await);
+        support::warm_up(&server.url, &script, &server.target).await?;
+        results.push((seconds, support::measure(&server.url, &script, &server.target).await?));
+    }
+    Ok(results)
+}
+
+/// A wrk script reading `SAMPLED` of the contacts, each read once first and checked to come back
+/// with its own email, so that the load measures answers (decrypted ones) and not failures.
+async fn read_script(
+    server: &Server,
+    client: &reqwest::Client,
+    work: &Path,
+    ids: &[String],
+) -> anyhow::Result<PathBuf> {
     let positions: Vec<usize> = (0..ids.len()).collect();
     let mut bodies = Vec::with_capacity(SAMPLED);
     for position in support::sample(&positions) {
@@ -382,25 +412,17 @@ async fn measure_one(
         let contact = &response["data"]["contact"];
         ensure!(
             contact["id"] == id.as_str() && contact["email"] == email(position),
-            "{target}: contact {id} came back wrong: {response}"
+            "{}: contact {id} came back wrong: {response}",
+            server.target
         );
         bodies.push(body);
     }
-    let script = wrk_script(work, &target.replace(|c: char| !c.is_ascii_alphanumeric(), ""), &bodies)?;
-    idle.extend(wait_for_quiet().await);
-    support::warm_up(&server.url, &script, target).await?;
-    let read = support::measure(&server.url, &script, target).await?;
-    Ok((batch_seconds, read))
+    wrk_script(work, &server.target.replace(|c: char| !c.is_ascii_alphanumeric(), ""), &bodies)
 }
 
 /// Sends batch number `batch` (contacts `batch * BATCH` onwards, all new) and returns how long
 /// the answer took, in seconds, and the ids of the contacts created, in order.
-async fn upsert_batch(
-    target: &str,
-    server: &Server,
-    client: &reqwest::Client,
-    batch: usize,
-) -> anyhow::Result<(f64, Vec<String>)> {
+async fn upsert_batch(server: &Server, client: &reqwest::Client, batch: usize) -> anyhow::Result<(f64, Vec<String>)> {
     let first = batch * BATCH;
     let mut query = String::from("mutation {");
     for position in 0..BATCH {
@@ -421,7 +443,8 @@ async fn upsert_batch(
     for position in 0..BATCH {
         let upserted = &response["data"][format!("c{position}")];
         let id = upserted["contact"]["id"].as_str().filter(|_| upserted["created"] == true);
-        let id = id.with_context(|| format!("{target}: contact {} was not created: {upserted}", first + position))?;
+        let id =
+            id.with_context(|| format!("{}: contact {} was not created: {upserted}", server.target, first + position))?;
         ids.push(id.to_owned());
     }
     Ok((seconds, ids))
@@ -444,13 +467,14 @@ async fn postgres_version(url: &str) -> anyhow::Result<String> {
 
 /// `rapport serve` in a child process of its own, on a free port, configured by environment only.
 struct Server {
+    target: String,
     child: Child,
     url: String,
 }
 
 impl Server {
     async fn start(
-        target: &str,
+        target: String,
         binary: &Path,
         database_url: &str,
         log: &Path,
@@ -477,20 +501,20 @@ impl Server {
             .kill_on_drop(true)
             .spawn()
             .with_context(|| format!("cannot start {}", binary.display()))?;
-        let mut server = Self { child, url: format!("http://127.0.0.1:{port}/graphql") };
+        let mut server = Self { target, child, url: format!("http://127.0.0.1:{port}/graphql") };
         let ready = format!("http://127.0.0.1:{port}/readyz");
         let started = Instant::now();
         loop {
             if let Some(status) = server.child.try_wait()? {
-                bail!("{target}: the server exited ({status}):\n{}", tail(log));
+                bail!("{}: the server exited ({status}):\n{}", server.target, tail(log));
             }
             let response = client.get(&ready).send().await;
             if response.is_ok_and(|response| response.status().is_success()) {
                 return Ok(server);
             }
             if started.elapsed() > READY_WAIT {
-                server.stop().await;
-                bail!("{target}: not ready after {} s:\n{}", READY_WAIT.as_secs(), tail(log));
+                // Dropping the server kills it.
+                bail!("{}: not ready after {} s:\n{}", server.target, READY_WAIT.as_secs(), tail(log));
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -514,6 +538,7 @@ fn report(machine: &Machine, builds: &[Build], runs: &[Run], observed: &Observed
     let mut text = String::new();
     let mut idle = observed.idle.clone();
     idle.sort_by(f64::total_cmp);
+    let lowest_idle = idle.first().copied();
     let idle = match (idle.first(), idle.get(idle.len() / 2)) {
         (Some(lowest), Some(median)) => {
             format!("lowest {:.0} %, median {:.0} % over {} measurements", lowest * 100.0, median * 100.0, idle.len())
@@ -541,7 +566,7 @@ fn report(machine: &Machine, builds: &[Build], runs: &[Run], observed: &Observed
     );
     let _ = writeln!(
         text,
-        "| database | workload | {} ({}) | {} ({}) | difference | {} ({}) |\n|---|---|---:|---:|---:|---:|",
+        "| database | workload | {} ({}) | {} ({}) | difference | {}, {} ({TODAY_ALSO}) |\n|---|---|---:|---:|---:|---:|",
         builds[0].label, builds[0].commit, builds[1].label, builds[1].commit, builds[2].label, builds[2].commit,
     );
     let mut changes = Vec::new();
@@ -571,7 +596,7 @@ fn report(machine: &Machine, builds: &[Build], runs: &[Run], observed: &Observed
         });
     }
     text.push('\n');
-    text.push_str(&interpretation(&changes));
+    text.push_str(&interpretation(&changes, lowest_idle));
     text
 }
 
@@ -585,7 +610,7 @@ struct Changes {
 }
 
 /// One or two sentences that say what the table means, from the numbers of this run.
-fn interpretation(changes: &[Changes]) -> String {
+fn interpretation(changes: &[Changes], lowest_idle: Option<f64>) -> String {
     let percent = |change: f64| format!("{:.0} %", change.abs() * 100.0);
     let batches: Vec<String> = changes
         .iter()
@@ -597,18 +622,42 @@ fn interpretation(changes: &[Changes]) -> String {
     let reads: Vec<String> = changes
         .iter()
         .map(|change| {
-            let direction = if change.reads >= 0.0 { "more" } else { "fewer" };
+            let direction = if change.reads >= 0.0 { "higher" } else { "lower" };
             format!("{} {direction} on {}", percent(change.reads), change.backend)
         })
         .collect();
     let spread = changes.iter().map(|change| change.batch_spread).fold(0.0, f64::max);
-    format!(
-        "In this run, encryption made the {BATCH}-contact upsert batch {}, and contact-by-id served {} \
-         requests per second. The timed batches of one binary spread over up to {} of their median, so a \
+    let mut text = format!(
+        "In this run, encryption made the {}-contact upsert batch {}, and the requests per second of \
+         contact-by-id {}. The timed batches of one binary spread over up to {} of their median, so a \
          batch difference smaller than that is noise rather than cost; the reads come from one `wrk` run per \
-         binary, whose run-to-run spread this benchmark does not measure.\n",
+         binary, whose run-to-run spread this benchmark does not measure.",
+        grouped(BATCH),
         batches.join(" and "),
         reads.join(" and "),
         percent(spread),
-    )
+    );
+    if let Some(idle) = lowest_idle.filter(|idle| *idle < support::QUIET) {
+        let _ = write!(
+            text,
+            " Other work kept the CPUs busy during part of this run (down to {:.0} % idle), so these numbers \
+             are less reliable than usual.",
+            idle * 100.0
+        );
+    }
+    text.push('\n');
+    text
+}
+
+/// `6000` as `6,000`.
+fn grouped(number: usize) -> String {
+    let digits = number.to_string();
+    let mut text = String::new();
+    for (index, digit) in digits.chars().enumerate() {
+        if index > 0 && (digits.len() - index).is_multiple_of(3) {
+            text.push(',');
+        }
+        text.push(digit);
+    }
+    text
 }

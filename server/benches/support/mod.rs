@@ -25,7 +25,7 @@ pub const WRK_CONNECTIONS: u32 = 32;
 pub const WARM_UP: Duration = Duration::from_secs(3);
 pub const MEASURE: Duration = Duration::from_secs(10);
 /// Measuring starts once this share of the CPUs is idle, or after `QUIET_WAIT` regardless.
-const QUIET: f64 = 0.9;
+pub const QUIET: f64 = 0.9;
 const QUIET_WAIT: Duration = Duration::from_secs(30);
 
 /// `SAMPLED` of `items`, spread evenly over them.
