@@ -59,9 +59,10 @@ and reading one. There is no switch to turn encryption off, so two builds are co
 - **without encryption**: commit {WITHOUT}, the code just before encryption landed;
 - **with encryption**: commit {WITH}, the merge that landed it. Its first parent is {WITHOUT}, so
   `git diff {WITHOUT} {WITH}` is exactly the encryption work;
-- **main today ({TODAY_ALSO})**: the current tree, for information only. It also carries everything merged since
-  (sign-in and roles, rate limits, GDPR export and erasure, SQLite `secure_delete`, …), so its
-  difference from the other two is not the cost of encryption.
+- **main today ({TODAY_ALSO})**: the current tree, for information
+  only. It also carries everything merged since (sign-in and roles, rate limits, GDPR export and
+  erasure, SQLite `secure_delete`, …), so its difference from the other two is not the cost of
+  encryption.
 
 Besides the cipher work, encryption adds SQL: creating a contact also inserts its wrapped data
 key, and reading one also fetches that key to unwrap it.
@@ -275,9 +276,9 @@ impl Run {
         self.batch_seconds[self.batch_seconds.len() - 1]
     }
 
-    /// The range of the timed batches relative to their median.
-    fn batch_spread(&self) -> f64 {
-        (self.slowest_batch_seconds() - self.batch_seconds[0]) / self.median_batch_seconds()
+    /// Whether some timed batch of `self` took as long as some timed batch of `other`.
+    fn batches_overlap(&self, other: &Self) -> bool {
+        self.batch_seconds[0] <= other.slowest_batch_seconds() && other.batch_seconds[0] <= self.slowest_batch_seconds()
     }
 }
 
@@ -587,11 +588,10 @@ fn report(machine: &Machine, builds: &[Build], runs: &[Run], observed: &Observed
                 metric.shown(today),
             );
         }
-        let spread = [without, with].iter().map(|run| run.batch_spread()).fold(0.0, f64::max);
         changes.push(Changes {
             backend: backend.name(),
             batch: with.median_batch_seconds() / without.median_batch_seconds() - 1.0,
-            batch_spread: spread,
+            batches_overlap: with.batches_overlap(without),
             reads: with.read.requests_per_second / without.read.requests_per_second - 1.0,
         });
     }
@@ -604,8 +604,9 @@ fn report(machine: &Machine, builds: &[Build], runs: &[Run], observed: &Observed
 struct Changes {
     backend: &'static str,
     batch: f64,
-    /// The widest range of one binary's timed batches, relative to their median.
-    batch_spread: f64,
+    /// Whether the timed batches with and without encryption overlap: if they do, the difference
+    /// of the medians is less certain than it looks.
+    batches_overlap: bool,
     reads: f64,
 }
 
@@ -626,16 +627,33 @@ fn interpretation(changes: &[Changes], lowest_idle: Option<f64>) -> String {
             format!("{} {direction} on {}", percent(change.reads), change.backend)
         })
         .collect();
-    let spread = changes.iter().map(|change| change.batch_spread).fold(0.0, f64::max);
+    let (overlapping, apart): (Vec<&Changes>, Vec<&Changes>) =
+        changes.iter().partition(|change| change.batches_overlap);
+    let names = |changes: &[&Changes]| changes.iter().map(|change| change.backend).collect::<Vec<_>>().join(" and ");
     let mut text = format!(
         "In this run, encryption made the {}-contact upsert batch {}, and the requests per second of \
-         contact-by-id {}. The timed batches of one binary spread over up to {} of their median, so a \
-         batch difference smaller than that is noise rather than cost; the reads come from one `wrk` run per \
-         binary, whose run-to-run spread this benchmark does not measure.",
+         contact-by-id {}.",
         grouped(BATCH),
         batches.join(" and "),
         reads.join(" and "),
-        percent(spread),
+    );
+    if !apart.is_empty() {
+        let _ = write!(
+            text,
+            " On {}, the timed batches of the two builds do not overlap: the batch difference there is not noise.",
+            names(&apart)
+        );
+    }
+    if !overlapping.is_empty() {
+        let _ = write!(
+            text,
+            " On {}, the timed batches of the two builds overlap, so the batch difference there is less certain \
+             than the medians suggest.",
+            names(&overlapping)
+        );
+    }
+    text.push_str(
+        " The reads come from one `wrk` run per build, whose run-to-run spread this benchmark does not measure.",
     );
     if let Some(idle) = lowest_idle.filter(|idle| *idle < support::QUIET) {
         let _ = write!(
