@@ -116,25 +116,7 @@ the text in `server/benches/encryption_cost.rs`).
 }
 
 fn main() -> ExitCode {
-    // `cargo test --all-targets` runs bench binaries without `--bench`: stay out of the way there.
-    if !std::env::args().any(|arg| arg == "--bench") {
-        println!("encryption_cost: run it with `cargo bench -p rapport --bench encryption_cost`");
-        return ExitCode::SUCCESS;
-    }
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("cannot start the async runtime: {error}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(run()) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("benchmark failed: {error:#}");
-            ExitCode::FAILURE
-        }
-    }
+    support::run_bench("encryption_cost", run)
 }
 
 async fn run() -> anyhow::Result<()> {

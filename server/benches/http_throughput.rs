@@ -118,25 +118,7 @@ comes first.
 }
 
 fn main() -> ExitCode {
-    // `cargo test --all-targets` runs bench binaries without `--bench`: stay out of the way there.
-    if !std::env::args().any(|arg| arg == "--bench") {
-        println!("http_throughput: run it with `cargo bench -p rapport --bench http_throughput`");
-        return ExitCode::SUCCESS;
-    }
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("cannot start the async runtime: {error}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(run()) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("benchmark failed: {error:#}");
-            ExitCode::FAILURE
-        }
-    }
+    support::run_bench("http_throughput", run)
 }
 
 async fn run() -> anyhow::Result<()> {

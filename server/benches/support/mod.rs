@@ -362,3 +362,30 @@ pub fn update_section(name: &str, build: impl FnOnce(Option<&str>) -> String) ->
     std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
     Ok(path)
 }
+
+/// A bench binary's `main`: does nothing outside `cargo bench` (`cargo test --all-targets` runs
+/// bench binaries without `--bench`), else runs `bench` on a multi-threaded runtime.
+pub fn run_bench<F: std::future::Future<Output = anyhow::Result<()>>>(
+    name: &str,
+    bench: impl FnOnce() -> F,
+) -> std::process::ExitCode {
+    use std::process::ExitCode;
+    if !std::env::args().any(|arg| arg == "--bench") {
+        println!("{name}: run it with `cargo bench -p rapport --bench {name}`");
+        return ExitCode::SUCCESS;
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(bench()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("benchmark failed: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
