@@ -141,7 +141,10 @@ impl Services {
                 .await?
                 .filter(|key| key.is_usable(now))
                 .ok_or(Error::Unauthenticated)?;
-            store::access::touch_key(conn, key.id, now, KEY_USE_RESOLUTION).await?;
+            // The row just read says whether the time is due: most requests skip the write.
+            if key.last_used_at.is_none_or(|used| used < now - KEY_USE_RESOLUTION) {
+                store::access::touch_key(conn, key.id, now, KEY_USE_RESOLUTION).await?;
+            }
             return Ok(Actor::ApiKey { id: key.id, scopes: key.scopes });
         }
         let signer = self.signer()?;
