@@ -9,6 +9,7 @@ mod m20261125_000003_encryption;
 mod m20261125_000004_access;
 mod m20261125_000005_privacy;
 mod m20261125_000006_emails;
+mod m20261125_000007_outbox;
 mod m20261125_000008_sign_in_hardening;
 
 pub struct Migrator;
@@ -23,6 +24,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261125_000004_access::Migration),
             Box::new(m20261125_000005_privacy::Migration),
             Box::new(m20261125_000006_emails::Migration),
+            Box::new(m20261125_000007_outbox::Migration),
             Box::new(m20261125_000008_sign_in_hardening::Migration),
         ]
     }

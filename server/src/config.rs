@@ -24,6 +24,49 @@ pub struct Settings {
     pub rate_limit_ip: RateLimit,
     /// Requests carrying one `Authorization: Bearer` credential, whether valid or not.
     pub rate_limit_credential: RateLimit,
+    pub mail: MailSettings,
+}
+
+/// How the delivery worker sends. `Debug` leaves out nothing secret: the DKIM key is a path.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MailSettings {
+    /// SMTP connections kept open to the relay at once.
+    pub smtp_connections: usize,
+    /// Messages per second over all recipients; unset is as fast as the relay takes them.
+    pub rate_per_second: Option<f64>,
+    /// Messages per second to any one recipient domain (gmail.com, say).
+    pub domain_rate_per_second: Option<f64>,
+    /// The wait before the first retry of a deferred message; later waits double.
+    pub retry_base: Duration,
+    /// Attempts before a message that keeps being deferred is given up as failed.
+    pub max_attempts: u32,
+    /// How long a worker's claim on sends lasts without being renewed (it renews it every third
+    /// of this while it works): after a crash, its sends wait this long for another worker.
+    pub lease: Duration,
+    pub dkim: Option<DkimSettings>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct DkimSettings {
+    pub selector: String,
+    pub domain: String,
+    /// An RSA key as PKCS#1 PEM or an Ed25519 key as base64.
+    pub key_file: std::path::PathBuf,
+}
+
+impl Default for MailSettings {
+    fn default() -> Self {
+        Self {
+            smtp_connections: 8,
+            rate_per_second: None,
+            domain_rate_per_second: None,
+            // With ten attempts the last comes about a day and a half after the first.
+            retry_base: Duration::from_secs(60),
+            max_attempts: 10,
+            lease: Duration::from_secs(60),
+            dkim: None,
+        }
+    }
 }
 
 impl std::fmt::Debug for Settings {
@@ -39,6 +82,7 @@ impl std::fmt::Debug for Settings {
             .field("log_format", &self.log_format)
             .field("rate_limit_ip", &self.rate_limit_ip)
             .field("rate_limit_credential", &self.rate_limit_credential)
+            .field("mail", &self.mail)
             .finish()
     }
 }
@@ -115,6 +159,7 @@ impl Default for Settings {
             log_format: LogFormat::Text,
             rate_limit_ip: DEFAULT_RATE_LIMIT_IP,
             rate_limit_credential: DEFAULT_RATE_LIMIT_CREDENTIAL,
+            mail: MailSettings::default(),
         }
     }
 }
@@ -146,6 +191,15 @@ struct FileSettings {
     rate_limit_ip_burst: Option<i64>,
     rate_limit_credential_per_second: Option<f64>,
     rate_limit_credential_burst: Option<i64>,
+    smtp_connections: Option<i64>,
+    mail_rate_per_second: Option<f64>,
+    mail_domain_rate_per_second: Option<f64>,
+    mail_retry_base_seconds: Option<f64>,
+    mail_max_attempts: Option<i64>,
+    mail_lease_seconds: Option<f64>,
+    dkim_selector: Option<String>,
+    dkim_domain: Option<String>,
+    dkim_key_file: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -204,6 +258,7 @@ impl Settings {
         }
 
         let defaults = Settings::default();
+        let mail = mail_settings(&env, &file)?;
         let listen = match file.listen {
             Some(raw) => raw.parse().map_err(|_| ConfigError::Invalid {
                 key: "listen".to_owned(),
@@ -260,6 +315,7 @@ impl Settings {
             defaults.rate_limit_credential,
         )?;
         Ok(Settings {
+            mail,
             database_url,
             listen,
             public_url: file.public_url.unwrap_or(defaults.public_url),
@@ -313,6 +369,94 @@ fn rate_limit(
     })
 }
 
+/// A number from `RAPPORT_<KEY>`, or else the file.
+fn number<T: std::str::FromStr + Copy>(
+    env: &impl Fn(&str) -> Option<String>,
+    key: &str,
+    from_file: Option<T>,
+) -> Result<Option<T>, ConfigError> {
+    match env(&format!("RAPPORT_{}", key.to_ascii_uppercase())) {
+        Some(raw) => raw
+            .trim()
+            .parse()
+            .map(Some)
+            .map_err(|_| ConfigError::Invalid { key: key.to_owned(), reason: format!("{raw:?} is not a number") }),
+        None => Ok(from_file),
+    }
+}
+
+fn mail_settings(env: &impl Fn(&str) -> Option<String>, file: &FileSettings) -> Result<MailSettings, ConfigError> {
+    let defaults = MailSettings::default();
+    let invalid = |key: &str, reason: &str| ConfigError::Invalid { key: key.to_owned(), reason: reason.to_owned() };
+    let positive_rate = |key: &str, value: Option<f64>| match value {
+        Some(rate) if !(rate > 0.0 && rate <= MAX_PER_SECOND) => {
+            Err(invalid(key, "must be a number of messages per second above 0"))
+        }
+        other => Ok(other),
+    };
+    let connections =
+        number(env, "smtp_connections", file.smtp_connections)?.unwrap_or(defaults.smtp_connections as i64);
+    if !(1..=256).contains(&connections) {
+        return Err(invalid("smtp_connections", "must be between 1 and 256"));
+    }
+    let retry_base = number(env, "mail_retry_base_seconds", file.mail_retry_base_seconds)?.map_or(
+        Ok(defaults.retry_base),
+        |seconds| {
+            Duration::try_from_secs_f64(seconds)
+                .ok()
+                .filter(|base| !base.is_zero() && *base <= Duration::from_secs(86_400))
+                .ok_or_else(|| invalid("mail_retry_base_seconds", "must be above 0 and at most a day"))
+        },
+    )?;
+    let lease = number(env, "mail_lease_seconds", file.mail_lease_seconds)?.map_or(Ok(defaults.lease), |seconds| {
+        Duration::try_from_secs_f64(seconds)
+            .ok()
+            .filter(|lease| *lease >= Duration::from_secs(1) && *lease <= Duration::from_secs(3_600))
+            .ok_or_else(|| invalid("mail_lease_seconds", "must be between 1 and 3600"))
+    })?;
+    let max_attempts =
+        number(env, "mail_max_attempts", file.mail_max_attempts)?.unwrap_or(i64::from(defaults.max_attempts));
+    if !(1..=100).contains(&max_attempts) {
+        return Err(invalid("mail_max_attempts", "must be between 1 and 100"));
+    }
+    let text = |key: &str, from_file: &Option<String>| {
+        env(&format!("RAPPORT_{}", key.to_ascii_uppercase()))
+            .or_else(|| from_file.clone())
+            .filter(|value| !value.trim().is_empty())
+    };
+    let dkim = match (
+        text("dkim_selector", &file.dkim_selector),
+        text("dkim_domain", &file.dkim_domain),
+        text("dkim_key_file", &file.dkim_key_file),
+    ) {
+        (None, None, None) => None,
+        (Some(selector), Some(domain), Some(key_file)) => {
+            Some(DkimSettings { selector, domain, key_file: std::path::PathBuf::from(key_file) })
+        }
+        _ => {
+            return Err(invalid(
+                "dkim",
+                "dkim_selector, dkim_domain and dkim_key_file go together: set all three or none",
+            ));
+        }
+    };
+    Ok(MailSettings {
+        smtp_connections: connections as usize,
+        rate_per_second: positive_rate(
+            "mail_rate_per_second",
+            number(env, "mail_rate_per_second", file.mail_rate_per_second)?,
+        )?,
+        domain_rate_per_second: positive_rate(
+            "mail_domain_rate_per_second",
+            number(env, "mail_domain_rate_per_second", file.mail_domain_rate_per_second)?,
+        )?,
+        retry_base,
+        max_attempts: max_attempts as u32,
+        lease,
+        dkim,
+    })
+}
+
 fn redact_url_password(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_owned();
@@ -351,6 +495,22 @@ mod tests {
         assert_eq!(settings.database_url, "sqlite://rapport.db?mode=rwc");
         assert_eq!(settings.listen.to_string(), "127.0.0.1:8080");
         assert!(settings.admin_token.is_none());
+    }
+
+    #[test]
+    fn mail_settings_come_from_file_and_environment_and_are_checked() {
+        let config = file("smtp_connections = 4\nmail_domain_rate_per_second = 2.5\n");
+        let env_vars = [("RAPPORT_MAIL_RETRY_BASE_SECONDS", "0.5"), ("RAPPORT_SMTP_CONNECTIONS", "3")];
+        let mail = Settings::load_from(Some(config.path()), env(&env_vars)).unwrap().mail;
+        assert_eq!(mail.smtp_connections, 3);
+        assert_eq!(mail.domain_rate_per_second, Some(2.5));
+        assert_eq!(mail.retry_base, Duration::from_millis(500));
+        assert_eq!(mail.rate_per_second, None);
+        let refused = |vars: &[(&str, &str)]| Settings::load_from(None, env(vars)).unwrap_err().to_string();
+        assert!(refused(&[("RAPPORT_SMTP_CONNECTIONS", "0")]).starts_with("smtp_connections:"));
+        assert!(refused(&[("RAPPORT_MAIL_RATE_PER_SECOND", "-1")]).starts_with("mail_rate_per_second:"));
+        assert!(refused(&[("RAPPORT_DKIM_SELECTOR", "s1")]).starts_with("dkim:"));
+        assert!(refused(&[("RAPPORT_MAIL_MAX_ATTEMPTS", "many")]).starts_with("mail_max_attempts:"));
     }
 
     #[test]

@@ -19,7 +19,11 @@ use crate::{
     domain::{contact::ContactRef, privacy::ContactExport},
     graphql::{AppSchema, build_schema},
     http::{self, AppState, Authenticator, Limiters},
-    service::{self, Actor, RequestContext, Services, SystemClock},
+    mail::{
+        message::Dkim,
+        smtp::{Relay, SmtpPool},
+    },
+    service::{self, Actor, RequestContext, Services, SystemClock, delivery::DeliveryWorker},
     store::Database,
 };
 
@@ -35,6 +39,7 @@ pub struct Application {
     listener: TcpListener,
     router: axum::Router,
     services: Services,
+    delivery: Option<DeliveryWorker>,
 }
 
 impl Application {
@@ -63,10 +68,11 @@ impl Application {
             limiters: Arc::new(Limiters::new(settings.rate_limit_ip, settings.rate_limit_credential)?),
             smtp_configured: settings.smtp_url.is_some(),
         };
+        let delivery = delivery_worker(settings, &services)?;
         let listener = TcpListener::bind(settings.listen)
             .await
             .with_context(|| format!("cannot listen on {}", settings.listen))?;
-        Ok(Self { listener, router: http::router(state), services })
+        Ok(Self { listener, router: http::router(state), services, delivery })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -77,18 +83,49 @@ impl Application {
         &self.services
     }
 
-    /// Serves until `shutdown` completes, then lets in-flight requests finish.
+    /// Serves (and delivers mail) until `shutdown` completes, then lets in-flight requests and
+    /// the mail batches in hand finish.
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         let address = self.local_addr();
         tracing::info!(graphql = %format!("http://{address}/graphql"), "listening on http://{address}");
-        axum::serve(self.listener, self.router.into_make_service_with_connect_info::<SocketAddr>())
+        let (stop_delivery, delivery_stopped) = tokio::sync::watch::channel(false);
+        let delivery = self.delivery.map(|worker| tokio::spawn(worker.run(delivery_stopped)));
+        let served = axum::serve(self.listener, self.router.into_make_service_with_connect_info::<SocketAddr>())
             .with_graceful_shutdown(shutdown)
             .await
-            .context("server failed")?;
+            .context("server failed");
+        let _ = stop_delivery.send(true);
+        if let Some(delivery) = delivery {
+            let _ = delivery.await;
+        }
+        served?;
         tracing::info!("stopped");
         self.services.database().clone().close().await.context("closing the database")?;
         Ok(())
     }
+}
+
+/// The delivery worker, when there is a relay to deliver to; without `RAPPORT_SMTP_URL` sends
+/// wait in the outbox (and `/readyz` says so).
+fn delivery_worker(settings: &Settings, services: &Services) -> anyhow::Result<Option<DeliveryWorker>> {
+    let Some(url) = &settings.smtp_url else {
+        tracing::warn!("RAPPORT_SMTP_URL is not set: mail is queued, not sent");
+        return Ok(None);
+    };
+    let relay = Relay::parse(url).map_err(|error| anyhow!("RAPPORT_SMTP_URL {error}"))?;
+    let dkim = match &settings.mail.dkim {
+        Some(dkim) => {
+            let key = std::fs::read_to_string(&dkim.key_file)
+                .with_context(|| format!("cannot read the DKIM key file {}", dkim.key_file.display()))?;
+            Some(
+                Dkim::new(&dkim.selector, &dkim.domain, &key)
+                    .map_err(|error| anyhow!("{}: {error}", dkim.key_file.display()))?,
+            )
+        }
+        None => None,
+    };
+    let pool = SmtpPool::new(relay, settings.mail.smtp_connections);
+    Ok(Some(DeliveryWorker::new(services.clone(), pool, dkim, settings.mail.clone(), settings.public_url.clone())))
 }
 
 pub async fn connect(settings: &Settings) -> anyhow::Result<Database> {

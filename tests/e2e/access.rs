@@ -355,6 +355,14 @@ on_both_databases! {
             ("previewEmail", "query($e: ID!, $c: ID!) { previewEmail(emailId: $e, contactId: $c) { html } }".into(), json!({ "e": email_id, "c": a })),
             ("createEmail", "mutation { createEmail(input: { name: \"x\", type: MARKETING, subject: \"x\", html: \"x\", from: { address: \"a@example.com\" } }) { email { id } } }".into(), json!({})),
             ("updateEmail", "mutation($id: ID!) { updateEmail(input: { id: $id, expectedVersion: 1, html: \"y\" }) { email { id } } }".into(), json!({ "id": email_id })),
+            ("sendEmail", "mutation($e: ID!, $c: ID!) { sendEmail(input: { emailId: $e, contact: { id: $c } }) { created } }".into(), json!({ "e": email_id, "c": b })),
+            ("sendEmail", "mutation($e: ID!, $c: ID!) { sendEmail(input: { emailId: $e, contact: { id: $c } }) { created } }".into(), json!({ "e": email_id, "c": a })),
+            ("sendTestEmail", "mutation($e: ID!) { sendTestEmail(input: { emailId: $e, to: [\"evil@example.com\"] }) { id } }".into(), json!({ "e": email_id })),
+            ("deliveries", "{ deliveries { nodes { id } } }".into(), json!({})),
+            ("emailSend", "query($id: ID!) { emailSend(id: $id) { id } }".into(), json!({ "id": email_id })),
+            ("suppressions", "{ suppressions(address: \"a@example.com\") { reason } }".into(), json!({})),
+            ("suppressAddress", "mutation { suppressAddress(address: \"b@example.com\", reason: MANUAL) }".into(), json!({})),
+            ("unsuppressAddress", "mutation { unsuppressAddress(address: \"b@example.com\") }".into(), json!({})),
         ];
         for (field, query, variables) in &attempts {
             let (_, body) = app.graphql_as(Some(&token_a), query, variables.clone()).await;

@@ -12,6 +12,7 @@ mod events;
 mod fields;
 mod graphql_http;
 mod http;
+mod mail;
 mod privacy;
 mod rate_limit;
 mod topics;

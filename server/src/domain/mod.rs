@@ -6,6 +6,7 @@ pub mod access;
 pub mod audit;
 pub mod consent;
 pub mod contact;
+pub mod delivery;
 pub mod email;
 pub mod event;
 pub mod field;

@@ -12,6 +12,7 @@ use super::{
     audit::AuditEntry,
     consent::ConsentChange,
     contact::{Contact, ContactId, CountryCode, EmailAddress, ExternalId, Locale, PersonName, PhoneNumber},
+    delivery::Send,
     event::{Event, IdempotencyKey},
     field::FieldDefinition,
     key::Key,
@@ -82,6 +83,8 @@ pub struct ContactExport {
     pub subscriptions: Vec<(TopicSubscription, Topic)>,
     /// Oldest first.
     pub events: Vec<Event>,
+    /// Mail sent, or meant to be sent, to the contact; oldest first.
+    pub sends: Vec<Send>,
     /// Entries whose target is the contact, in chain order.
     pub audit_entries: Vec<AuditEntry>,
 }
@@ -144,8 +147,19 @@ impl ContactExport {
                 "source": event.source.as_str(),
                 "idempotencyKey": text(event.idempotency_key.as_ref().map(IdempotencyKey::as_str)),
             })).collect::<Vec<_>>(),
-            // Mail and programs do not exist yet; the keys are part of the format already.
-            "emailsSent": [],
+            "emailsSent": self.sends.iter().map(|send| json!({
+                "id": send.id.to_string(),
+                "emailId": send.email_id.to_string(),
+                "emailVersionId": send.email_version_id.to_string(),
+                "type": api_name(send.email_type.as_str()),
+                "status": api_name(send.status.as_str()),
+                "attempts": send.attempts,
+                "detail": send.detail,
+                "messageId": send.message_id,
+                "createdAt": send.created_at.to_rfc3339(),
+                "sentAt": send.sent_at.map(|at| at.to_rfc3339()),
+            })).collect::<Vec<_>>(),
+            // Programs do not exist yet; the key is part of the format already.
             "programParticipation": [],
             "auditEntries": self.audit_entries.iter().map(audit_json).collect::<Vec<_>>(),
         })

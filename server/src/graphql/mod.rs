@@ -13,6 +13,7 @@ pub mod guard;
 pub mod loaders;
 pub mod pagination;
 pub mod privacy;
+pub mod sending;
 pub mod topics;
 
 use async_graphql::{Context, EmptySubscription, MergedObject, Schema};
@@ -33,6 +34,7 @@ pub struct QueryRoot(
     access::AccessQuery,
     privacy::PrivacyQuery,
     emails::EmailQuery,
+    sending::SendingQuery,
 );
 
 #[derive(MergedObject, Default)]
@@ -45,6 +47,7 @@ pub struct MutationRoot(
     access::AccessMutation,
     privacy::PrivacyMutation,
     emails::EmailMutation,
+    sending::SendingMutation,
 );
 
 pub type AppSchema = Schema<QueryRoot, MutationRoot, EmptySubscription>;

@@ -84,8 +84,9 @@ impl PrivacyQuery {
     /// capturedAt, recordedAt, proof {ip, userAgent, wordingId, wordingVersion}}];
     /// `topicSubscriptions` [{topic {key, name}, status, frequency, updatedAt}]; `events`
     /// [{id, type, properties, occurredAt, receivedAt, source, idempotencyKey}], oldest first;
-    /// `emailsSent` and `programParticipation`, empty arrays until mail and programs exist
-    /// (later releases fill them; the keys are part of the format already); `auditEntries`
+    /// `emailsSent` [{id, emailId, emailVersionId, type, status, attempts, detail, messageId,
+    /// createdAt, sentAt}], oldest first; `programParticipation`, an empty array until programs
+    /// exist (the key is part of the format already); `auditEntries`
     /// [{seq, id, occurredAt, actor {kind, id}, action, targetKind, targetId, changes,
     /// requestId, ip, hash}] about the contact, in chain order. Names, enum values and times
     /// are spelled as elsewhere in this API.

@@ -1,7 +1,10 @@
 //! Mail: the template language of emails (`template`), rendering email versions for one contact
 //! and checking them when they are saved (`render`), open and click tracking of the rendered
-//! HTML (`tracking`), and (in `delivery`) turning outbox rows into SMTP transactions.
+//! HTML (`tracking`), the bytes of a message (`message`) and the SMTP connections that carry
+//! them (`smtp`). The outbox and its worker are in `service::delivery`.
 
+pub mod message;
 pub mod render;
+pub mod smtp;
 pub mod template;
 pub mod tracking;

@@ -161,6 +161,21 @@ impl CompiledEmail {
     }
 }
 
+/// A contact without any data: what a check renders for, and a test send without a contact,
+/// so that every fallback shows.
+pub fn blank_contact() -> Contact {
+    Contact {
+        id: ContactId::from_uuid(uuid::Uuid::nil()),
+        external_id: None,
+        email: None,
+        profile: Profile::default(),
+        attributes: Attributes::new(),
+        created_at: DateTime::UNIX_EPOCH,
+        updated_at: DateTime::UNIX_EPOCH,
+        version: 1,
+    }
+}
+
 /// What exists for templates to refer to, besides the built-in contact fields.
 #[derive(Debug, Clone, Default)]
 pub struct Vocabulary {
@@ -178,16 +193,7 @@ pub struct Vocabulary {
 pub fn check(content: &EmailContent, vocabulary: &Vocabulary) -> Result<Vec<String>, RenderError> {
     let compiled = CompiledEmail::compile(content)?;
     let mut warnings = compiled.unknown_references(vocabulary);
-    let blank = Contact {
-        id: ContactId::from_uuid(uuid::Uuid::nil()),
-        external_id: None,
-        email: None,
-        profile: Profile::default(),
-        attributes: Attributes::new(),
-        created_at: DateTime::UNIX_EPOCH,
-        updated_at: DateTime::UNIX_EPOCH,
-        version: 1,
-    };
+    let blank = blank_contact();
     let data = context(&RenderInput { contact: &blank, topics: &[], consents: &[], event: None });
     for part in &compiled.parts {
         let failure = match compiled.part(*part, &data) {

@@ -126,6 +126,18 @@ impl std::fmt::Debug for ContactToken {
     }
 }
 
+/// See [`Services::link_signer`].
+pub(crate) struct LinkSigner(TokenSigner);
+
+impl LinkSigner {
+    pub(crate) fn sign(&self, contact_id: ContactId, purpose: ContactTokenPurpose, now: DateTime<Utc>) -> ContactToken {
+        let expires_at = now + purpose.lifetime();
+        let claims = ContactClaims { purpose: purpose.as_str().to_owned() };
+        let token = self.0.sign(Audience::Contact, &contact_id.to_string(), claims, now, expires_at);
+        ContactToken { token, expires_at }
+    }
+}
+
 impl Services {
     fn signer(&self) -> Result<TokenSigner> {
         Ok(TokenSigner::new(&self.db.keys()?.masters))
@@ -475,9 +487,13 @@ impl Services {
         let entry = audit::Entry::new("contact_token.issued", "contact", contact_id.to_string(), changes);
         audit::append(&tx, ctx, now, entry).await?;
         tx.commit().await?;
-        let claims = ContactClaims { purpose: purpose.as_str().to_owned() };
-        let token = self.signer()?.sign(Audience::Contact, &contact_id.to_string(), claims, now, expires_at);
-        Ok(ContactToken { token, expires_at })
+        Ok(self.link_signer()?.sign(contact_id, purpose, now))
+    }
+
+    /// Signs contact tokens for links in messages being sent. They are not audited one by one:
+    /// the send that carries each is on record.
+    pub(crate) fn link_signer(&self) -> Result<LinkSigner> {
+        Ok(LinkSigner(self.signer()?))
     }
 }
 

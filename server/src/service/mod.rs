@@ -5,11 +5,13 @@ pub mod access;
 pub mod audit;
 pub mod consents;
 pub mod contacts;
+pub mod delivery;
 pub mod emails;
 pub mod error;
 pub mod events;
 pub mod fields;
 pub mod privacy;
+pub mod sending;
 pub mod topics;
 pub mod tracking;
 
@@ -47,6 +49,9 @@ pub struct Services {
     login_throttle: Arc<access::LoginThrottle>,
     /// Bounds the password hashes computed at once: each takes 19 MiB and a core for ~50 ms.
     password_work: Arc<tokio::sync::Semaphore>,
+    /// Tells this process's delivery worker that sends were queued, so it need not wait for its
+    /// next look at the outbox.
+    mail_wakeup: Arc<tokio::sync::Notify>,
 }
 
 impl Services {
@@ -57,6 +62,7 @@ impl Services {
             clock,
             login_throttle: Arc::new(access::LoginThrottle::new()),
             password_work: Arc::new(tokio::sync::Semaphore::new(cores * 2)),
+            mail_wakeup: Arc::new(tokio::sync::Notify::new()),
         }
     }
 

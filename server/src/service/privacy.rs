@@ -36,6 +36,7 @@ impl Services {
             consent_history: store::consents::all_of(&tx, contact.id).await?,
             subscriptions: store::topics::subscriptions(&tx, &ids).await?,
             events: store::events::all_of(&tx, contact.id).await?,
+            sends: store::outbox::all_of(&tx, contact.id).await?,
             audit_entries: store::audit::about(&tx, "contact", &contact.id.to_string()).await?,
             contact,
         };
@@ -55,6 +56,7 @@ impl Services {
         let now = self.now();
         let tx = self.db.begin_write().await?;
         let erased = store::contacts::erase(&tx, id, now).await?.ok_or(Error::NotFound { what: "contact" })?;
+        store::outbox::delete_of_contact(&tx, id).await?;
         let tombstone = audit::append(
             &tx,
             ctx,

@@ -76,7 +76,9 @@ pub async fn find_by_phone(
     Ok(ids.into_iter().map(ContactId::from_uuid).collect())
 }
 
-fn email_index(keys: &KeyRing, email: &EmailAddress) -> String {
+/// The blind index of an email address: how contacts, erased addresses and the suppression list
+/// find an address without storing it.
+pub fn email_index(keys: &KeyRing, email: &EmailAddress) -> String {
     keys.blind_index.index(EMAIL_INDEX, email.as_str())
 }
 
@@ -289,6 +291,16 @@ fn address_indexes(keys: &KeyRing, email: Option<&EmailAddress>, phone: Option<&
     let email = email.map(|email| email_index(keys, email));
     let phone = phone.map(|phone| phone_index(keys, phone));
     email.into_iter().chain(phone).collect()
+}
+
+/// The contacts with these ids that exist, in no particular order, in three statements.
+pub async fn by_ids(conn: &impl ConnectionTrait, keys: &KeyRing, ids: &[ContactId]) -> StoreResult<Vec<Contact>> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let models =
+        entity::Entity::find().filter(entity::Column::Id.is_in(ids.iter().map(|id| id.as_uuid()))).all(conn).await?;
+    with_attributes(conn, keys, models).await
 }
 
 /// One page of contacts in id (= creation) order, restricted by `filter`.

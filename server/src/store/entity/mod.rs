@@ -17,6 +17,8 @@ pub mod erased_address;
 pub mod event;
 pub mod field_definition;
 pub mod login_throttle;
+pub mod outbox;
+pub mod suppression;
 pub mod topic;
 pub mod topic_subscription;
 pub mod used_refresh_token;

@@ -1,0 +1,608 @@
+//! The delivery worker: claims due sends from the outbox under a lease, decides each (contact
+//! gone, suppressed, no consent, held back by a rate limit), renders the rest lazily (with the
+//! version's compiled templates, kept between batches), sends them over a pool of SMTP
+//! connections, and settles the outcomes.
+//!
+//! Exactly once, bar one window: a message is marked sent by the settlement write that follows
+//! the relay's `250`, normally within milliseconds (settlements are written while other messages
+//! are still being sent). If the process dies inside that window, the row's lease runs out and
+//! the message goes again, with the same `Message-ID`. SMTP has no way to close the window (the
+//! relay's acceptance and our write cannot be one transaction); keeping it to one settlement
+//! write is as small as it gets. Everything before the `250` is safe to repeat, and a row is
+//! never sent while another worker holds its lease.
+
+use std::{
+    collections::{HashMap, HashSet},
+    sync::Arc,
+    time::{Duration, SystemTime},
+};
+
+use chrono::{DateTime, Utc};
+use futures_util::{StreamExt, stream};
+use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter, clock::Clock as _};
+use lettre::address::Envelope;
+use tokio::sync::{mpsc, watch};
+use uuid::Uuid;
+
+use super::{Result, Services, access::LinkSigner};
+use crate::{
+    config::MailSettings,
+    domain::{
+        access::ContactTokenPurpose,
+        consent::{Channel, ConsentChange, ConsentStatus},
+        contact::{Contact, ContactId, EmailAddress, Profile},
+        delivery::{SendStatus, Suppression, SuppressionReason, is_hard_bounce, retry_delay},
+        email::{EmailType, EmailVersion},
+        topic::{Topic, TopicSubscription},
+    },
+    mail::{
+        message::{self, Addressing, Dkim},
+        render::{self, CompiledEmail, RenderInput},
+        smtp::{SendFailure, SmtpPool},
+        tracking::{self, TrackedSend, Tracking, TrackingKeys},
+    },
+    store::{self, outbox::Settlement},
+};
+
+/// Sends claimed at once. Large enough that the per-batch reads cost little per message, small
+/// enough that a batch is sent well within its lease.
+const BATCH: u64 = 500;
+/// How often an idle worker looks for sends queued by other processes (its own wake it).
+const POLL: Duration = Duration::from_secs(1);
+/// Batches in flight at once: one is read and rendered while another is being sent.
+const LANES: usize = 2;
+/// Compiled versions kept between batches; a program mails a handful of versions at a time.
+const COMPILED_VERSIONS: usize = 64;
+const MARKETING_PURPOSE: &str = "marketing";
+/// Tries at writing delivery outcomes, a `POLL` apart, before a round gives up: a minute of a
+/// database that does not answer.
+const SETTLE_ATTEMPTS: u32 = 60;
+
+/// Everything the worker needs, built once at start.
+pub struct DeliveryWorker {
+    services: Services,
+    pool: Arc<SmtpPool>,
+    dkim: Option<Dkim>,
+    settings: MailSettings,
+    public_url: String,
+    owner: Uuid,
+    global_limit: Option<DefaultDirectRateLimiter>,
+    domain_limit: Option<DefaultKeyedRateLimiter<String>>,
+    compiled: std::sync::Mutex<HashMap<Uuid, Arc<Compiled>>>,
+}
+
+struct Compiled {
+    version: EmailVersion,
+    templates: CompiledEmail,
+}
+
+/// One claimed send, decided: either settled without the relay, or a message to send.
+enum Decision {
+    Settled(Outcome),
+    Send(Box<Outgoing>),
+}
+
+struct Outgoing {
+    send_id: Uuid,
+    attempts: i32,
+    domain: String,
+    envelope: Envelope,
+    bytes: Vec<u8>,
+    address_index: String,
+    contact_id: Option<ContactId>,
+}
+
+/// A settlement, and the suppression that a hard bounce adds with it.
+struct Outcome {
+    settlement: Settlement,
+    bounced: Option<(String, Suppression)>,
+}
+
+fn quota(per_second: f64) -> Option<Quota> {
+    // A burst of one second's worth: the limit holds over any second, not on average.
+    let burst = std::num::NonZeroU32::new(per_second.ceil().clamp(1.0, f64::from(u32::MAX)) as u32)?;
+    Quota::with_period(Duration::from_secs_f64(1.0 / per_second)).map(|quota| quota.allow_burst(burst))
+}
+
+impl DeliveryWorker {
+    pub fn new(
+        services: Services,
+        pool: SmtpPool,
+        dkim: Option<Dkim>,
+        settings: MailSettings,
+        public_url: String,
+    ) -> Self {
+        Self {
+            global_limit: settings.rate_per_second.and_then(quota).map(RateLimiter::direct),
+            domain_limit: settings.domain_rate_per_second.and_then(quota).map(RateLimiter::keyed),
+            services,
+            pool: Arc::new(pool),
+            dkim,
+            settings,
+            public_url,
+            owner: Uuid::now_v7(),
+            compiled: std::sync::Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Delivers until `stop` turns true, then finishes the batches in hand and returns.
+    pub async fn run(self, stop: watch::Receiver<bool>) {
+        tracing::info!(relay = %self.pool.relay().display(), worker = %self.owner, "mail delivery started");
+        let worker = Arc::new(self);
+        let heartbeat = {
+            let worker = Arc::clone(&worker);
+            let mut stop = stop.clone();
+            tokio::spawn(async move {
+                loop {
+                    tokio::select! {
+                        () = tokio::time::sleep(worker.settings.lease / 3) => worker.renew_leases().await,
+                        _ = stop.changed() => break,
+                    }
+                }
+            })
+        };
+        let lanes: Vec<_> = (0..LANES)
+            .map(|_| {
+                let worker = Arc::clone(&worker);
+                let stop = stop.clone();
+                tokio::spawn(async move { worker.lane(stop).await })
+            })
+            .collect();
+        for lane in lanes {
+            let _ = lane.await;
+        }
+        heartbeat.abort();
+        worker.pool.close().await;
+        tracing::info!("mail delivery stopped");
+    }
+
+    async fn lane(&self, mut stop: watch::Receiver<bool>) {
+        while !*stop.borrow() {
+            match self.round().await {
+                Ok(0) => {
+                    tokio::select! {
+                        () = self.services.mail_wakeup.notified() => {}
+                        () = tokio::time::sleep(POLL) => {}
+                        _ = stop.changed() => {}
+                    }
+                }
+                Ok(_) => {}
+                Err(error) => {
+                    tracing::error!(error = %error, "mail delivery round failed; trying again shortly");
+                    tokio::time::sleep(POLL).await;
+                }
+            }
+        }
+    }
+
+    fn lease(&self) -> chrono::Duration {
+        chrono::Duration::from_std(self.settings.lease).unwrap_or(chrono::Duration::minutes(1))
+    }
+
+    async fn renew_leases(&self) {
+        let until = self.services.now() + self.lease();
+        let renewed = async {
+            let tx = self.services.db.begin_write().await?;
+            store::outbox::renew_leases(&tx, self.owner, until).await?;
+            tx.commit().await?;
+            Ok::<_, super::Error>(())
+        };
+        if let Err(error) = renewed.await {
+            tracing::warn!(error = %error, "cannot renew the lease on sends in hand");
+        }
+    }
+
+    /// Claims, decides, sends and settles one batch; how many sends it claimed.
+    async fn round(&self) -> Result<usize> {
+        let now = self.services.now();
+        let tx = self.services.db.begin_write().await?;
+        let claimed = store::outbox::claim(&tx, self.owner, now, now + self.lease(), BATCH).await?;
+        tx.commit().await?;
+        if claimed.is_empty() {
+            return Ok(0);
+        }
+        let ids: Vec<Uuid> = claimed.iter().map(|send| send.id).collect();
+        match self.deliver_batch(claimed, now).await {
+            Ok(()) => Ok(ids.len()),
+            Err(error) => {
+                // Whatever was not settled goes back to the queue now; the heartbeat would
+                // otherwise keep renewing a lease nobody works on.
+                let tx = self.services.db.begin_write().await?;
+                store::outbox::release(&tx, self.owner, &ids).await?;
+                tx.commit().await?;
+                Err(error)
+            }
+        }
+    }
+
+    async fn deliver_batch(&self, claimed: Vec<crate::domain::delivery::Send>, now: DateTime<Utc>) -> Result<()> {
+        let decisions = self.decide(claimed, now).await?;
+        let (settled, outgoing): (Vec<_>, Vec<_>) =
+            decisions.into_iter().partition(|decision| matches!(decision, Decision::Settled(_)));
+
+        let (results, settler) = self.settler();
+        for decision in settled {
+            if let Decision::Settled(outcome) = decision {
+                let _ = results.send(outcome);
+            }
+        }
+        let sending = stream::iter(outgoing.into_iter().filter_map(|decision| match decision {
+            Decision::Send(outgoing) => Some(outgoing),
+            Decision::Settled(_) => None,
+        }))
+        .map(|outgoing| self.deliver(outgoing))
+        .buffer_unordered(self.settings.smtp_connections);
+        sending
+            .for_each(|outcome| {
+                let _ = results.send(outcome);
+                std::future::ready(())
+            })
+            .await;
+        drop(results);
+        settler.await.map_err(|error| anyhow::anyhow!("settlement task: {error}"))?
+    }
+
+    /// A task that writes outcomes as they come, as many at a time as have arrived: while one
+    /// write runs, the next outcomes gather.
+    fn settler(&self) -> (mpsc::UnboundedSender<Outcome>, tokio::task::JoinHandle<Result<()>>) {
+        let (sender, mut receiver) = mpsc::unbounded_channel::<Outcome>();
+        let services = self.services.clone();
+        let owner = self.owner;
+        let task = tokio::spawn(async move {
+            let mut buffer = Vec::new();
+            while receiver.recv_many(&mut buffer, 2_000).await > 0 {
+                let outcomes = std::mem::take(&mut buffer);
+                // Messages in `outcomes` may be sent already: a failed write is tried again
+                // rather than given up, or they would go out a second time.
+                let mut attempt = 0;
+                loop {
+                    match settle(&services, owner, &outcomes).await {
+                        Ok(()) => break,
+                        Err(error) if attempt < SETTLE_ATTEMPTS => {
+                            attempt += 1;
+                            tracing::warn!(error = %error, attempt, "cannot record delivery outcomes; trying again");
+                            tokio::time::sleep(POLL).await;
+                        }
+                        Err(error) => return Err(error),
+                    }
+                }
+            }
+            Ok(())
+        });
+        (sender, task)
+    }
+
+    async fn deliver(&self, outgoing: Box<Outgoing>) -> Outcome {
+        if let Some(limit) = &self.global_limit {
+            limit.until_ready().await;
+        }
+        let result = self.pool.send(&outgoing.envelope, &outgoing.bytes).await;
+        let now = self.services.now();
+        let settled = |status, detail: Option<String>, next_attempt_at| Outcome {
+            settlement: Settlement { id: outgoing.send_id, status, attempted: true, next_attempt_at, detail },
+            bounced: None,
+        };
+        match result {
+            Ok(()) => settled(SendStatus::Sent, None, None),
+            Err(SendFailure::Permanent { code, reply }) => {
+                tracing::info!(send_id = %outgoing.send_id, code, domain = %outgoing.domain, "bounced");
+                let mut outcome = settled(SendStatus::Bounced, Some(reply.clone()), None);
+                if is_hard_bounce(code) {
+                    let suppression = Suppression {
+                        reason: SuppressionReason::HardBounce,
+                        contact_id: outgoing.contact_id,
+                        source: "smtp".to_owned(),
+                        detail: Some(reply),
+                        created_at: now,
+                    };
+                    outcome.bounced = Some((outgoing.address_index.clone(), suppression));
+                }
+                outcome
+            }
+            Err(SendFailure::Transient { reply }) => {
+                let attempts = u32::try_from(outgoing.attempts).unwrap_or(0) + 1;
+                if attempts >= self.settings.max_attempts {
+                    tracing::warn!(send_id = %outgoing.send_id, attempts, "deferred too often; giving up");
+                    settled(SendStatus::Failed, Some(reply), None)
+                } else {
+                    let delay = retry_delay(self.settings.retry_base, attempts, random_unit());
+                    let next = now + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::hours(6));
+                    tracing::info!(send_id = %outgoing.send_id, attempts, retry_in = ?delay, "deferred");
+                    settled(SendStatus::Deferred, Some(reply), Some(next))
+                }
+            }
+        }
+    }
+
+    /// Reads what the batch needs in a few set-wise queries, then decides and renders every send
+    /// off the async threads.
+    async fn decide(&self, claimed: Vec<crate::domain::delivery::Send>, now: DateTime<Utc>) -> Result<Vec<Decision>> {
+        let conn = self.services.db.connection();
+        let keys = self.services.db.keys()?;
+        let contact_ids: Vec<ContactId> =
+            claimed.iter().filter_map(|send| send.contact_id).collect::<HashSet<_>>().into_iter().collect();
+        let contacts: HashMap<ContactId, Contact> = store::contacts::by_ids(conn, keys, &contact_ids)
+            .await?
+            .into_iter()
+            .map(|contact| (contact.id, contact))
+            .collect();
+        let mut topics: HashMap<ContactId, Vec<(TopicSubscription, Topic)>> = HashMap::new();
+        for (subscription, topic) in store::topics::subscriptions(conn, &contact_ids).await? {
+            topics.entry(subscription.contact_id).or_default().push((subscription, topic));
+        }
+        let mut consents: HashMap<ContactId, Vec<ConsentChange>> = HashMap::new();
+        for consent in store::consents::current(conn, &contact_ids).await? {
+            consents.entry(consent.contact_id).or_default().push(consent);
+        }
+        let recipients: HashMap<Uuid, EmailAddress> = claimed
+            .iter()
+            .filter_map(|send| {
+                let address = send.recipient.clone().or_else(|| {
+                    send.contact_id.and_then(|id| contacts.get(&id)).and_then(|contact| contact.email.clone())
+                })?;
+                Some((send.id, address))
+            })
+            .collect();
+        let indexes: HashMap<Uuid, String> =
+            recipients.iter().map(|(id, address)| (*id, store::contacts::email_index(keys, address))).collect();
+        let unique_indexes: Vec<String> = indexes.values().cloned().collect::<HashSet<_>>().into_iter().collect();
+        let suppressions = store::outbox::suppressions_of(conn, &unique_indexes).await?;
+        let compiled = self.compiled_versions(&claimed).await?;
+
+        let batch = Batch {
+            contacts,
+            topics,
+            consents,
+            recipients,
+            indexes,
+            suppressions,
+            compiled,
+            now,
+            signer: self.services.link_signer()?,
+            tracking_keys: self.services.tracking_keys()?,
+            public_url: self.public_url.trim_end_matches('/').to_owned(),
+            dkim: self.dkim.clone(),
+        };
+        let mut decisions = Vec::with_capacity(claimed.len());
+        let mut to_render = Vec::new();
+        for send in claimed {
+            match self.precheck(&batch, &send) {
+                Some(outcome) => decisions.push(Decision::Settled(outcome)),
+                None => to_render.push(send),
+            }
+        }
+        let rendered = tokio::task::spawn_blocking(move || {
+            to_render.into_iter().map(|send| batch.render(send)).collect::<Vec<_>>()
+        })
+        .await
+        .map_err(|error| anyhow::anyhow!("rendering task: {error}"))?;
+        decisions.extend(rendered);
+        Ok(decisions)
+    }
+
+    /// The rules that settle a send without rendering it, in the order they apply.
+    fn precheck(&self, batch: &Batch, send: &crate::domain::delivery::Send) -> Option<Outcome> {
+        let settle = |status: SendStatus, detail: &str| {
+            Some(Outcome {
+                settlement: Settlement {
+                    id: send.id,
+                    status,
+                    attempted: false,
+                    next_attempt_at: None,
+                    detail: Some(detail.to_owned()),
+                },
+                bounced: None,
+            })
+        };
+        let contact = send.contact_id.and_then(|id| batch.contacts.get(&id));
+        if send.contact_id.is_some() && contact.is_none() {
+            return settle(SendStatus::Skipped, "the contact no longer exists");
+        }
+        let Some(address) = batch.recipients.get(&send.id) else {
+            return settle(SendStatus::Skipped, "the contact has no email address");
+        };
+        let is_test = send.recipient.is_some();
+        // Tests go to staff: only what stops all mail to an address applies to them.
+        let effective_type = if is_test { EmailType::Transactional } else { send.email_type };
+        let suppressed = batch
+            .indexes
+            .get(&send.id)
+            .and_then(|index| batch.suppressions.get(index))
+            .and_then(|entries| entries.iter().find(|entry| entry.reason.blocks(effective_type)));
+        if let Some(entry) = suppressed {
+            return settle(SendStatus::Suppressed, &format!("the address is suppressed ({})", entry.reason));
+        }
+        if !is_test && send.email_type == EmailType::Marketing && !batch.has_marketing_consent(send.contact_id) {
+            return settle(SendStatus::SkippedNoConsent, "email marketing consent is not granted");
+        }
+        let domain = address.as_str().rsplit_once('@').map(|(_, domain)| domain.to_owned()).unwrap_or_default();
+        if let Some(limit) = &self.domain_limit
+            && let Err(not_until) = limit.check_key(&domain)
+        {
+            let wait = not_until.wait_time_from(governor::clock::DefaultClock::default().now());
+            return Some(Outcome {
+                settlement: Settlement {
+                    id: send.id,
+                    status: send.status,
+                    attempted: false,
+                    next_attempt_at: Some(
+                        batch.now + chrono::Duration::from_std(wait).unwrap_or(chrono::Duration::seconds(1)),
+                    ),
+                    detail: Some(format!("held back by the rate limit for {domain}")),
+                },
+                bounced: None,
+            });
+        }
+        None
+    }
+
+    /// The compiled templates of every version in the batch, compiling those not seen before.
+    async fn compiled_versions(
+        &self,
+        claimed: &[crate::domain::delivery::Send],
+    ) -> Result<HashMap<Uuid, Arc<Compiled>>> {
+        let wanted: HashSet<Uuid> = claimed.iter().map(|send| send.email_version_id).collect();
+        let mut found = HashMap::new();
+        let mut missing = Vec::new();
+        if let Ok(cache) = self.compiled.lock() {
+            for id in &wanted {
+                match cache.get(id) {
+                    Some(compiled) => {
+                        found.insert(*id, Arc::clone(compiled));
+                    }
+                    None => missing.push(*id),
+                }
+            }
+        }
+        for id in missing {
+            let Some(version) = store::emails::version_by_id(self.services.db.connection(), id).await? else {
+                continue;
+            };
+            // A version that does not compile was refused when it was saved; if one ever does
+            // not, its sends are skipped with the reason (see `Batch::render`).
+            let Ok(templates) = CompiledEmail::compile(&version.content) else { continue };
+            let compiled = Arc::new(Compiled { version, templates });
+            if let Ok(mut cache) = self.compiled.lock() {
+                if cache.len() >= COMPILED_VERSIONS {
+                    cache.clear();
+                }
+                cache.insert(id, Arc::clone(&compiled));
+            }
+            found.insert(id, compiled);
+        }
+        Ok(found)
+    }
+}
+
+/// Writes outcomes in one transaction, with the suppressions their hard bounces add.
+async fn settle(services: &Services, owner: Uuid, outcomes: &[Outcome]) -> Result<()> {
+    let now = services.now();
+    let tx = services.db.begin_write().await?;
+    for (index, suppression) in outcomes.iter().filter_map(|outcome| outcome.bounced.as_ref()) {
+        store::outbox::suppress(&tx, index, suppression).await?;
+    }
+    let settlements: Vec<Settlement> = outcomes.iter().map(|outcome| outcome.settlement.clone()).collect();
+    store::outbox::settle(&tx, owner, now, &settlements).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// What one batch's decisions and renders read, gathered up front.
+struct Batch {
+    contacts: HashMap<ContactId, Contact>,
+    topics: HashMap<ContactId, Vec<(TopicSubscription, Topic)>>,
+    consents: HashMap<ContactId, Vec<ConsentChange>>,
+    recipients: HashMap<Uuid, EmailAddress>,
+    indexes: HashMap<Uuid, String>,
+    suppressions: HashMap<String, Vec<Suppression>>,
+    compiled: HashMap<Uuid, Arc<Compiled>>,
+    now: DateTime<Utc>,
+    signer: LinkSigner,
+    tracking_keys: TrackingKeys,
+    public_url: String,
+    dkim: Option<Dkim>,
+}
+
+impl Batch {
+    fn has_marketing_consent(&self, contact_id: Option<ContactId>) -> bool {
+        let consents = contact_id.and_then(|id| self.consents.get(&id)).map(Vec::as_slice).unwrap_or_default();
+        consents.iter().any(|consent| {
+            consent.purpose.as_str() == MARKETING_PURPOSE
+                && consent.channel == Channel::Email
+                && consent.status == ConsentStatus::Granted
+        })
+    }
+
+    fn render(&self, send: crate::domain::delivery::Send) -> Decision {
+        let skip = |detail: String| {
+            Decision::Settled(Outcome {
+                settlement: Settlement {
+                    id: send.id,
+                    status: SendStatus::Skipped,
+                    attempted: false,
+                    next_attempt_at: None,
+                    detail: Some(detail),
+                },
+                bounced: None,
+            })
+        };
+        let Some(compiled) = self.compiled.get(&send.email_version_id) else {
+            return skip("the email version cannot be read or compiled".to_owned());
+        };
+        let Some(address) = self.recipients.get(&send.id) else {
+            return skip("the contact has no email address".to_owned());
+        };
+        let blank;
+        let contact = match send.contact_id.and_then(|id| self.contacts.get(&id)) {
+            Some(contact) => contact,
+            None => {
+                blank = render::blank_contact();
+                &blank
+            }
+        };
+        let topics = send.contact_id.and_then(|id| self.topics.get(&id)).map(Vec::as_slice).unwrap_or_default();
+        let consents = send.contact_id.and_then(|id| self.consents.get(&id)).map(Vec::as_slice).unwrap_or_default();
+        let input = RenderInput { contact, topics, consents, event: send.context.as_ref().map(|event| event.as_map()) };
+        let mut rendered = match compiled.templates.render(input) {
+            Ok(rendered) => rendered,
+            Err(error) => return skip(format!("cannot render: {error}")),
+        };
+        let version = &compiled.version;
+        let is_test = send.recipient.is_some();
+        if is_test {
+            rendered.subject = format!("[Test] {}", rendered.subject);
+        }
+        if let Some(contact_id) = send.contact_id
+            && version.tracking
+            && !is_test
+        {
+            let tracked = TrackedSend { send_id: send.id, contact_id, email_version_id: version.id };
+            let tracking = Tracking { public_url: &self.public_url, send: tracked, keys: &self.tracking_keys };
+            rendered.html = tracking::instrument(&rendered.html, &tracking);
+        }
+        let unsubscribe_url = match (version.email_type, send.contact_id) {
+            (EmailType::Marketing, Some(contact_id)) => {
+                let token = self.signer.sign(contact_id, ContactTokenPurpose::Unsubscribe, self.now);
+                Some(format!("{}/unsubscribe/{}", self.public_url, token.token))
+            }
+            _ => None,
+        };
+        let message_id = send.message_id.clone().unwrap_or_else(|| format!("<{}@rapport.invalid>", send.id.simple()));
+        let addressing = Addressing {
+            message_id: &message_id,
+            from: &version.from,
+            reply_to: version.reply_to.as_ref(),
+            to: address,
+            to_name: if is_test { None } else { display_name(&contact.profile) },
+            unsubscribe_url,
+            date: SystemTime::from(self.now),
+        };
+        match message::build(&addressing, &rendered, self.dkim.as_ref()) {
+            Ok((envelope, bytes)) => Decision::Send(Box::new(Outgoing {
+                send_id: send.id,
+                attempts: send.attempts,
+                domain: address.as_str().rsplit_once('@').map(|(_, domain)| domain.to_owned()).unwrap_or_default(),
+                envelope,
+                bytes,
+                address_index: self.indexes.get(&send.id).cloned().unwrap_or_default(),
+                contact_id: send.contact_id,
+            })),
+            Err(error) => skip(error.to_string()),
+        }
+    }
+}
+
+/// "First Last", or whichever of them the contact has.
+fn display_name(profile: &Profile) -> Option<String> {
+    let parts: Vec<&str> = [profile.first_name.as_ref(), profile.last_name.as_ref()]
+        .into_iter()
+        .flatten()
+        .map(|name| name.as_str())
+        .collect();
+    (!parts.is_empty()).then(|| parts.join(" "))
+}
+
+/// A number in [0, 1) for jitter; the operating system's generator, so no seeding to get wrong.
+fn random_unit() -> f64 {
+    getrandom::u64().map_or(0.5, |bits| (bits >> 11) as f64 / (1u64 << 53) as f64)
+}

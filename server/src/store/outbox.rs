@@ -1,0 +1,380 @@
+//! The mail outbox: sends written in their cause's transaction, claimed by delivery workers
+//! under a lease, and settled in as few statements as their outcomes allow. The suppression list
+//! lives here too: it is read on every claim.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use sea_orm::{
+    ColumnTrait, Condition, ConnectionTrait, EntityTrait, ExprTrait, FromQueryResult, QueryFilter, QueryOrder,
+    QuerySelect,
+    sea_query::{Expr, LockBehavior, LockType, OnConflict, Query},
+};
+use uuid::Uuid;
+
+use super::{
+    StoreError, StoreResult,
+    entity::{outbox as entity, suppression},
+};
+use crate::domain::{
+    contact::{ContactId, EmailAddress},
+    delivery::{Send, SendKey, SendStatus, Suppression, SuppressionReason},
+    event::EventProperties,
+    page::{Direction, Page, PageRequest},
+};
+
+/// Rows per INSERT: well under SQLite's limit of bound parameters.
+const ROWS_PER_STATEMENT: usize = 400;
+
+/// Writes sends whose key is new and returns, for each send given (in order), the stored row and
+/// whether it was written now. A send whose key exists is left as it was: a repeated cause finds
+/// its earlier send.
+pub async fn enqueue(conn: &impl ConnectionTrait, sends: &[Send]) -> StoreResult<Vec<(Send, bool)>> {
+    let mut created = std::collections::HashSet::new();
+    for chunk in sends.chunks(ROWS_PER_STATEMENT) {
+        let mut insert = Query::insert();
+        insert
+            .into_table(entity::Entity)
+            .columns([
+                entity::Column::Id,
+                entity::Column::SendKey,
+                entity::Column::EmailId,
+                entity::Column::EmailVersionId,
+                entity::Column::EmailType,
+                entity::Column::ContactId,
+                entity::Column::Recipient,
+                entity::Column::Context,
+                entity::Column::Status,
+                entity::Column::Attempts,
+                entity::Column::NextAttemptAt,
+                entity::Column::MessageId,
+                entity::Column::CreatedAt,
+                entity::Column::UpdatedAt,
+            ])
+            .on_conflict(OnConflict::column(entity::Column::SendKey).do_nothing().to_owned())
+            .returning_col(entity::Column::Id);
+        for send in chunk {
+            insert.values_panic([
+                send.id.into(),
+                send.send_key.as_str().into(),
+                send.email_id.into(),
+                send.email_version_id.into(),
+                send.email_type.as_str().into(),
+                send.contact_id.map(|id| id.as_uuid()).into(),
+                send.recipient.as_ref().map(|address| address.as_str().to_owned()).into(),
+                send.context.clone().map(EventProperties::into_value).into(),
+                send.status.as_str().into(),
+                send.attempts.into(),
+                send.next_attempt_at.into(),
+                send.message_id.clone().into(),
+                send.created_at.into(),
+                send.updated_at.into(),
+            ]);
+        }
+        for row in conn.query_all(&insert).await? {
+            created.insert(row.try_get::<Uuid>("", "id")?);
+        }
+    }
+    let repeated: Vec<&str> =
+        sends.iter().filter(|send| !created.contains(&send.id)).map(|send| send.send_key.as_str()).collect();
+    let mut existing: HashMap<String, Send> = HashMap::new();
+    for chunk in repeated.chunks(ROWS_PER_STATEMENT) {
+        for model in
+            entity::Entity::find().filter(entity::Column::SendKey.is_in(chunk.iter().copied())).all(conn).await?
+        {
+            existing.insert(model.send_key.clone(), to_domain(model)?);
+        }
+    }
+    sends
+        .iter()
+        .map(|send| {
+            if created.contains(&send.id) {
+                Ok((send.clone(), true))
+            } else {
+                let stored = existing.get(send.send_key.as_str()).cloned();
+                stored.map(|stored| (stored, false)).ok_or(StoreError::Corrupt { table: "outbox", column: "send_key" })
+            }
+        })
+        .collect()
+}
+
+/// Leases up to `limit` due sends to `owner` until `lease_until` and returns them. Rows leased
+/// to another live worker are skipped, without waiting for its lock on PostgreSQL (`SKIP
+/// LOCKED`); SQLite has a single writer, so its claims simply take turns.
+pub async fn claim(
+    conn: &impl ConnectionTrait,
+    owner: Uuid,
+    now: DateTime<Utc>,
+    lease_until: DateTime<Utc>,
+    limit: u64,
+) -> StoreResult<Vec<Send>> {
+    let mut due = Query::select();
+    due.column(entity::Column::Id)
+        .from(entity::Entity)
+        .and_where(entity::Column::Status.is_in([SendStatus::Queued.as_str(), SendStatus::Deferred.as_str()]))
+        .and_where(entity::Column::NextAttemptAt.lte(now))
+        .cond_where(
+            Condition::any().add(entity::Column::LeaseExpiresAt.is_null()).add(entity::Column::LeaseExpiresAt.lt(now)),
+        )
+        .order_by(entity::Column::NextAttemptAt, sea_orm::Order::Asc)
+        .order_by(entity::Column::Id, sea_orm::Order::Asc)
+        .limit(limit)
+        // The SQLite query builder leaves this out.
+        .lock_with_behavior(LockType::Update, LockBehavior::SkipLocked);
+    let mut update = Query::update();
+    update
+        .table(entity::Entity)
+        .value(entity::Column::LeaseOwner, owner)
+        .value(entity::Column::LeaseExpiresAt, lease_until)
+        .and_where(Expr::col(entity::Column::Id).in_subquery(due))
+        .returning_all();
+    let rows = conn.query_all(&update).await?;
+    let mut claimed = rows
+        .iter()
+        .map(|row| entity::Model::from_query_result(row, "").map_err(StoreError::from).and_then(to_domain))
+        .collect::<StoreResult<Vec<_>>>()?;
+    claimed.sort_by_key(|send| (send.next_attempt_at, send.id));
+    Ok(claimed)
+}
+
+/// How one claimed send ended this time round.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settlement {
+    pub id: Uuid,
+    pub status: SendStatus,
+    /// Whether the server was asked (counts as an attempt).
+    pub attempted: bool,
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    pub detail: Option<String>,
+}
+
+/// What makes settlements alike: status, whether attempted, next attempt, detail.
+type SettlementKind<'a> = (SendStatus, bool, Option<DateTime<Utc>>, Option<&'a str>);
+
+/// Records outcomes of sends leased to `owner` and releases them. Outcomes alike (same status,
+/// detail and next attempt: every message sent, say) are written in one statement.
+pub async fn settle(
+    conn: &impl ConnectionTrait,
+    owner: Uuid,
+    now: DateTime<Utc>,
+    settlements: &[Settlement],
+) -> StoreResult<()> {
+    let mut groups: HashMap<SettlementKind<'_>, Vec<Uuid>> = HashMap::new();
+    for settlement in settlements {
+        groups
+            .entry((settlement.status, settlement.attempted, settlement.next_attempt_at, settlement.detail.as_deref()))
+            .or_default()
+            .push(settlement.id);
+    }
+    for ((status, attempted, next_attempt_at, detail), ids) in groups {
+        for chunk in ids.chunks(ROWS_PER_STATEMENT) {
+            let mut update = Query::update();
+            update
+                .table(entity::Entity)
+                .value(entity::Column::Status, status.as_str())
+                .value(entity::Column::Detail, detail.map(str::to_owned))
+                .value(entity::Column::LeaseOwner, Option::<Uuid>::None)
+                .value(entity::Column::LeaseExpiresAt, Option::<DateTime<Utc>>::None)
+                .value(entity::Column::UpdatedAt, now)
+                .and_where(entity::Column::Id.is_in(chunk.iter().copied()))
+                .and_where(entity::Column::LeaseOwner.eq(owner));
+            if attempted {
+                update.value(entity::Column::Attempts, Expr::col(entity::Column::Attempts).add(1));
+            }
+            if let Some(at) = next_attempt_at {
+                update.value(entity::Column::NextAttemptAt, at);
+            }
+            if status == SendStatus::Sent {
+                update.value(entity::Column::SentAt, now);
+            }
+            conn.execute(&update).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Renews every lease `owner` holds, while it is still working on them.
+pub async fn renew_leases(conn: &impl ConnectionTrait, owner: Uuid, lease_until: DateTime<Utc>) -> StoreResult<u64> {
+    let result = entity::Entity::update_many()
+        .col_expr(entity::Column::LeaseExpiresAt, Expr::value(lease_until))
+        .filter(entity::Column::LeaseOwner.eq(owner))
+        .exec(conn)
+        .await?;
+    Ok(result.rows_affected)
+}
+
+/// Gives back sends leased to `owner` that it could not finish (a failed read, say), so that
+/// they wait for the next claim instead of for the lease, which the owner keeps renewing.
+pub async fn release(conn: &impl ConnectionTrait, owner: Uuid, ids: &[Uuid]) -> StoreResult<()> {
+    for chunk in ids.chunks(ROWS_PER_STATEMENT) {
+        entity::Entity::update_many()
+            .col_expr(entity::Column::LeaseOwner, Expr::value(Option::<Uuid>::None))
+            .col_expr(entity::Column::LeaseExpiresAt, Expr::value(Option::<DateTime<Utc>>::None))
+            .filter(entity::Column::Id.is_in(chunk.iter().copied()))
+            .filter(entity::Column::LeaseOwner.eq(owner))
+            .exec(conn)
+            .await?;
+    }
+    Ok(())
+}
+
+pub async fn find(conn: &impl ConnectionTrait, id: Uuid) -> StoreResult<Option<Send>> {
+    entity::Entity::find_by_id(id).one(conn).await?.map(to_domain).transpose()
+}
+
+/// Which sends a delivery log lists.
+#[derive(Debug, Clone, Default)]
+pub struct SendFilter {
+    pub contact_id: Option<ContactId>,
+    pub email_id: Option<Uuid>,
+    pub status: Option<SendStatus>,
+}
+
+/// Sends newest first; cursors are send ids (UUIDv7, so in creation order).
+pub async fn page(
+    conn: &impl ConnectionTrait,
+    filter: &SendFilter,
+    request: &PageRequest<Uuid>,
+) -> StoreResult<Page<Send>> {
+    let mut query = entity::Entity::find();
+    if let Some(contact_id) = filter.contact_id {
+        query = query.filter(entity::Column::ContactId.eq(contact_id.as_uuid()));
+    }
+    if let Some(email_id) = filter.email_id {
+        query = query.filter(entity::Column::EmailId.eq(email_id));
+    }
+    if let Some(status) = filter.status {
+        query = query.filter(entity::Column::Status.eq(status.as_str()));
+    }
+    if let Some(after) = request.after {
+        query = query.filter(entity::Column::Id.lt(after));
+    }
+    if let Some(before) = request.before {
+        query = query.filter(entity::Column::Id.gt(before));
+    }
+    query = match request.direction {
+        Direction::Forward => query.order_by_desc(entity::Column::Id),
+        Direction::Backward => query.order_by_asc(entity::Column::Id),
+    };
+    let rows = query.limit(request.limit + 1).all(conn).await?;
+    Page::from_rows(rows, request.limit, request.direction).try_map(to_domain)
+}
+
+/// Every send to one contact, oldest first, for its data export.
+pub async fn all_of(conn: &impl ConnectionTrait, contact_id: ContactId) -> StoreResult<Vec<Send>> {
+    entity::Entity::find()
+        .filter(entity::Column::ContactId.eq(contact_id.as_uuid()))
+        .order_by_asc(entity::Column::Id)
+        .all(conn)
+        .await?
+        .into_iter()
+        .map(to_domain)
+        .collect()
+}
+
+/// Deletes every send to a contact being erased: what was mailed to whom is personal data too.
+pub async fn delete_of_contact(conn: &impl ConnectionTrait, contact_id: ContactId) -> StoreResult<u64> {
+    let result =
+        entity::Entity::delete_many().filter(entity::Column::ContactId.eq(contact_id.as_uuid())).exec(conn).await?;
+    Ok(result.rows_affected)
+}
+
+/// Puts an address (by its blind index) on the list for `suppression.reason`; false if it was
+/// there already for that reason (the first report is kept).
+pub async fn suppress(conn: &impl ConnectionTrait, address_index: &str, entry: &Suppression) -> StoreResult<bool> {
+    let mut insert = Query::insert();
+    insert
+        .into_table(suppression::Entity)
+        .columns([
+            suppression::Column::AddressIndex,
+            suppression::Column::Reason,
+            suppression::Column::ContactId,
+            suppression::Column::Source,
+            suppression::Column::Detail,
+            suppression::Column::CreatedAt,
+        ])
+        .values_panic([
+            address_index.into(),
+            entry.reason.as_str().into(),
+            entry.contact_id.map(|id| id.as_uuid()).into(),
+            entry.source.as_str().into(),
+            entry.detail.clone().into(),
+            entry.created_at.into(),
+        ])
+        .on_conflict(
+            OnConflict::columns([suppression::Column::AddressIndex, suppression::Column::Reason])
+                .do_nothing()
+                .to_owned(),
+        );
+    Ok(conn.execute(&insert).await?.rows_affected() == 1)
+}
+
+/// Removes an address from the list, for one reason or all; how many entries went.
+pub async fn unsuppress(
+    conn: &impl ConnectionTrait,
+    address_index: &str,
+    reason: Option<SuppressionReason>,
+) -> StoreResult<u64> {
+    let mut delete = suppression::Entity::delete_many().filter(suppression::Column::AddressIndex.eq(address_index));
+    if let Some(reason) = reason {
+        delete = delete.filter(suppression::Column::Reason.eq(reason.as_str()));
+    }
+    Ok(delete.exec(conn).await?.rows_affected)
+}
+
+/// The suppression entries of each of these addresses (blind indexes), in one statement.
+pub async fn suppressions_of(
+    conn: &impl ConnectionTrait,
+    address_indexes: &[String],
+) -> StoreResult<HashMap<String, Vec<Suppression>>> {
+    let mut found: HashMap<String, Vec<Suppression>> = HashMap::new();
+    for chunk in address_indexes.chunks(ROWS_PER_STATEMENT) {
+        let rows = suppression::Entity::find()
+            .filter(suppression::Column::AddressIndex.is_in(chunk.iter().cloned()))
+            .all(conn)
+            .await?;
+        for row in rows {
+            let index = row.address_index.clone();
+            found.entry(index).or_default().push(suppression_to_domain(row)?);
+        }
+    }
+    Ok(found)
+}
+
+fn suppression_to_domain(model: suppression::Model) -> StoreResult<Suppression> {
+    Ok(Suppression {
+        reason: model.reason.parse().map_err(|_| StoreError::Corrupt { table: "suppression", column: "reason" })?,
+        contact_id: model.contact_id.map(ContactId::from_uuid),
+        source: model.source,
+        detail: model.detail,
+        created_at: model.created_at,
+    })
+}
+
+fn to_domain(model: entity::Model) -> StoreResult<Send> {
+    let corrupt = |column| StoreError::Corrupt { table: "outbox", column };
+    Ok(Send {
+        id: model.id,
+        send_key: SendKey::parse(&model.send_key).map_err(|_| corrupt("send_key"))?,
+        email_id: model.email_id,
+        email_version_id: model.email_version_id,
+        email_type: model.email_type.parse().map_err(|_| corrupt("email_type"))?,
+        contact_id: model.contact_id.map(ContactId::from_uuid),
+        recipient: model
+            .recipient
+            .map(|raw| EmailAddress::parse(&raw).map_err(|_| corrupt("recipient")))
+            .transpose()?,
+        context: model
+            .context
+            .map(|value| EventProperties::parse(value).map_err(|_| corrupt("context")))
+            .transpose()?,
+        status: model.status.parse().map_err(|_| corrupt("status"))?,
+        attempts: model.attempts,
+        next_attempt_at: model.next_attempt_at,
+        detail: model.detail,
+        message_id: model.message_id,
+        created_at: model.created_at,
+        updated_at: model.updated_at,
+        sent_at: model.sent_at,
+    })
+}
