@@ -405,6 +405,77 @@ fn unthrottled(settings: &mut Settings) {
     settings.rate_limit_credential = generous;
 }
 
+on_both_databases! {
+    #[settings(unthrottled)]
+    async fn two_servers_on_one_database_share_the_outbox_and_send_each_message_once(app) {
+        const SENDS: usize = 300;
+        let smtp = SmtpServer::start_with(SmtpOptions { delay_ms: 2, ..SmtpOptions::default() }).await;
+        let receipt = email(&app, "TRANSACTIONAL", "Receipt", "<p>Receipt</p>", false).await;
+        for n in 0..SENDS {
+            let person = contact(&app, &format!("person{n}@example.com"), None, false).await;
+            send(&app, &receipt, &person, None).await;
+        }
+        let first = delivering(&app, &smtp, |_| {}).await;
+        let second = delivering(&app, &smtp, |_| {}).await;
+        let received = smtp.wait_for(SENDS).await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let received = smtp.received();
+        let recipients: std::collections::HashSet<&str> = received.iter().map(|message| message.rcpt_to[0].as_str()).collect();
+        assert_eq!((received.len(), recipients.len()), (SENDS, SENDS), "each message exactly once");
+        drop((first, second));
+    }
+}
+
+/// How long the messages to `domain` took to arrive, first to last, in seconds.
+fn spread(received: &[rapport_e2e::smtp::Received], domain: &str) -> f64 {
+    let times: Vec<f64> = received
+        .iter()
+        .filter(|message| message.rcpt_to[0].ends_with(domain))
+        .map(|message| message.received_at)
+        .collect();
+    times.iter().copied().fold(f64::MIN, f64::max) - times.iter().copied().fold(f64::MAX, f64::min)
+}
+
+on_both_databases! {
+    #[settings(unthrottled)]
+    async fn rate_limits_hold_mail_back_per_domain_and_overall(app) {
+        let smtp = SmtpServer::start().await;
+        let receipt = email(&app, "TRANSACTIONAL", "Receipt", "<p>Receipt</p>", false).await;
+        let mut people = Vec::new();
+        for n in 0..25 {
+            people.push(contact(&app, &format!("a{n}@limited.example"), None, false).await);
+        }
+        for n in 0..5 {
+            people.push(contact(&app, &format!("b{n}@other.example"), None, false).await);
+        }
+        // Ten a second to any one domain, in bursts of at most ten: 25 messages to one domain
+        // cannot arrive in less than 1.5 s, whatever the machine.
+        let delivering_app = delivering(&app, &smtp, |settings| settings.mail.domain_rate_per_second = Some(10.0)).await;
+        for person in &people {
+            send(&app, &receipt, person, None).await;
+        }
+        let received = smtp.wait_for(30).await;
+        assert!(spread(&received, "@limited.example") >= 1.4, "the domain limit held: {:.2} s", spread(&received, "@limited.example"));
+        let last_limited = received.iter().filter(|m| m.rcpt_to[0].ends_with("@limited.example")).map(|m| m.received_at).fold(f64::MIN, f64::max);
+        assert!(
+            received.iter().filter(|m| m.rcpt_to[0].ends_with("@other.example")).all(|m| m.received_at < last_limited),
+            "another domain does not wait behind a limited one"
+        );
+        drop(delivering_app);
+
+        // The same for all mail, with the global limit.
+        let smtp = SmtpServer::start().await;
+        let _delivering = delivering(&app, &smtp, |settings| settings.mail.rate_per_second = Some(10.0)).await;
+        for person in &people {
+            send(&app, &receipt, person, None).await;
+        }
+        let received = smtp.wait_for(30).await;
+        let times: Vec<f64> = received.iter().map(|message| message.received_at).collect();
+        let overall = times.iter().copied().fold(f64::MIN, f64::max) - times.iter().copied().fold(f64::MAX, f64::min);
+        assert!(overall >= 1.9, "30 messages at ten a second, bursts of ten, take at least 2 s: {overall:.2} s");
+    }
+}
+
 /// The documented window, generously: the relay's `250` reaches Rapport and the settlement that
 /// marks the row sent commits a few milliseconds later; a loaded CI machine may stretch that.
 const SETTLEMENT_WINDOW_SECONDS: f64 = 2.0;
