@@ -417,7 +417,7 @@ on_both_databases! {
         }
         let first = delivering(&app, &smtp, |_| {}).await;
         let second = delivering(&app, &smtp, |_| {}).await;
-        let received = smtp.wait_for(SENDS).await;
+        smtp.wait_for(SENDS).await;
         tokio::time::sleep(Duration::from_millis(500)).await;
         let received = smtp.received();
         let recipients: std::collections::HashSet<&str> = received.iter().map(|message| message.rcpt_to[0].as_str()).collect();
