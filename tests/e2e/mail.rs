@@ -426,6 +426,76 @@ on_both_databases! {
     }
 }
 
+on_both_databases! {
+    async fn the_unsubscribe_link_in_a_message_unsubscribes_on_post_only(app) {
+        let smtp = SmtpServer::start().await;
+        let app = delivering(&app, &smtp, |_| {}).await;
+        let person = contact(&app, "ada@example.com", Some("Ada"), true).await;
+        let marketing = email(&app, "MARKETING", "News", "<p>News</p>", false).await;
+        let receipt = email(&app, "TRANSACTIONAL", "Receipt", "<p>Receipt</p>", false).await;
+        send(&app, &marketing, &person, None).await;
+        let message = smtp.wait_for(1).await.remove(0);
+        let header = message.header("List-Unsubscribe").unwrap();
+        let url = header.trim_matches(['<', '>']).replace("https://mail.example.com", &app.address);
+
+        // A link scanner, or a person opening the link: a page with a button, nothing changed.
+        let page = app.client.get(&url).header("accept-language", "de-DE,de;q=0.9,en;q=0.5").send().await.unwrap();
+        assert_eq!(page.status(), 200);
+        let policy = page.headers()["content-security-policy"].to_str().unwrap().to_owned();
+        assert!(policy.contains("default-src 'none'"), "{policy}");
+        let html = page.text().await.unwrap();
+        assert!(html.contains("<html lang=\"de\">") && html.contains("Abmelden"), "{html}");
+        let consents = "query($id: ID!) { contact(by: { id: $id }) { consents { purpose channel status source proof { ip userAgent } } } }";
+        let marketing_email = |data: &Value| {
+            data["contact"]["consents"].as_array().unwrap().iter().find(|c| c["purpose"] == "marketing" && c["channel"] == "EMAIL").cloned().unwrap()
+        };
+        assert_eq!(marketing_email(&app.data(consents, json!({ "id": person })).await)["status"], "GRANTED");
+
+        // The mailbox provider's one-click POST: no cookie, no session, just the body of RFC 8058.
+        let one_click = || {
+            reqwest::Client::new()
+                .post(&url)
+                .header("content-type", "application/x-www-form-urlencoded")
+                .header("user-agent", "ExampleMail/1.0")
+                .body("List-Unsubscribe=One-Click")
+                .send()
+        };
+        assert_eq!(one_click().await.unwrap().status(), 200);
+        let current = marketing_email(&app.data(consents, json!({ "id": person })).await);
+        assert_eq!(current["status"], "DENIED");
+        assert_eq!(current["source"], "UNSUBSCRIBE");
+        assert_eq!(current["proof"]["userAgent"], "ExampleMail/1.0");
+        assert_eq!(current["proof"]["ip"], "127.0.0.1");
+        let reasons = "query($address: String!) { suppressions(address: $address) { reason source } }";
+        let entries = app.data(reasons, json!({ "address": "ada@example.com" })).await["suppressions"].clone();
+        assert_eq!(entries, json!([{ "reason": "UNSUBSCRIBE", "source": "unsubscribe" }]));
+
+        // Twice is once.
+        let history = "query($id: ID!) { contact(by: { id: $id }) { consentHistory(purpose: \"marketing\", channel: EMAIL) { edges { node { status } } } } }";
+        let before = app.data(history, json!({ "id": person })).await;
+        assert_eq!(one_click().await.unwrap().status(), 200);
+        assert_eq!(app.data(history, json!({ "id": person })).await, before, "a second unsubscribe records nothing");
+
+        // No more marketing mail; receipts still go.
+        let news = send(&app, &marketing, &person, None).await;
+        settled(&app, news["send"]["id"].as_str().unwrap(), "SUPPRESSED").await;
+        let bill = send(&app, &receipt, &person, None).await;
+        settled(&app, bill["send"]["id"].as_str().unwrap(), "SENT").await;
+
+        // A token for anything else, or an altered one, unsubscribes nobody.
+        let issue = "mutation($id: ID!, $purpose: ContactTokenPurpose!) { issueContactToken(contactId: $id, purpose: $purpose) { token } }";
+        let other = contact(&app, "bea@example.com", None, true).await;
+        let preferences = app.data(issue, json!({ "id": other, "purpose": "PREFERENCES" })).await["issueContactToken"]["token"].as_str().unwrap().to_owned();
+        let altered = format!("{}x", url.rsplit('/').next().unwrap());
+        for token in [preferences.as_str(), altered.as_str(), "nonsense"] {
+            let response = app.client.post(app.url(&format!("/unsubscribe/{token}"))).body("List-Unsubscribe=One-Click").send().await.unwrap();
+            assert_eq!(response.status(), 404, "{token}");
+            assert!(response.text().await.unwrap().contains("does not work any more"));
+        }
+        assert_eq!(marketing_email(&app.data(consents, json!({ "id": other })).await)["status"], "GRANTED");
+    }
+}
+
 /// How long the messages to `domain` took to arrive, first to last, in seconds.
 fn spread(received: &[rapport_e2e::smtp::Received], domain: &str) -> f64 {
     let times: Vec<f64> = received

@@ -35,6 +35,7 @@ string_enum!(
         Import => "import",
         PreferenceCenter => "preference_center",
         Admin => "admin",
+        Unsubscribe => "unsubscribe",
     }
 );
 

@@ -59,6 +59,8 @@ pub enum ConsentSourceValue {
     Import,
     PreferenceCenter,
     Admin,
+    /// An unsubscribe link from an email: the one-click POST of RFC 8058 or the page.
+    Unsubscribe,
 }
 
 /// One consent decision with its proof.

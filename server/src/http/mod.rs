@@ -8,8 +8,10 @@ pub mod error;
 mod graphiql;
 mod graphql;
 mod health;
+mod pages;
 mod rate_limit;
 mod tracking;
+mod unsubscribe;
 
 use std::sync::Arc;
 
@@ -78,6 +80,8 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(health::readyz))
         .route("/t/o/{token}", get(tracking::open))
         .route("/t/c/{token}", get(tracking::click))
+        .route("/unsubscribe/{token}", get(unsubscribe::show).post(unsubscribe::unsubscribe))
+        .route("/assets/page.css", get(pages::stylesheet))
         .fallback(|| async { ApiError::not_found() })
         .method_not_allowed_fallback(|| async {
             ApiError::new(StatusCode::METHOD_NOT_ALLOWED, Code::BadUserInput, "method not allowed on this path")
@@ -91,8 +95,9 @@ fn internal_error() -> Response {
 }
 
 /// Paths whose last segment is a token: a tracking token carries its contact's id and the link's
-/// URL (which may hold personal data), so the log shows only which route was hit.
-const TOKEN_PATHS: [&str; 2] = ["/t/o/", "/t/c/"];
+/// URL (which may hold personal data), and an unsubscribe token is a credential, so the log shows
+/// only which route was hit.
+const TOKEN_PATHS: [&str; 3] = ["/t/o/", "/t/c/", "/unsubscribe/"];
 
 fn logged_path(path: &str) -> std::borrow::Cow<'_, str> {
     match TOKEN_PATHS.iter().find(|prefix| path.starts_with(**prefix)) {
@@ -114,6 +119,7 @@ mod tests {
     fn tracking_tokens_stay_out_of_the_log() {
         assert_eq!(logged_path("/t/c/AgGiEpZfOnURgvzw"), "/t/c/…");
         assert_eq!(logged_path("/t/o/AQGiEpZfOnURgvzw"), "/t/o/…");
+        assert_eq!(logged_path("/unsubscribe/eyJhbGciOiJIUzI1NiJ9"), "/unsubscribe/…");
         assert_eq!(logged_path("/graphql"), "/graphql");
     }
 }

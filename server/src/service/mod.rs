@@ -14,6 +14,7 @@ pub mod privacy;
 pub mod sending;
 pub mod topics;
 pub mod tracking;
+pub mod unsubscribe;
 
 use std::sync::Arc;
 

@@ -1,0 +1,159 @@
+//! The pages customers see: server-rendered HTML from the templates in web/pages/ (embedded in
+//! the binary), in the customer's language, under a Content-Security-Policy that allows nothing
+//! but this server's own stylesheet and forms posting back to it.
+
+use std::{collections::BTreeMap, sync::LazyLock};
+
+use axum::{
+    http::{HeaderMap, HeaderValue, StatusCode, header},
+    response::{IntoResponse, Response},
+};
+use minijinja::Environment;
+use serde::Serialize;
+
+const CONTENT_SECURITY_POLICY: &str =
+    "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+
+const TEMPLATES: [(&str, &str); 4] = [
+    ("layout.html", include_str!("../../../web/pages/layout.html")),
+    ("unsubscribe.html", include_str!("../../../web/pages/unsubscribe.html")),
+    ("unsubscribed.html", include_str!("../../../web/pages/unsubscribed.html")),
+    ("invalid_link.html", include_str!("../../../web/pages/invalid_link.html")),
+];
+
+const STYLESHEET: &str = include_str!("../../../web/pages/page.css");
+
+/// The languages the pages are written in; the first is the fallback.
+const TEXTS: [(&str, &str); 2] =
+    [("en", include_str!("../../../web/pages/i18n/en.toml")), ("de", include_str!("../../../web/pages/i18n/de.toml"))];
+
+/// One language's texts, by key.
+type Texts = BTreeMap<String, String>;
+
+struct Pages {
+    environment: Environment<'static>,
+    texts: Vec<(&'static str, Texts)>,
+}
+
+static PAGES: LazyLock<Pages> = LazyLock::new(|| {
+    let mut environment = Environment::new();
+    for (name, source) in TEMPLATES {
+        if let Err(error) = environment.add_template(name, source) {
+            tracing::error!(template = name, %error, "a page template does not compile");
+        }
+    }
+    let texts = TEXTS
+        .iter()
+        .map(|(language, source)| {
+            let texts = toml::from_str::<Texts>(source).unwrap_or_else(|error| {
+                tracing::error!(language, %error, "a page text file does not parse");
+                Texts::new()
+            });
+            (*language, texts)
+        })
+        .collect();
+    Pages { environment, texts }
+});
+
+/// Who the pages speak for, until admins can set it.
+#[derive(Debug, Clone, Serialize)]
+struct Brand {
+    company: &'static str,
+    footer: Option<&'static str>,
+    privacy_url: Option<&'static str>,
+}
+
+const BRAND: Brand = Brand { company: "Rapport", footer: None, privacy_url: None };
+
+/// The language to answer in: the contact's own locale if the pages speak it, else the first
+/// language of `Accept-Language` (by quality) that they speak, else English.
+pub fn language(contact_locale: Option<&str>, headers: &HeaderMap) -> &'static str {
+    let spoken = |tag: &str| {
+        let primary = tag.split(['-', '_']).next().unwrap_or_default().trim().to_ascii_lowercase();
+        TEXTS.iter().map(|(language, _)| *language).find(|language| *language == primary)
+    };
+    if let Some(language) = contact_locale.and_then(spoken) {
+        return language;
+    }
+    let accepted = headers.get(header::ACCEPT_LANGUAGE).and_then(|value| value.to_str().ok()).unwrap_or_default();
+    let mut ranked: Vec<(f32, &str)> = accepted
+        .split(',')
+        .filter_map(|item| {
+            let mut parts = item.split(';');
+            let tag = parts.next()?.trim();
+            let quality = parts
+                .find_map(|parameter| parameter.trim().strip_prefix("q="))
+                .map_or(Some(1.0), |q| q.trim().parse::<f32>().ok())?;
+            (quality > 0.0).then_some((quality, tag))
+        })
+        .collect();
+    ranked.sort_by(|a, b| b.0.total_cmp(&a.0));
+    ranked.into_iter().find_map(|(_, tag)| spoken(tag)).unwrap_or(TEXTS[0].0)
+}
+
+/// Renders page `name` in `language` with `status`.
+pub fn page(status: StatusCode, name: &str, language: &str) -> Response {
+    let pages = &*PAGES;
+    let texts =
+        pages.texts.iter().find(|(spoken, _)| *spoken == language).or(pages.texts.first()).map(|(_, texts)| texts);
+    let rendered = pages
+        .environment
+        .get_template(name)
+        .and_then(|template| template.render(minijinja::context! { t => texts, brand => BRAND }));
+    match rendered {
+        Ok(html) => {
+            let mut response = (status, html).into_response();
+            let headers = response.headers_mut();
+            headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
+            headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            headers.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CONTENT_SECURITY_POLICY));
+            response
+        }
+        Err(error) => {
+            tracing::error!(page = name, %error, "cannot render a page");
+            super::internal_error()
+        }
+    }
+}
+
+pub async fn stylesheet() -> Response {
+    let mut response = STYLESHEET.into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/css; charset=utf-8"));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=3600"));
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_language_has_every_text_and_every_page_renders() {
+        let keys = |texts: &Texts| texts.keys().cloned().collect::<Vec<_>>();
+        let english = keys(&PAGES.texts[0].1);
+        assert!(!english.is_empty());
+        for (language, texts) in &PAGES.texts {
+            assert_eq!(keys(texts), english, "{language} has the same keys as English");
+        }
+        for (name, _) in TEMPLATES {
+            for (language, _) in TEXTS {
+                assert_eq!(page(StatusCode::OK, name, language).status(), StatusCode::OK, "{name} in {language}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_contact_locale_comes_first_then_accept_language_by_quality() {
+        let headers = |value: &str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(header::ACCEPT_LANGUAGE, HeaderValue::from_str(value).unwrap());
+            headers
+        };
+        assert_eq!(language(Some("de-CH"), &headers("en")), "de");
+        assert_eq!(language(Some("fr"), &headers("fr-FR, de;q=0.8, en;q=0.5")), "de");
+        assert_eq!(language(None, &headers("en;q=0.4, de-AT;q=0.9")), "de");
+        assert_eq!(language(None, &headers("de;q=0, fr")), "en");
+        assert_eq!(language(None, &HeaderMap::new()), "en");
+    }
+}

@@ -1,0 +1,59 @@
+//! One-click unsubscribe (RFC 8058): `POST /unsubscribe/{token}` unsubscribes, with no session,
+//! cookie or page view, exactly as a mailbox provider sends it (`List-Unsubscribe=One-Click`).
+//! `GET` of the same URL shows a page whose button sends that POST; it never unsubscribes by
+//! itself, because link scanners fetch every URL in a message.
+
+use std::net::SocketAddr;
+
+use axum::{
+    extract::{ConnectInfo, Path, State},
+    http::{HeaderMap, StatusCode, header},
+    response::Response,
+};
+
+use super::{AppState, pages, request_id};
+use crate::{
+    domain::{access::ContactTokenPurpose, consent::UserAgent},
+    service::{Actor, Error, RequestContext},
+};
+
+pub async fn show(State(state): State<AppState>, headers: HeaderMap, Path(token): Path<String>) -> Response {
+    match state.services.unsubscribe_link_contact(&token).await {
+        Ok(contact_id) => {
+            let locale = state.services.contact_locale(contact_id).await.ok().flatten();
+            pages::page(StatusCode::OK, "unsubscribe.html", pages::language(locale.as_deref(), &headers))
+        }
+        Err(_) => pages::page(StatusCode::NOT_FOUND, "invalid_link.html", pages::language(None, &headers)),
+    }
+}
+
+pub async fn unsubscribe(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Path(token): Path<String>,
+) -> Response {
+    let Ok(contact_id) = state.services.unsubscribe_link_contact(&token).await else {
+        return pages::page(StatusCode::NOT_FOUND, "invalid_link.html", pages::language(None, &headers));
+    };
+    let ctx = RequestContext {
+        actor: Actor::Contact { contact_id, purpose: ContactTokenPurpose::Unsubscribe },
+        request_id: request_id(&headers),
+        ip: Some(peer.ip()),
+        user_agent: headers
+            .get(header::USER_AGENT)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| UserAgent::parse(value).ok()),
+    };
+    let locale = state.services.contact_locale(contact_id).await.ok().flatten();
+    let language = pages::language(locale.as_deref(), &headers);
+    match state.services.unsubscribe(&ctx).await {
+        Ok(_) => pages::page(StatusCode::OK, "unsubscribed.html", language),
+        // Erased or deleted since the mail went out: there is nobody left to unsubscribe.
+        Err(Error::NotFound { .. }) => pages::page(StatusCode::OK, "unsubscribed.html", language),
+        Err(error) => {
+            tracing::error!(error = %error, "unsubscribe failed");
+            super::internal_error()
+        }
+    }
+}
