@@ -11,6 +11,7 @@ mod m20261125_000005_privacy;
 mod m20261125_000006_emails;
 mod m20261125_000007_outbox;
 mod m20261125_000008_sign_in_hardening;
+mod m20261125_000009_preference_center;
 
 pub struct Migrator;
 
@@ -26,6 +27,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261125_000006_emails::Migration),
             Box::new(m20261125_000007_outbox::Migration),
             Box::new(m20261125_000008_sign_in_hardening::Migration),
+            Box::new(m20261125_000009_preference_center::Migration),
         ]
     }
 }

@@ -55,7 +55,7 @@ impl Application {
             migrate(&database).await?;
         }
         let database = open_keys(database, masters).await?;
-        let services = Services::new(database, Arc::new(SystemClock));
+        let services = Services::new(database, Arc::new(SystemClock)).with_public_url(&settings.public_url);
         if settings.admin_token.is_none() && !options.insecure_dev && !services.any_user_exists().await? {
             tracing::warn!(
                 "no admin user exists and RAPPORT_ADMIN_TOKEN is not set: create one with `rapport admin create --email …`"

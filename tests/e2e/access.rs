@@ -363,6 +363,8 @@ on_both_databases! {
             ("suppressions", "{ suppressions(address: \"a@example.com\") { reason } }".into(), json!({})),
             ("suppressAddress", "mutation { suppressAddress(address: \"b@example.com\", reason: MANUAL) }".into(), json!({})),
             ("unsuppressAddress", "mutation { unsuppressAddress(address: \"b@example.com\") }".into(), json!({})),
+            ("preferenceCenter", "{ preferenceCenter { companyName } }".into(), json!({})),
+            ("updatePreferenceCenter", "mutation { updatePreferenceCenter(input: { companyName: \"Evil\" }) { companyName } }".into(), json!({})),
         ];
         for (field, query, variables) in &attempts {
             let (_, body) = app.graphql_as(Some(&token_a), query, variables.clone()).await;
@@ -377,7 +379,8 @@ on_both_databases! {
         for root in ["queryType", "mutationType"] {
             for field in schema["__schema"][root]["fields"].as_array().unwrap() {
                 let name = field["name"].as_str().unwrap();
-                assert!(tried.contains(name) || ["login", "refreshToken"].contains(&name), "{name} is not tried with a contact token");
+                // savePreferences names no contact: it acts on the token's own (tried below).
+                assert!(tried.contains(name) || ["login", "refreshToken", "savePreferences"].contains(&name), "{name} is not tried with a contact token");
             }
         }
 
@@ -391,6 +394,11 @@ on_both_databases! {
         assert_eq!(body["data"]["subscribeTopic"]["status"], "SUBSCRIBED", "{body:#}");
         let (_, body) = app.graphql_as(Some(&token_a), "mutation($id: ID!) { setConsent(input: { contactId: $id, purpose: \"marketing\", channel: EMAIL, status: GRANTED }) { status } }", json!({ "id": a })).await;
         assert_eq!(body["data"]["setConsent"]["status"], "GRANTED", "{body:#}");
+        let save = "mutation { savePreferences(input: { subscribed: [], frequencies: [], granted: [], fields: [{ key: \"first_name\", value: \"Ada\" }] }) }";
+        let (_, body) = app.graphql_as(Some(&token_a), save, json!({})).await;
+        assert_eq!(body["data"]["savePreferences"], true, "{body:#}");
+        let b_now = app.data("query($id: ID!) { contact(by: { id: $id }) { firstName topics { status } consents { status } } }", json!({ "id": b })).await;
+        assert_eq!(b_now["contact"]["firstName"], "Bea", "savePreferences acts on the token's own contact only");
         let log = app.data("query($id: String!) { auditLog(filter: { targetId: $id }) { nodes { action actor { kind id } } } }", json!({ "id": a })).await;
         assert_eq!(log["auditLog"]["nodes"][0]["actor"], json!({ "kind": "contact_token", "id": a }), "{log:#}");
 

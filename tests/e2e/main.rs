@@ -13,6 +13,7 @@ mod fields;
 mod graphql_http;
 mod http;
 mod mail;
+mod preferences;
 mod privacy;
 mod rate_limit;
 mod topics;

@@ -13,6 +13,7 @@ pub mod field;
 pub mod filter;
 pub mod key;
 pub mod page;
+pub mod preferences;
 pub mod privacy;
 pub mod request;
 pub mod topic;

@@ -12,6 +12,7 @@ pub mod fields;
 pub mod guard;
 pub mod loaders;
 pub mod pagination;
+pub mod preferences;
 pub mod privacy;
 pub mod sending;
 pub mod topics;
@@ -35,6 +36,7 @@ pub struct QueryRoot(
     privacy::PrivacyQuery,
     emails::EmailQuery,
     sending::SendingQuery,
+    preferences::PreferenceQuery,
 );
 
 #[derive(MergedObject, Default)]
@@ -48,6 +50,7 @@ pub struct MutationRoot(
     privacy::PrivacyMutation,
     emails::EmailMutation,
     sending::SendingMutation,
+    preferences::PreferenceMutation,
 );
 
 pub type AppSchema = Schema<QueryRoot, MutationRoot, EmptySubscription>;

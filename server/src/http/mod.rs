@@ -9,6 +9,7 @@ mod graphiql;
 mod graphql;
 mod health;
 mod pages;
+mod preferences;
 mod rate_limit;
 mod tracking;
 mod unsubscribe;
@@ -82,6 +83,10 @@ pub fn router(state: AppState) -> Router {
         .route("/t/c/{token}", get(tracking::click))
         .route("/unsubscribe/{token}", get(unsubscribe::show).post(unsubscribe::unsubscribe))
         .route("/assets/page.css", get(pages::stylesheet))
+        .route("/assets/brand.css", get(pages::brand_stylesheet))
+        .route("/assets/preferences.js", get(pages::preferences_script))
+        .route("/preferences", get(preferences::manage).post(preferences::request_link))
+        .route("/preferences/{token}", get(preferences::show).post(preferences::save))
         .fallback(|| async { ApiError::not_found() })
         .method_not_allowed_fallback(|| async {
             ApiError::new(StatusCode::METHOD_NOT_ALLOWED, Code::BadUserInput, "method not allowed on this path")
@@ -97,7 +102,7 @@ fn internal_error() -> Response {
 /// Paths whose last segment is a token: a tracking token carries its contact's id and the link's
 /// URL (which may hold personal data), and an unsubscribe token is a credential, so the log shows
 /// only which route was hit.
-const TOKEN_PATHS: [&str; 3] = ["/t/o/", "/t/c/", "/unsubscribe/"];
+const TOKEN_PATHS: [&str; 4] = ["/t/o/", "/t/c/", "/unsubscribe/", "/preferences/"];
 
 fn logged_path(path: &str) -> std::borrow::Cow<'_, str> {
     match TOKEN_PATHS.iter().find(|prefix| path.starts_with(**prefix)) {

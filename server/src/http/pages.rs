@@ -4,6 +4,7 @@
 
 use std::{collections::BTreeMap, sync::LazyLock};
 
+use axum::extract::State;
 use axum::{
     http::{HeaderMap, HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
@@ -11,17 +12,23 @@ use axum::{
 use minijinja::Environment;
 use serde::Serialize;
 
-const CONTENT_SECURITY_POLICY: &str =
-    "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+use super::AppState;
+use crate::domain::preferences::PreferenceCenter;
 
-const TEMPLATES: [(&str, &str); 4] = [
+/// Logos are `data:` URLs (see `parse_logo`); scripts and requests go to this server only.
+const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; style-src 'self'; img-src 'self' data:; script-src 'self'; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+
+const TEMPLATES: [(&str, &str); 6] = [
     ("layout.html", include_str!("../../../web/pages/layout.html")),
     ("unsubscribe.html", include_str!("../../../web/pages/unsubscribe.html")),
     ("unsubscribed.html", include_str!("../../../web/pages/unsubscribed.html")),
     ("invalid_link.html", include_str!("../../../web/pages/invalid_link.html")),
+    ("preferences.html", include_str!("../../../web/pages/preferences.html")),
+    ("manage.html", include_str!("../../../web/pages/manage.html")),
 ];
 
 const STYLESHEET: &str = include_str!("../../../web/pages/page.css");
+const PREFERENCES_SCRIPT: &str = include_str!("../../../web/pages/preferences.js");
 
 /// The languages the pages are written in; the first is the fallback.
 const TEXTS: [(&str, &str); 2] =
@@ -55,15 +62,14 @@ static PAGES: LazyLock<Pages> = LazyLock::new(|| {
     Pages { environment, texts }
 });
 
-/// Who the pages speak for, until admins can set it.
+/// Who the pages speak for, as admins set it.
 #[derive(Debug, Clone, Serialize)]
-struct Brand {
-    company: &'static str,
-    footer: Option<&'static str>,
-    privacy_url: Option<&'static str>,
+struct Brand<'a> {
+    company: &'a str,
+    logo: Option<&'a str>,
+    footer: Option<&'a str>,
+    privacy_url: Option<&'a str>,
 }
-
-const BRAND: Brand = Brand { company: "Rapport", footer: None, privacy_url: None };
 
 /// The language to answer in: the contact's own locale if the pages speak it, else the first
 /// language of `Accept-Language` (by quality) that they speak, else English.
@@ -91,15 +97,26 @@ pub fn language(contact_locale: Option<&str>, headers: &HeaderMap) -> &'static s
     ranked.into_iter().find_map(|(_, tag)| spoken(tag)).unwrap_or(TEXTS[0].0)
 }
 
-/// Renders page `name` in `language` with `status`.
-pub fn page(status: StatusCode, name: &str, language: &str) -> Response {
+/// Renders page `name` in `language` with `status`, branded by `settings`, with `data` for
+/// the page's own template.
+pub fn page(
+    status: StatusCode,
+    name: &str,
+    language: &str,
+    settings: &PreferenceCenter,
+    data: minijinja::Value,
+) -> Response {
     let pages = &*PAGES;
     let texts =
         pages.texts.iter().find(|(spoken, _)| *spoken == language).or(pages.texts.first()).map(|(_, texts)| texts);
-    let rendered = pages
-        .environment
-        .get_template(name)
-        .and_then(|template| template.render(minijinja::context! { t => texts, brand => BRAND }));
+    let brand = Brand {
+        company: &settings.company_name,
+        logo: settings.logo.as_deref(),
+        footer: settings.footer_text.as_deref(),
+        privacy_url: settings.privacy_policy_url.as_deref(),
+    };
+    let context = minijinja::context! { t => texts, brand => brand, ..data };
+    let rendered = pages.environment.get_template(name).and_then(|template| template.render(context));
     match rendered {
         Ok(html) => {
             let mut response = (status, html).into_response();
@@ -117,10 +134,31 @@ pub fn page(status: StatusCode, name: &str, language: &str) -> Response {
 }
 
 pub async fn stylesheet() -> Response {
-    let mut response = STYLESHEET.into_response();
+    asset(STYLESHEET.to_owned(), "text/css; charset=utf-8", "public, max-age=3600")
+}
+
+pub async fn preferences_script() -> Response {
+    asset(PREFERENCES_SCRIPT.to_owned(), "text/javascript; charset=utf-8", "public, max-age=3600")
+}
+
+/// The brand colour, as admins set it: a stylesheet, since the policy allows no inline style.
+pub async fn brand_stylesheet(State(state): State<AppState>) -> Response {
+    let color = state.services.preference_center().await.map(|settings| settings.primary_color).unwrap_or_default();
+    // Stored colours were checked on the way in (`parse_color`); this keeps the CSS well formed
+    // whatever the row holds.
+    let color = if color.len() == 7 && color.starts_with('#') && color[1..].bytes().all(|b| b.is_ascii_hexdigit()) {
+        color
+    } else {
+        PreferenceCenter::default().primary_color
+    };
+    asset(format!(":root {{ --accent: {color}; }}\n"), "text/css; charset=utf-8", "no-cache")
+}
+
+fn asset(body: String, content_type: &'static str, cache_control: &'static str) -> Response {
+    let mut response = body.into_response();
     let headers = response.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/css; charset=utf-8"));
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=3600"));
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static(cache_control));
     response
 }
 
@@ -138,7 +176,9 @@ mod tests {
         }
         for (name, _) in TEMPLATES {
             for (language, _) in TEXTS {
-                assert_eq!(page(StatusCode::OK, name, language).status(), StatusCode::OK, "{name} in {language}");
+                let rendered =
+                    page(StatusCode::OK, name, language, &PreferenceCenter::default(), minijinja::Value::UNDEFINED);
+                assert_eq!(rendered.status(), StatusCode::OK, "{name} in {language}");
             }
         }
     }

@@ -11,20 +11,28 @@ use axum::{
     response::Response,
 };
 
+use minijinja::Value;
+
 use super::{AppState, pages, request_id};
 use crate::{
-    domain::{access::ContactTokenPurpose, consent::UserAgent},
+    domain::{access::ContactTokenPurpose, consent::UserAgent, preferences::PreferenceCenter},
     service::{Actor, Error, RequestContext},
 };
 
 pub async fn show(State(state): State<AppState>, headers: HeaderMap, Path(token): Path<String>) -> Response {
+    let settings = state.services.preference_center().await.unwrap_or_default();
     match state.services.unsubscribe_link_contact(&token).await {
         Ok(contact_id) => {
             let locale = state.services.contact_locale(contact_id).await.ok().flatten();
-            pages::page(StatusCode::OK, "unsubscribe.html", pages::language(locale.as_deref(), &headers))
+            let language = pages::language(locale.as_deref(), &headers);
+            pages::page(StatusCode::OK, "unsubscribe.html", language, &settings, Value::UNDEFINED)
         }
-        Err(_) => pages::page(StatusCode::NOT_FOUND, "invalid_link.html", pages::language(None, &headers)),
+        Err(_) => invalid(&headers, &settings),
     }
+}
+
+fn invalid(headers: &HeaderMap, settings: &PreferenceCenter) -> Response {
+    pages::page(StatusCode::NOT_FOUND, "invalid_link.html", pages::language(None, headers), settings, Value::UNDEFINED)
 }
 
 pub async fn unsubscribe(
@@ -33,8 +41,9 @@ pub async fn unsubscribe(
     headers: HeaderMap,
     Path(token): Path<String>,
 ) -> Response {
+    let settings = state.services.preference_center().await.unwrap_or_default();
     let Ok(contact_id) = state.services.unsubscribe_link_contact(&token).await else {
-        return pages::page(StatusCode::NOT_FOUND, "invalid_link.html", pages::language(None, &headers));
+        return invalid(&headers, &settings);
     };
     let ctx = RequestContext {
         actor: Actor::Contact { contact_id, purpose: ContactTokenPurpose::Unsubscribe },
@@ -48,9 +57,10 @@ pub async fn unsubscribe(
     let locale = state.services.contact_locale(contact_id).await.ok().flatten();
     let language = pages::language(locale.as_deref(), &headers);
     match state.services.unsubscribe(&ctx).await {
-        Ok(_) => pages::page(StatusCode::OK, "unsubscribed.html", language),
         // Erased or deleted since the mail went out: there is nobody left to unsubscribe.
-        Err(Error::NotFound { .. }) => pages::page(StatusCode::OK, "unsubscribed.html", language),
+        Ok(_) | Err(Error::NotFound { .. }) => {
+            pages::page(StatusCode::OK, "unsubscribed.html", language, &settings, Value::UNDEFINED)
+        }
         Err(error) => {
             tracing::error!(error = %error, "unsubscribe failed");
             super::internal_error()

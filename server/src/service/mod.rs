@@ -10,6 +10,7 @@ pub mod emails;
 pub mod error;
 pub mod events;
 pub mod fields;
+pub mod preferences;
 pub mod privacy;
 pub mod sending;
 pub mod topics;
@@ -53,6 +54,8 @@ pub struct Services {
     /// Tells this process's delivery worker that sends were queued, so it need not wait for its
     /// next look at the outbox.
     mail_wakeup: Arc<tokio::sync::Notify>,
+    /// `RAPPORT_PUBLIC_URL` without a trailing slash: the base of links in emails.
+    public_url: Arc<str>,
 }
 
 impl Services {
@@ -64,7 +67,18 @@ impl Services {
             login_throttle: Arc::new(access::LoginThrottle::new()),
             password_work: Arc::new(tokio::sync::Semaphore::new(cores * 2)),
             mail_wakeup: Arc::new(tokio::sync::Notify::new()),
+            public_url: Arc::from(crate::config::Settings::default().public_url.as_str()),
         }
+    }
+
+    /// The same services, making links under `public_url`.
+    pub fn with_public_url(mut self, public_url: &str) -> Self {
+        self.public_url = Arc::from(public_url.trim_end_matches('/'));
+        self
+    }
+
+    pub(crate) fn public_url(&self) -> &str {
+        &self.public_url
     }
 
     /// Whether the database answers, for readiness probes.

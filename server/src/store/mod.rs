@@ -13,6 +13,7 @@ pub mod events;
 pub mod fields;
 pub mod keys;
 pub mod outbox;
+pub mod preferences;
 pub mod topics;
 
 use std::{

@@ -18,6 +18,7 @@ pub mod event;
 pub mod field_definition;
 pub mod login_throttle;
 pub mod outbox;
+pub mod preference_center;
 pub mod suppression;
 pub mod topic;
 pub mod topic_subscription;

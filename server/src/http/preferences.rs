@@ -1,0 +1,249 @@
+//! The preference center, `/preferences/{token}`: a server-rendered page that works without
+//! JavaScript (a plain form POST, then a redirect back to the page), and `/preferences`, where a
+//! person asks for a fresh link by typing their address. The page's script only saves without a
+//! reload; everything it does, the form does too.
+
+use std::net::SocketAddr;
+
+use axum::{
+    Form,
+    extract::{ConnectInfo, Path, Query, State},
+    http::{HeaderMap, HeaderValue, StatusCode, header},
+    response::{IntoResponse, Response},
+};
+use minijinja::{Value, context};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::{AppState, internal_error, pages, request_id};
+use crate::{
+    domain::{
+        access::ContactTokenPurpose,
+        consent::{Channel, UserAgent},
+        contact::EmailAddress,
+        key::Key,
+        preferences::PreferencesForm,
+        topic::{Frequency, SubscriptionStatus},
+    },
+    service::{Actor, Error, RequestContext, preferences::PreferencesView},
+};
+
+#[derive(Debug, Default, Deserialize)]
+pub struct Shown {
+    saved: Option<String>,
+    unsubscribed: Option<String>,
+}
+
+fn context_of(actor: Actor, peer: SocketAddr, headers: &HeaderMap) -> RequestContext {
+    RequestContext {
+        actor,
+        request_id: request_id(headers),
+        ip: Some(peer.ip()),
+        user_agent: headers
+            .get(header::USER_AGENT)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| UserAgent::parse(value).ok()),
+    }
+}
+
+/// The contact a preferences link names, as the actor of what the page does.
+async fn holder(state: &AppState, token: &str) -> Option<Actor> {
+    match state.services.authenticate_bearer(token).await {
+        Ok(actor @ Actor::Contact { purpose: ContactTokenPurpose::Preferences, .. }) => Some(actor),
+        _ => None,
+    }
+}
+
+pub async fn show(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Path(token): Path<String>,
+    Query(shown): Query<Shown>,
+) -> Response {
+    let Some(actor) = holder(&state, &token).await else {
+        return invalid_link(&state, &headers).await;
+    };
+    let ctx = context_of(actor, peer, &headers);
+    match state.services.preferences_view(&ctx).await {
+        Ok(view) => render(&view, &headers, &token, StatusCode::OK, &shown, None),
+        Err(Error::NotFound { .. }) => invalid_link(&state, &headers).await,
+        Err(error) => failed(error),
+    }
+}
+
+pub async fn save(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Path(token): Path<String>,
+    Form(fields): Form<Vec<(String, String)>>,
+) -> Response {
+    let Some(actor) = holder(&state, &token).await else {
+        return invalid_link(&state, &headers).await;
+    };
+    let ctx = context_of(actor, peer, &headers);
+    let everything = fields.iter().any(|(name, value)| name == "action" && value == "unsubscribe_all");
+    let saved = if everything {
+        state.services.unsubscribe_from_everything(&ctx).await
+    } else {
+        match parse_form(&fields) {
+            Ok(form) => state.services.save_preferences(&ctx, form).await,
+            Err(error) => Err(error),
+        }
+    };
+    match saved {
+        Ok(()) => {
+            let shown = if everything { "unsubscribed" } else { "saved" };
+            // Redirect after POST: a reload shows the page, it does not send the form again.
+            let location = format!("/preferences/{token}?{shown}=1");
+            let mut response = StatusCode::SEE_OTHER.into_response();
+            match HeaderValue::from_str(&location) {
+                Ok(value) => {
+                    response.headers_mut().insert(header::LOCATION, value);
+                    response
+                }
+                Err(_) => internal_error(),
+            }
+        }
+        Err(Error::Validation { field, reason }) => match state.services.preferences_view(&ctx).await {
+            Ok(view) => {
+                let message = format!("{}: {reason}", field.trim_start_matches("field."));
+                render(&view, &headers, &token, StatusCode::BAD_REQUEST, &Shown::default(), Some(message))
+            }
+            Err(error) => failed(error),
+        },
+        Err(Error::NotFound { .. }) => invalid_link(&state, &headers).await,
+        Err(error) => failed(error),
+    }
+}
+
+/// The page where a person asks for a fresh link.
+pub async fn manage(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let settings = state.services.preference_center().await.unwrap_or_default();
+    pages::page(StatusCode::OK, "manage.html", pages::language(None, &headers), &settings, Value::UNDEFINED)
+}
+
+#[derive(Debug, Deserialize)]
+pub struct LinkRequest {
+    #[serde(default)]
+    address: String,
+    /// Hidden from people; a bot that fills every field fills this one too.
+    #[serde(default)]
+    website: String,
+}
+
+/// Sends a fresh link to the address if a contact has it. The answer is the same page whether
+/// the address is known, unknown, malformed or caught by the honeypot.
+pub async fn request_link(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Form(request): Form<LinkRequest>,
+) -> Response {
+    let settings = state.services.preference_center().await.unwrap_or_default();
+    if request.website.is_empty()
+        && let Ok(address) = EmailAddress::parse(&request.address)
+    {
+        let ctx = context_of(Actor::Anonymous, peer, &headers);
+        if let Err(error) = state.services.send_preferences_link(&ctx, &address).await {
+            tracing::error!(error = %error, "cannot queue a preferences link");
+        }
+    }
+    let language = pages::language(None, &headers);
+    pages::page(StatusCode::OK, "manage.html", language, &settings, context! { sent => true })
+}
+
+async fn invalid_link(state: &AppState, headers: &HeaderMap) -> Response {
+    let settings = state.services.preference_center().await.unwrap_or_default();
+    let language = pages::language(None, headers);
+    pages::page(StatusCode::NOT_FOUND, "manage.html", language, &settings, context! { invalid => true })
+}
+
+fn failed(error: Error) -> Response {
+    tracing::error!(error = %error, "preference center failed");
+    internal_error()
+}
+
+fn render(
+    view: &PreferencesView,
+    headers: &HeaderMap,
+    token: &str,
+    status: StatusCode,
+    shown: &Shown,
+    error: Option<String>,
+) -> Response {
+    let locale = view.contact.profile.locale.as_ref().map(|locale| locale.as_str().to_owned());
+    let language = pages::language(locale.as_deref(), headers);
+    let topics: Vec<_> = view
+        .topics
+        .iter()
+        .map(|(topic, subscription)| {
+            json!({
+                "key": topic.key.as_str(),
+                "name": topic.name,
+                "description": topic.description,
+                "subscribed": subscription.as_ref().is_some_and(|s| s.status == SubscriptionStatus::Subscribed),
+                "frequency": subscription.as_ref().map_or(topic.default_frequency, |s| s.frequency).as_str(),
+            })
+        })
+        .collect();
+    let purposes: Vec<_> = view
+        .purposes
+        .iter()
+        .map(|purpose| {
+            let channels: Vec<_> = Channel::ALL
+                .iter()
+                .map(|channel| {
+                    let granted = view.consent_status(purpose, *channel) == Some(crate::domain::consent::ConsentStatus::Granted);
+                    json!({ "name": channel.as_str(), "granted": granted })
+                })
+                .collect();
+            json!({ "key": purpose.key.as_str(), "label": purpose.label, "description": purpose.description, "channels": channels })
+        })
+        .collect();
+    let fields: Vec<_> = view
+        .fields
+        .iter()
+        .map(|field| {
+            json!({ "key": field.key, "label": field.label, "input": field.input, "value": field.value, "options": field.options })
+        })
+        .collect();
+    let frequencies: Vec<&str> = Frequency::ALL.iter().map(|frequency| frequency.as_str()).collect();
+    let data = context! {
+        token => token,
+        action => format!("/preferences/{token}"),
+        topics => Value::from_serialize(&topics),
+        purposes => Value::from_serialize(&purposes),
+        fields => Value::from_serialize(&fields),
+        frequencies => frequencies,
+        saved => shown.saved.is_some(),
+        unsubscribed => shown.unsubscribed.is_some(),
+        error => error,
+    };
+    pages::page(status, "preferences.html", language, &view.settings, data)
+}
+
+/// The form as the browser sends it: `topic` and `consent` once per ticked box, `frequency.<topic>`
+/// and `field.<key>` once each.
+fn parse_form(fields: &[(String, String)]) -> Result<PreferencesForm, Error> {
+    let mut form = PreferencesForm::default();
+    for (name, value) in fields {
+        if name == "topic" {
+            form.subscribed.push(Key::parse(value).map_err(|error| Error::validation("topic", error))?);
+        } else if name == "consent" {
+            let (purpose, channel) =
+                value.rsplit_once('.').ok_or_else(|| Error::validation("consent", "is not purpose.channel"))?;
+            let purpose = Key::parse(purpose).map_err(|error| Error::validation("consent", error))?;
+            let channel = channel.parse::<Channel>().map_err(|error| Error::validation("consent", error))?;
+            form.granted.push((purpose, channel));
+        } else if let Some(topic) = name.strip_prefix("frequency.") {
+            let topic = Key::parse(topic).map_err(|error| Error::validation(name.clone(), error))?;
+            let frequency = value.parse::<Frequency>().map_err(|error| Error::validation(name.clone(), error))?;
+            form.frequencies.push((topic, frequency));
+        } else if let Some(key) = name.strip_prefix("field.") {
+            form.fields.push((key.to_owned(), value.clone()));
+        }
+    }
+    Ok(form)
+}
