@@ -60,9 +60,9 @@ impl Default for MailSettings {
             smtp_connections: 8,
             rate_per_second: None,
             domain_rate_per_second: None,
-            // With ten attempts the last comes about a day and a half after the first.
+            // With fifteen attempts the last comes one to two days after the first.
             retry_base: Duration::from_secs(60),
-            max_attempts: 10,
+            max_attempts: 15,
             lease: Duration::from_secs(60),
             dkim: None,
         }

@@ -135,6 +135,12 @@ on_both_databases! {
         assert!(unsubscribe.starts_with("<https://mail.example.com/unsubscribe/") && unsubscribe.ends_with('>'), "{unsubscribe}");
         assert_eq!(to_zoe.header("List-Unsubscribe-Post"), Some("List-Unsubscribe=One-Click"));
 
+        let raw = String::from_utf8_lossy(&to_zoe.raw);
+        assert!(raw.contains("\r\nMIME-Version: 1.0\r\n"), "{raw}");
+        assert!(raw.contains("Content-Type: multipart/alternative;"), "{raw}");
+        let (text_at, html_at) = (raw.find("Content-Type: text/plain; charset=utf-8").unwrap(), raw.find("Content-Type: text/html; charset=utf-8").unwrap());
+        assert!(text_at < html_at, "the text part comes first, as multipart/alternative wants the plainest first");
+        assert!(!raw.contains("Zoë") || raw.contains("Content-Transfer-Encoding"), "8-bit text is declared");
         let html = to_zoe.html.as_deref().expect("an HTML part");
         assert!(html.contains("Hallo Zoë &lt;script&gt;alert(1)&lt;"), "data is escaped: {html}");
         assert!(!html.contains("<script>"));
@@ -496,6 +502,49 @@ on_both_databases! {
     }
 }
 
+on_both_databases! {
+    async fn a_message_deferred_on_every_attempt_fails_after_the_last(app) {
+        let smtp = SmtpServer::start().await;
+        let app = delivering(&app, &smtp, |settings| settings.mail.max_attempts = 2).await;
+        let person = contact(&app, "defer-9-ada@example.com", None, false).await;
+        let receipt = email(&app, "TRANSACTIONAL", "Receipt", "<p>Receipt</p>", false).await;
+        let queued = send(&app, &receipt, &person, None).await;
+        let failed = settled(&app, queued["send"]["id"].as_str().unwrap(), "FAILED").await;
+        assert_eq!(failed["attempts"], 2);
+        assert!(failed["detail"].as_str().unwrap().contains("451"), "{failed}");
+        assert_eq!(failed["nextAttemptAt"], Value::Null);
+        assert!(smtp.received().is_empty());
+    }
+
+    async fn consent_withdrawn_after_queuing_stops_the_message(app) {
+        let person = contact(&app, "ada@example.com", None, true).await;
+        let marketing = email(&app, "MARKETING", "News", "<p>News</p>", false).await;
+        let queued = send(&app, &marketing, &person, None).await;
+        let deny = "mutation($id: ID!) { setConsent(input: { contactId: $id, purpose: \"marketing\", channel: EMAIL, status: DENIED }) { status } }";
+        app.data(deny, json!({ "id": person })).await;
+        let smtp = SmtpServer::start().await;
+        let app = delivering(&app, &smtp, |_| {}).await;
+        settled(&app, queued["send"]["id"].as_str().unwrap(), "SKIPPED_NO_CONSENT").await;
+        assert!(smtp.received().is_empty(), "consent is checked when the message goes, not when it is queued");
+    }
+
+    async fn the_unsubscribe_link_of_a_test_send_unsubscribes_nobody(app) {
+        let smtp = SmtpServer::start().await;
+        let app = delivering(&app, &smtp, |_| {}).await;
+        let person = contact(&app, "ada@example.com", Some("Ada"), true).await;
+        let marketing = email(&app, "MARKETING", "News", "<p>News</p>", false).await;
+        let test = "mutation($input: SendTestEmailInput!) { sendTestEmail(input: $input) { id } }";
+        app.data(test, json!({ "input": { "emailId": marketing, "contact": { "id": person }, "to": ["me@example.org"] } })).await;
+        let message = smtp.wait_for(1).await.remove(0);
+        let header = message.header("List-Unsubscribe").expect("marketing mail always carries one");
+        let url = header.trim_matches(['<', '>']).replace("https://mail.example.com", &app.address);
+        let response = app.client.post(&url).body("List-Unsubscribe=One-Click").send().await.unwrap();
+        assert_eq!(response.status(), 404);
+        let consents = "query($id: ID!) { contact(by: { id: $id }) { consents { status } } }";
+        assert_eq!(app.data(consents, json!({ "id": person })).await["contact"]["consents"][0]["status"], "GRANTED");
+    }
+}
+
 /// How long the messages to `domain` took to arrive, first to last, in seconds.
 fn spread(received: &[rapport_e2e::smtp::Received], domain: &str) -> f64 {
     let times: Vec<f64> = received
@@ -526,6 +575,11 @@ on_both_databases! {
         }
         let received = smtp.wait_for(30).await;
         assert!(spread(&received, "@limited.example") >= 1.4, "the domain limit held: {:.2} s", spread(&received, "@limited.example"));
+        // A sliding window: no second, wherever it starts, saw more than ten (one more allowed
+        // for the time between deciding a message and the relay storing it).
+        let limited: Vec<f64> = received.iter().filter(|m| m.rcpt_to[0].ends_with("@limited.example")).map(|m| m.received_at).collect();
+        let busiest = limited.iter().map(|start| limited.iter().filter(|at| **at >= *start && **at < start + 1.0).count()).max().unwrap();
+        assert!(busiest <= 11, "{busiest} messages to one domain within one second");
         let last_limited = received.iter().filter(|m| m.rcpt_to[0].ends_with("@limited.example")).map(|m| m.received_at).fold(f64::MIN, f64::max);
         assert!(
             received.iter().filter(|m| m.rcpt_to[0].ends_with("@other.example")).all(|m| m.received_at < last_limited),

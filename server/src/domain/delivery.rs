@@ -127,13 +127,6 @@ pub fn retry_delay(base: Duration, attempts: u32, unit: f64) -> Duration {
     ceiling.mul_f64(0.5 + 0.5 * unit.clamp(0.0, 1.0))
 }
 
-/// Whether an SMTP reply code means the mailbox itself does not exist or refuses mail for good
-/// (as opposed to refusing this one message, for its content say): those addresses are
-/// suppressed after one bounce.
-pub fn is_hard_bounce(code: u16) -> bool {
-    matches!(code, 550 | 551 | 553)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -298,8 +298,9 @@ impl SendingMutation {
     }
 
     /// Takes an address off the list, for one reason or (without `reason`) all of them. Returns
-    /// how many entries were removed.
-    #[graphql(guard = "Allow::to(Permission::MailSend)")]
+    /// how many entries were removed. Needs `privacy:manage`: it overrides what a person or
+    /// their mailbox said.
+    #[graphql(guard = "Allow::to(Permission::PrivacyManage)")]
     async fn unsuppress_address(
         &self,
         ctx: &Context<'_>,

@@ -16,7 +16,8 @@ use lettre::{
     transport::smtp::{
         authentication::{Credentials, Mechanism},
         client::{AsyncSmtpConnection, TlsParameters},
-        extension::ClientId,
+        commands::{Data, Mail, Rcpt},
+        extension::{ClientId, MailBodyParameter, MailParameter},
     },
 };
 use secrecy::{ExposeSecret, SecretString};
@@ -98,20 +99,83 @@ fn percent_decode(raw: &str) -> String {
 /// Why a message was not taken.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SendFailure {
-    /// The relay refused for good (5xx): the code and its text.
-    Permanent { code: u16, reply: String },
-    /// A 4xx answer, a timeout, or no connection: worth trying again later.
-    Transient { reply: String },
+    /// The relay refused this message for good (5xx): the code and its text, and whether the
+    /// refusal was of the recipient's mailbox itself (550, 551 or 553 at RCPT, not a policy
+    /// refusal such as 5.7.x), which is what makes an address a hard bounce.
+    Permanent { code: u16, reply: String, mailbox_refused: bool },
+    /// Worth trying again later: a 4xx answer, a timeout, a lost connection. `relay` when the
+    /// relay itself could not be used (no connection, a refused greeting, STARTTLS or AUTH): that
+    /// says nothing about this message, so it does not count as one of its attempts.
+    Transient { reply: String, relay: bool },
 }
 
-impl From<lettre::transport::smtp::Error> for SendFailure {
-    fn from(error: lettre::transport::smtp::Error) -> Self {
-        let reply = error.to_string();
-        match error.status() {
-            Some(code) if error.is_permanent() => SendFailure::Permanent { code: u16::from(code), reply },
-            _ => SendFailure::Transient { reply },
-        }
+/// The step of an SMTP transaction a failure came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    Connect,
+    Mail,
+    Rcpt,
+    Data,
+}
+
+/// RFC 5321 (4.5.3.2) timeouts: how long a client waits for each reply.
+fn reply_timeout(stage: Stage) -> Duration {
+    match stage {
+        Stage::Connect => TIMEOUT,
+        Stage::Mail | Stage::Rcpt => Duration::from_secs(5 * 60),
+        // The reply to the final dot may take ten minutes: the relay may be filtering the message.
+        Stage::Data => Duration::from_secs(10 * 60),
     }
+}
+
+/// What went wrong in one step: the relay's answer (or lettre's account of the connection), or
+/// a connection that could not be made or did not answer in time.
+#[derive(Debug)]
+enum StepError {
+    Smtp(lettre::transport::smtp::Error),
+    Network(String),
+}
+
+impl From<lettre::transport::smtp::Error> for StepError {
+    fn from(error: lettre::transport::smtp::Error) -> Self {
+        StepError::Smtp(error)
+    }
+}
+
+impl StepError {
+    /// Whether the relay answered at all (as opposed to a dead or silent connection).
+    fn answered(&self) -> bool {
+        matches!(self, StepError::Smtp(error) if error.status().is_some())
+    }
+}
+
+fn failure(stage: Stage, error: &StepError) -> SendFailure {
+    let error = match error {
+        StepError::Network(reply) => {
+            return SendFailure::Transient { reply: reply.clone(), relay: stage == Stage::Connect };
+        }
+        StepError::Smtp(error) => error,
+    };
+    // Replies may name the recipient ("<ada@example.com>: Recipient address rejected"): the
+    // delivery log keeps the answer without the address.
+    let reply = without_addresses(&error.to_string());
+    match error.status() {
+        Some(code) if error.is_permanent() && stage != Stage::Connect => {
+            let code = u16::from(code);
+            let policy = reply.contains(" 5.7.") || reply.contains(": 5.7.");
+            SendFailure::Permanent {
+                code,
+                mailbox_refused: stage == Stage::Rcpt && matches!(code, 550 | 551 | 553) && !policy,
+                reply,
+            }
+        }
+        _ => SendFailure::Transient { reply, relay: stage == Stage::Connect },
+    }
+}
+
+/// `text` with every word that holds an `@` replaced, so that no address is stored with it.
+pub fn without_addresses(text: &str) -> String {
+    text.split(' ').map(|word| if word.contains('@') { "[address]" } else { word }).collect::<Vec<_>>().join(" ")
 }
 
 struct Idle {
@@ -137,23 +201,33 @@ impl SmtpPool {
     }
 
     /// Sends one message. A connection that failed is dropped; the next message opens another.
+    /// A connection that turns out dead before the relay has accepted anything (it closed the
+    /// connection while it was idle) is replaced once, at no cost to the message.
     pub async fn send(&self, envelope: &Envelope, message: &[u8]) -> Result<(), SendFailure> {
-        let _slot = self.slots.acquire().await.map_err(|_| SendFailure::Transient { reply: "pool closed".into() })?;
-        let mut connection = match self.take_idle().await {
-            Some(connection) => connection,
-            None => self.connect().await?,
+        let relay_failure = |reply: String| SendFailure::Transient { reply, relay: true };
+        let _slot = self.slots.acquire().await.map_err(|_| relay_failure("pool closed".into()))?;
+        if let Some(mut reused) = self.take_idle().await {
+            match transact(&mut reused, envelope, message).await {
+                Ok(()) => {
+                    self.put_back(reused);
+                    return Ok(());
+                }
+                Err((Stage::Mail, error)) if !error.answered() => {
+                    tracing::debug!(error = ?error, "a pooled SMTP connection was dead; opening another");
+                }
+                Err((stage, error)) => return Err(failure(stage, &error)),
+            }
+        }
+        let mut fresh = match self.connect().await {
+            Ok(connection) => connection,
+            Err(error) => return Err(failure(Stage::Connect, &error)),
         };
-        let sent = tokio::time::timeout(TIMEOUT, connection.send(envelope, message)).await;
-        match sent {
-            Ok(Ok(_)) => {
-                self.put_back(connection);
+        match transact(&mut fresh, envelope, message).await {
+            Ok(()) => {
+                self.put_back(fresh);
                 Ok(())
             }
-            Ok(Err(error)) => {
-                // lettre has already sent QUIT on a failed command; the connection is spent.
-                Err(SendFailure::from(error))
-            }
-            Err(_) => Err(SendFailure::Transient { reply: format!("no answer within {} s", TIMEOUT.as_secs()) }),
+            Err((stage, error)) => Err(failure(stage, &error)),
         }
     }
 
@@ -184,42 +258,34 @@ impl SmtpPool {
         }
     }
 
-    async fn connect(&self) -> Result<AsyncSmtpConnection, SendFailure> {
+    async fn connect(&self) -> Result<AsyncSmtpConnection, StepError> {
         let relay = &self.relay;
-        let transient = |reply: String| SendFailure::Transient { reply };
         let mut connection = if relay.security == Security::Implicit {
-            let tls = relay.tls().map_err(|error| transient(error.to_string()))?;
             AsyncSmtpConnection::connect_tokio1(
                 (relay.host.as_str(), relay.port),
                 Some(TIMEOUT),
                 &self.hello,
-                Some(tls),
+                Some(relay.tls()?),
                 None::<IpAddr>,
             )
             .await?
         } else {
-            let stream =
-                tokio::time::timeout(TIMEOUT, tokio::net::TcpStream::connect((relay.host.as_str(), relay.port)))
-                    .await
-                    .map_err(|_| {
-                        transient(format!("cannot connect to {} within {} s", relay.display(), TIMEOUT.as_secs()))
-                    })?
-                    .map_err(|error| transient(format!("cannot connect to {}: {error}", relay.display())))?;
-            stream.set_nodelay(true).map_err(|error| transient(error.to_string()))?;
+            let address = (relay.host.as_str(), relay.port);
+            let stream = tokio::time::timeout(TIMEOUT, tokio::net::TcpStream::connect(address))
+                .await
+                .map_err(|_| network(format!("cannot connect to {} within {} s", relay.display(), TIMEOUT.as_secs())))?
+                .map_err(|error| network(format!("cannot connect to {}: {error}", relay.display())))?;
+            stream.set_nodelay(true).map_err(|error| network(error.to_string()))?;
             tokio::time::timeout(TIMEOUT, AsyncSmtpConnection::connect_with_transport(Box::new(stream), &self.hello))
                 .await
                 .map_err(|_| {
-                    transient(format!("{} sent no greeting within {} s", relay.display(), TIMEOUT.as_secs()))
+                    network(format!("{} sent no greeting within {} s", relay.display(), TIMEOUT.as_secs()))
                 })??
         };
         match relay.security {
-            Security::StartTls => {
-                let tls = relay.tls().map_err(|error| transient(error.to_string()))?;
-                connection.starttls(tls, &self.hello).await?;
-            }
+            Security::StartTls => connection.starttls(relay.tls()?, &self.hello).await?,
             Security::Opportunistic if connection.can_starttls() => {
-                let tls = relay.tls().map_err(|error| transient(error.to_string()))?;
-                connection.starttls(tls, &self.hello).await?;
+                connection.starttls(relay.tls()?, &self.hello).await?
             }
             _ => {}
         }
@@ -228,6 +294,51 @@ impl SmtpPool {
             connection.auth(&[Mechanism::Plain, Mechanism::Login], &credentials).await?;
         }
         Ok(connection)
+    }
+}
+
+fn network(message: String) -> StepError {
+    StepError::Network(message)
+}
+
+/// MAIL, RCPT, DATA and the message on `connection`, each with its own timeout. The connection
+/// is closed on any failure: after a refusal its state is not worth resetting.
+async fn transact(
+    connection: &mut AsyncSmtpConnection,
+    envelope: &Envelope,
+    message: &[u8],
+) -> Result<(), (Stage, StepError)> {
+    let outcome = async {
+        let mut options = Vec::new();
+        let addresses = envelope.from().into_iter().chain(envelope.to());
+        if addresses.map(|address| address.as_ref()).any(|address: &str| !address.is_ascii()) {
+            options.push(MailParameter::SmtpUtfEight);
+        }
+        if !message.is_ascii() {
+            options.push(MailParameter::Body(MailBodyParameter::EightBitMime));
+        }
+        step(Stage::Mail, connection.command(Mail::new(envelope.from().cloned(), options))).await?;
+        for recipient in envelope.to() {
+            step(Stage::Rcpt, connection.command(Rcpt::new(recipient.clone(), Vec::new()))).await?;
+        }
+        step(Stage::Data, connection.command(Data)).await?;
+        step(Stage::Data, connection.message(message)).await
+    }
+    .await;
+    if outcome.is_err() {
+        connection.abort().await;
+    }
+    outcome
+}
+
+async fn step(
+    stage: Stage,
+    command: impl Future<Output = Result<lettre::transport::smtp::response::Response, lettre::transport::smtp::Error>>,
+) -> Result<(), (Stage, StepError)> {
+    match tokio::time::timeout(reply_timeout(stage), command).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(error)) => Err((stage, StepError::Smtp(error))),
+        Err(_) => Err((stage, network(format!("no reply within {} s", reply_timeout(stage).as_secs())))),
     }
 }
 
@@ -250,6 +361,14 @@ mod tests {
         assert_eq!((user.as_str(), password.expose_secret()), ("user@example.com", "p@ss"));
         assert_eq!(relay("smtp://mail.example.com?tls=required").unwrap().security, Security::StartTls);
         assert_eq!(relay("smtp://[::1]:25").unwrap().host, "::1");
+    }
+
+    #[test]
+    fn replies_are_kept_without_addresses() {
+        assert_eq!(
+            without_addresses("permanent error (550): 5.1.1 <ada@example.com>: Recipient address rejected"),
+            "permanent error (550): 5.1.1 [address] Recipient address rejected"
+        );
     }
 
     #[test]

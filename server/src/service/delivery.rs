@@ -8,8 +8,9 @@
 //! are still being sent). If the process dies inside that window, the row's lease runs out and
 //! the message goes again, with the same `Message-ID`. SMTP has no way to close the window (the
 //! relay's acceptance and our write cannot be one transaction); keeping it to one settlement
-//! write is as small as it gets. Everything before the `250` is safe to repeat, and a row is
-//! never sent while another worker holds its lease.
+//! write is as small as it gets. Everything before the `250` is safe to repeat. Leases are
+//! renewed only for the sends in hand, and a worker whose renewals fail stops sending, so a row
+//! is not sent while another worker may hold its lease.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -19,7 +20,6 @@ use std::{
 
 use chrono::{DateTime, Utc};
 use futures_util::{StreamExt, stream};
-use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter, clock::Clock as _};
 use lettre::address::Envelope;
 use tokio::sync::{mpsc, watch};
 use uuid::Uuid;
@@ -31,12 +31,13 @@ use crate::{
         access::ContactTokenPurpose,
         consent::{Channel, ConsentChange, ConsentStatus},
         contact::{Contact, ContactId, EmailAddress, Profile},
-        delivery::{SendStatus, Suppression, SuppressionReason, is_hard_bounce, retry_delay},
+        delivery::{SendStatus, Suppression, SuppressionReason, retry_delay},
         email::{EmailType, EmailVersion},
         topic::{Topic, TopicSubscription},
     },
     mail::{
         message::{self, Addressing, Dkim},
+        rate::SlidingWindow,
         render::{self, CompiledEmail, RenderInput},
         smtp::{SendFailure, SmtpPool},
         tracking::{self, TrackedSend, Tracking, TrackingKeys},
@@ -54,9 +55,10 @@ const LANES: usize = 2;
 /// Compiled versions kept between batches; a program mails a handful of versions at a time.
 const COMPILED_VERSIONS: usize = 64;
 const MARKETING_PURPOSE: &str = "marketing";
-/// Tries at writing delivery outcomes, a `POLL` apart, before a round gives up: a minute of a
-/// database that does not answer.
-const SETTLE_ATTEMPTS: u32 = 60;
+/// Stands in for an unsubscribe token in test sends; no token looks like it.
+const TEST_TOKEN: &str = "test-message";
+/// The longest wait between two tries at writing delivery outcomes.
+const SETTLE_RETRY_CEILING: Duration = Duration::from_secs(10);
 
 /// Everything the worker needs, built once at start.
 pub struct DeliveryWorker {
@@ -66,9 +68,15 @@ pub struct DeliveryWorker {
     settings: MailSettings,
     public_url: String,
     owner: Uuid,
-    global_limit: Option<DefaultDirectRateLimiter>,
-    domain_limit: Option<DefaultKeyedRateLimiter<String>>,
+    global_limit: Option<SlidingWindow>,
+    domain_limit: Option<SlidingWindow>,
     compiled: std::sync::Mutex<HashMap<Uuid, Arc<Compiled>>>,
+    /// The sends this worker has claimed and not yet settled or released: the only rows whose
+    /// lease it renews.
+    in_hand: std::sync::Mutex<HashSet<Uuid>>,
+    /// When the leases in hand were last renewed (or claimed): past the lease, another worker
+    /// may have claimed them, and nothing more is sent until a renewal succeeds.
+    renewed_at: std::sync::Mutex<std::time::Instant>,
 }
 
 struct Compiled {
@@ -98,12 +106,6 @@ struct Outcome {
     bounced: Option<(String, Suppression)>,
 }
 
-fn quota(per_second: f64) -> Option<Quota> {
-    // A burst of one second's worth: the limit holds over any second, not on average.
-    let burst = std::num::NonZeroU32::new(per_second.ceil().clamp(1.0, f64::from(u32::MAX)) as u32)?;
-    Quota::with_period(Duration::from_secs_f64(1.0 / per_second)).map(|quota| quota.allow_burst(burst))
-}
-
 impl DeliveryWorker {
     pub fn new(
         services: Services,
@@ -113,8 +115,8 @@ impl DeliveryWorker {
         public_url: String,
     ) -> Self {
         Self {
-            global_limit: settings.rate_per_second.and_then(quota).map(RateLimiter::direct),
-            domain_limit: settings.domain_rate_per_second.and_then(quota).map(RateLimiter::keyed),
+            global_limit: settings.rate_per_second.map(SlidingWindow::new),
+            domain_limit: settings.domain_rate_per_second.map(SlidingWindow::new),
             services,
             pool: Arc::new(pool),
             dkim,
@@ -122,6 +124,8 @@ impl DeliveryWorker {
             public_url,
             owner: Uuid::now_v7(),
             compiled: std::sync::Mutex::new(HashMap::new()),
+            in_hand: std::sync::Mutex::new(HashSet::new()),
+            renewed_at: std::sync::Mutex::new(std::time::Instant::now()),
         }
     }
 
@@ -129,14 +133,15 @@ impl DeliveryWorker {
     pub async fn run(self, stop: watch::Receiver<bool>) {
         tracing::info!(relay = %self.pool.relay().display(), worker = %self.owner, "mail delivery started");
         let worker = Arc::new(self);
+        // Renews until the lanes have finished the batches in hand, stop or not.
         let heartbeat = {
             let worker = Arc::clone(&worker);
-            let mut stop = stop.clone();
             tokio::spawn(async move {
                 loop {
-                    tokio::select! {
-                        () = tokio::time::sleep(worker.settings.lease / 3) => worker.renew_leases().await,
-                        _ = stop.changed() => break,
+                    tokio::time::sleep(worker.settings.lease / 3).await;
+                    worker.renew_leases().await;
+                    if let Some(limit) = &worker.domain_limit {
+                        limit.forget_idle();
                     }
                 }
             })
@@ -180,21 +185,51 @@ impl DeliveryWorker {
     }
 
     async fn renew_leases(&self) {
+        let started = std::time::Instant::now();
         let until = self.services.now() + self.lease();
+        let ids: Vec<Uuid> = self.in_hand.lock().map(|ids| ids.iter().copied().collect()).unwrap_or_default();
         let renewed = async {
             let tx = self.services.db.begin_write().await?;
-            store::outbox::renew_leases(&tx, self.owner, until).await?;
+            store::outbox::renew_leases(&tx, self.owner, &ids, until).await?;
             tx.commit().await?;
             Ok::<_, super::Error>(())
         };
-        if let Err(error) = renewed.await {
-            tracing::warn!(error = %error, "cannot renew the lease on sends in hand");
+        match renewed.await {
+            Ok(()) => {
+                if let Ok(mut renewed_at) = self.renewed_at.lock() {
+                    *renewed_at = started;
+                }
+            }
+            Err(error) => tracing::warn!(error = %error, "cannot renew the lease on sends in hand"),
+        }
+    }
+
+    /// Whether the leases in hand may have run out (renewals failing): sending then could
+    /// duplicate what another worker sends.
+    fn lease_in_doubt(&self) -> bool {
+        // A margin for the time a message takes once it is handed to the relay.
+        let safe = self.settings.lease.mul_f64(0.8);
+        self.renewed_at.lock().map_or(true, |renewed_at| renewed_at.elapsed() > safe)
+    }
+
+    fn hold(&self, ids: &[Uuid]) {
+        if let Ok(mut in_hand) = self.in_hand.lock() {
+            in_hand.extend(ids.iter().copied());
+        }
+    }
+
+    fn let_go(&self, ids: &[Uuid]) {
+        if let Ok(mut in_hand) = self.in_hand.lock() {
+            for id in ids {
+                in_hand.remove(id);
+            }
         }
     }
 
     /// Claims, decides, sends and settles one batch; how many sends it claimed.
     async fn round(&self) -> Result<usize> {
         let now = self.services.now();
+        let claimed_at = std::time::Instant::now();
         let tx = self.services.db.begin_write().await?;
         let claimed = store::outbox::claim(&tx, self.owner, now, now + self.lease(), BATCH).await?;
         tx.commit().await?;
@@ -202,49 +237,60 @@ impl DeliveryWorker {
             return Ok(0);
         }
         let ids: Vec<Uuid> = claimed.iter().map(|send| send.id).collect();
-        match self.deliver_batch(claimed, now).await {
-            Ok(()) => Ok(ids.len()),
+        self.hold(&ids);
+        if let Ok(mut renewed_at) = self.renewed_at.lock() {
+            *renewed_at = (*renewed_at).max(claimed_at);
+        }
+        let delivered = match self.decide(claimed, now).await {
+            Ok(decisions) => {
+                self.deliver_batch(decisions).await;
+                Ok(())
+            }
             Err(error) => {
-                // Whatever was not settled goes back to the queue now; the heartbeat would
-                // otherwise keep renewing a lease nobody works on.
+                // Nothing was sent: the batch goes back to the queue now rather than when the
+                // lease runs out.
                 let tx = self.services.db.begin_write().await?;
                 store::outbox::release(&tx, self.owner, &ids).await?;
                 tx.commit().await?;
                 Err(error)
             }
-        }
+        };
+        self.let_go(&ids);
+        delivered.map(|()| ids.len())
     }
 
-    async fn deliver_batch(&self, claimed: Vec<crate::domain::delivery::Send>, now: DateTime<Utc>) -> Result<()> {
-        let decisions = self.decide(claimed, now).await?;
-        let (settled, outgoing): (Vec<_>, Vec<_>) =
-            decisions.into_iter().partition(|decision| matches!(decision, Decision::Settled(_)));
-
+    /// Sends what was decided and settles every outcome. Outcomes are never dropped: a message
+    /// the relay took and whose row were left unsettled would be sent again.
+    async fn deliver_batch(&self, decisions: Vec<Decision>) {
         let (results, settler) = self.settler();
-        for decision in settled {
-            if let Decision::Settled(outcome) = decision {
-                let _ = results.send(outcome);
+        let mut outgoing = Vec::new();
+        for decision in decisions {
+            match decision {
+                Decision::Settled(outcome) => {
+                    let _ = results.send(outcome);
+                }
+                Decision::Send(message) => outgoing.push(message),
             }
         }
-        let sending = stream::iter(outgoing.into_iter().filter_map(|decision| match decision {
-            Decision::Send(outgoing) => Some(outgoing),
-            Decision::Settled(_) => None,
-        }))
-        .map(|outgoing| self.deliver(outgoing))
-        .buffer_unordered(self.settings.smtp_connections);
-        sending
+        stream::iter(outgoing)
+            .map(|message| self.deliver(message))
+            .buffer_unordered(self.settings.smtp_connections)
             .for_each(|outcome| {
-                let _ = results.send(outcome);
+                if let Some(outcome) = outcome {
+                    let _ = results.send(outcome);
+                }
                 std::future::ready(())
             })
             .await;
         drop(results);
-        settler.await.map_err(|error| anyhow::anyhow!("settlement task: {error}"))?
+        if let Err(error) = settler.await {
+            tracing::error!(error = %error, "the settlement task ended abnormally");
+        }
     }
 
     /// A task that writes outcomes as they come, as many at a time as have arrived: while one
     /// write runs, the next outcomes gather.
-    fn settler(&self) -> (mpsc::UnboundedSender<Outcome>, tokio::task::JoinHandle<Result<()>>) {
+    fn settler(&self) -> (mpsc::UnboundedSender<Outcome>, tokio::task::JoinHandle<()>) {
         let (sender, mut receiver) = mpsc::unbounded_channel::<Outcome>();
         let services = self.services.clone();
         let owner = self.owner;
@@ -252,42 +298,41 @@ impl DeliveryWorker {
             let mut buffer = Vec::new();
             while receiver.recv_many(&mut buffer, 2_000).await > 0 {
                 let outcomes = std::mem::take(&mut buffer);
-                // Messages in `outcomes` may be sent already: a failed write is tried again
-                // rather than given up, or they would go out a second time.
-                let mut attempt = 0;
-                loop {
-                    match settle(&services, owner, &outcomes).await {
-                        Ok(()) => break,
-                        Err(error) if attempt < SETTLE_ATTEMPTS => {
-                            attempt += 1;
-                            tracing::warn!(error = %error, attempt, "cannot record delivery outcomes; trying again");
-                            tokio::time::sleep(POLL).await;
-                        }
-                        Err(error) => return Err(error),
-                    }
+                // Messages in `outcomes` may be sent already: a failed write is tried again,
+                // however long the database is away, or they would go out a second time.
+                let mut wait = Duration::from_millis(100);
+                while let Err(error) = settle(&services, owner, &outcomes).await {
+                    tracing::warn!(error = %error, retry_in = ?wait, "cannot record delivery outcomes; trying again");
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(SETTLE_RETRY_CEILING);
                 }
             }
-            Ok(())
         });
         (sender, task)
     }
 
-    async fn deliver(&self, outgoing: Box<Outgoing>) -> Outcome {
+    /// Sends one message, unless the lease on it may have run out (then it is left for whoever
+    /// holds it now, and `None` comes back).
+    async fn deliver(&self, outgoing: Box<Outgoing>) -> Option<Outcome> {
         if let Some(limit) = &self.global_limit {
-            limit.until_ready().await;
+            limit.take("").await;
+        }
+        if self.lease_in_doubt() {
+            tracing::warn!(send_id = %outgoing.send_id, "lease renewals are failing; not sending");
+            return None;
         }
         let result = self.pool.send(&outgoing.envelope, &outgoing.bytes).await;
         let now = self.services.now();
-        let settled = |status, detail: Option<String>, next_attempt_at| Outcome {
-            settlement: Settlement { id: outgoing.send_id, status, attempted: true, next_attempt_at, detail },
+        let settled = |status, attempted, detail: Option<String>, next_attempt_at| Outcome {
+            settlement: Settlement { id: outgoing.send_id, status, attempted, next_attempt_at, detail },
             bounced: None,
         };
-        match result {
-            Ok(()) => settled(SendStatus::Sent, None, None),
-            Err(SendFailure::Permanent { code, reply }) => {
+        Some(match result {
+            Ok(()) => settled(SendStatus::Sent, true, None, None),
+            Err(SendFailure::Permanent { code, reply, mailbox_refused }) => {
                 tracing::info!(send_id = %outgoing.send_id, code, domain = %outgoing.domain, "bounced");
-                let mut outcome = settled(SendStatus::Bounced, Some(reply.clone()), None);
-                if is_hard_bounce(code) {
+                let mut outcome = settled(SendStatus::Bounced, true, Some(reply.clone()), None);
+                if mailbox_refused {
                     let suppression = Suppression {
                         reason: SuppressionReason::HardBounce,
                         contact_id: outgoing.contact_id,
@@ -299,19 +344,25 @@ impl DeliveryWorker {
                 }
                 outcome
             }
-            Err(SendFailure::Transient { reply }) => {
+            // The relay could not be used at all: that is no attempt at this message, so a long
+            // outage does not use up its attempts; it waits as after a first deferral.
+            Err(SendFailure::Transient { reply, relay: true }) => {
+                let delay = retry_delay(self.settings.retry_base, 1, random_unit());
+                tracing::warn!(send_id = %outgoing.send_id, retry_in = ?delay, reply = %reply, "relay unavailable");
+                settled(SendStatus::Deferred, false, Some(reply), Some(later(now, delay)))
+            }
+            Err(SendFailure::Transient { reply, relay: false }) => {
                 let attempts = u32::try_from(outgoing.attempts).unwrap_or(0) + 1;
                 if attempts >= self.settings.max_attempts {
                     tracing::warn!(send_id = %outgoing.send_id, attempts, "deferred too often; giving up");
-                    settled(SendStatus::Failed, Some(reply), None)
+                    settled(SendStatus::Failed, true, Some(reply), None)
                 } else {
                     let delay = retry_delay(self.settings.retry_base, attempts, random_unit());
-                    let next = now + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::hours(6));
                     tracing::info!(send_id = %outgoing.send_id, attempts, retry_in = ?delay, "deferred");
-                    settled(SendStatus::Deferred, Some(reply), Some(next))
+                    settled(SendStatus::Deferred, true, Some(reply), Some(later(now, delay)))
                 }
             }
-        }
+        })
     }
 
     /// Reads what the batch needs in a few set-wise queries, then decides and renders every send
@@ -417,18 +468,17 @@ impl DeliveryWorker {
         }
         let domain = address.as_str().rsplit_once('@').map(|(_, domain)| domain.to_owned()).unwrap_or_default();
         if let Some(limit) = &self.domain_limit
-            && let Err(not_until) = limit.check_key(&domain)
+            && let Err(wait) = limit.try_take(&domain)
         {
-            let wait = not_until.wait_time_from(governor::clock::DefaultClock::default().now());
             return Some(Outcome {
                 settlement: Settlement {
                     id: send.id,
                     status: send.status,
                     attempted: false,
-                    next_attempt_at: Some(
-                        batch.now + chrono::Duration::from_std(wait).unwrap_or(chrono::Duration::seconds(1)),
-                    ),
-                    detail: Some(format!("held back by the rate limit for {domain}")),
+                    // Rounded, so that the sends to a domain held back together share the time
+                    // and are written back in one statement.
+                    next_attempt_at: Some(tenth_of_a_second_up(later(batch.now, wait))),
+                    detail: send.detail.clone(),
                 },
                 bounced: None,
             });
@@ -561,6 +611,9 @@ impl Batch {
             rendered.html = tracking::instrument(&rendered.html, &tracking);
         }
         let unsubscribe_url = match (version.email_type, send.contact_id) {
+            // A test goes to staff: its link must not unsubscribe the contact it was rendered
+            // for when a mailbox provider's button is pressed. It shows the invalid-link page.
+            (EmailType::Marketing, _) if is_test => Some(format!("{}/unsubscribe/{TEST_TOKEN}", self.public_url)),
             (EmailType::Marketing, Some(contact_id)) => {
                 let token = self.signer.sign(contact_id, ContactTokenPurpose::Unsubscribe, self.now);
                 Some(format!("{}/unsubscribe/{}", self.public_url, token.token))
@@ -585,7 +638,8 @@ impl Batch {
                 envelope,
                 bytes,
                 address_index: self.indexes.get(&send.id).cloned().unwrap_or_default(),
-                contact_id: send.contact_id,
+                // A test's bounce is of a staff address, not of the contact it was rendered for.
+                contact_id: if is_test { None } else { send.contact_id },
             })),
             Err(error) => skip(error.to_string()),
         }
@@ -600,6 +654,16 @@ fn display_name(profile: &Profile) -> Option<String> {
         .map(|name| name.as_str())
         .collect();
     (!parts.is_empty()).then(|| parts.join(" "))
+}
+
+fn later(now: DateTime<Utc>, delay: Duration) -> DateTime<Utc> {
+    now + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::hours(6))
+}
+
+fn tenth_of_a_second_up(at: DateTime<Utc>) -> DateTime<Utc> {
+    const TENTH: i64 = 100_000;
+    let micros = at.timestamp_micros();
+    DateTime::from_timestamp_micros((micros + TENTH - 1).div_euclid(TENTH) * TENTH).unwrap_or(at)
 }
 
 /// A number in [0, 1) for jitter; the operating system's generator, so no seeding to get wrong.

@@ -56,7 +56,7 @@ impl Services {
         let now = self.now();
         let tx = self.db.begin_write().await?;
         let erased = store::contacts::erase(&tx, id, now).await?.ok_or(Error::NotFound { what: "contact" })?;
-        store::outbox::delete_of_contact(&tx, id).await?;
+        store::outbox::forget_contact(&tx, id).await?;
         let tombstone = audit::append(
             &tx,
             ctx,

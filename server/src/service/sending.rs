@@ -67,6 +67,8 @@ impl Services {
         to: Vec<EmailAddress>,
     ) -> Result<Vec<Send>> {
         self.require(ctx, Permission::MailSend)?;
+        // A test shows a contact's data to whoever reads the test.
+        self.require(ctx, Permission::ProfilesRead)?;
         let (_, version) = self.email_and_version(email_id, number).await?;
         let contact_id = match contact {
             Some(reference) => Some(
@@ -177,7 +179,8 @@ impl Services {
         address: &EmailAddress,
         reason: Option<SuppressionReason>,
     ) -> Result<u64> {
-        self.require(ctx, Permission::MailSend)?;
+        // Lifting a bounce or a complaint overrides what a person or their mailbox said.
+        self.require(ctx, Permission::PrivacyManage)?;
         let index = store::contacts::email_index(self.db.keys()?, address);
         let now = self.now();
         let tx = self.db.begin_write().await?;

@@ -193,18 +193,26 @@ pub async fn settle(
     Ok(())
 }
 
-/// Renews every lease `owner` holds, while it is still working on them.
-pub async fn renew_leases(conn: &impl ConnectionTrait, owner: Uuid, lease_until: DateTime<Utc>) -> StoreResult<u64> {
-    let result = entity::Entity::update_many()
-        .col_expr(entity::Column::LeaseExpiresAt, Expr::value(lease_until))
-        .filter(entity::Column::LeaseOwner.eq(owner))
-        .exec(conn)
-        .await?;
-    Ok(result.rows_affected)
+/// Renews `owner`'s leases on `ids`, the sends it is still working on.
+pub async fn renew_leases(
+    conn: &impl ConnectionTrait,
+    owner: Uuid,
+    ids: &[Uuid],
+    lease_until: DateTime<Utc>,
+) -> StoreResult<()> {
+    for chunk in ids.chunks(ROWS_PER_STATEMENT) {
+        entity::Entity::update_many()
+            .col_expr(entity::Column::LeaseExpiresAt, Expr::value(lease_until))
+            .filter(entity::Column::Id.is_in(chunk.iter().copied()))
+            .filter(entity::Column::LeaseOwner.eq(owner))
+            .exec(conn)
+            .await?;
+    }
+    Ok(())
 }
 
-/// Gives back sends leased to `owner` that it could not finish (a failed read, say), so that
-/// they wait for the next claim instead of for the lease, which the owner keeps renewing.
+/// Gives back sends leased to `owner` that it could not work on (a failed read, say), so that
+/// they wait for the next claim instead of for the lease to run out.
 pub async fn release(conn: &impl ConnectionTrait, owner: Uuid, ids: &[Uuid]) -> StoreResult<()> {
     for chunk in ids.chunks(ROWS_PER_STATEMENT) {
         entity::Entity::update_many()
@@ -272,11 +280,18 @@ pub async fn all_of(conn: &impl ConnectionTrait, contact_id: ContactId) -> Store
         .collect()
 }
 
-/// Deletes every send to a contact being erased: what was mailed to whom is personal data too.
-pub async fn delete_of_contact(conn: &impl ConnectionTrait, contact_id: ContactId) -> StoreResult<u64> {
-    let result =
-        entity::Entity::delete_many().filter(entity::Column::ContactId.eq(contact_id.as_uuid())).exec(conn).await?;
-    Ok(result.rows_affected)
+/// Forgets a contact being erased: its sends go (what was mailed to whom is personal data too),
+/// and its suppressions stay (by blind index, so that no mail reaches the address) without the
+/// contact's id or the relay's words about it.
+pub async fn forget_contact(conn: &impl ConnectionTrait, contact_id: ContactId) -> StoreResult<()> {
+    entity::Entity::delete_many().filter(entity::Column::ContactId.eq(contact_id.as_uuid())).exec(conn).await?;
+    suppression::Entity::update_many()
+        .col_expr(suppression::Column::ContactId, Expr::value(Option::<Uuid>::None))
+        .col_expr(suppression::Column::Detail, Expr::value(Option::<String>::None))
+        .filter(suppression::Column::ContactId.eq(contact_id.as_uuid()))
+        .exec(conn)
+        .await?;
+    Ok(())
 }
 
 /// Puts an address (by its blind index) on the list for `suppression.reason`; false if it was
