@@ -50,8 +50,11 @@ use crate::{
 const BATCH: u64 = 500;
 /// How often an idle worker looks for sends queued by other processes (its own wake it).
 const POLL: Duration = Duration::from_secs(1);
-/// Batches in flight at once: one is read and rendered while another is being sent.
+/// Batches in flight at once: one is read while another is being sent.
 const LANES: usize = 2;
+/// Messages rendered by one blocking task: enough to amortise the hand-off, few enough that the
+/// first messages of a batch go out at once.
+const RENDER_CHUNK: usize = 16;
 /// Compiled versions kept between batches; a program mails a handful of versions at a time.
 const COMPILED_VERSIONS: usize = 64;
 const MARKETING_PURPOSE: &str = "marketing";
@@ -82,6 +85,14 @@ pub struct DeliveryWorker {
 struct Compiled {
     version: EmailVersion,
     templates: CompiledEmail,
+}
+
+/// A batch after its reads: the sends settled without rendering, and the rest with what
+/// rendering them needs.
+struct Decided {
+    settled: Vec<Outcome>,
+    to_render: Vec<crate::domain::delivery::Send>,
+    batch: Arc<Batch>,
 }
 
 /// One claimed send, decided: either settled without the relay, or a message to send.
@@ -242,8 +253,8 @@ impl DeliveryWorker {
             *renewed_at = (*renewed_at).max(claimed_at);
         }
         let delivered = match self.decide(claimed, now).await {
-            Ok(decisions) => {
-                self.deliver_batch(decisions).await;
+            Ok(decided) => {
+                self.deliver_batch(decided).await;
                 Ok(())
             }
             Err(error) => {
@@ -259,21 +270,42 @@ impl DeliveryWorker {
         delivered.map(|()| ids.len())
     }
 
-    /// Sends what was decided and settles every outcome. Outcomes are never dropped: a message
-    /// the relay took and whose row were left unsettled would be sent again.
-    async fn deliver_batch(&self, decisions: Vec<Decision>) {
+    /// Renders and sends what was decided and settles every outcome. Rendering runs on the
+    /// blocking threads, a chunk at a time on as many cores as there are, and each message goes
+    /// to the relay as soon as its chunk is ready, so the cores render while the connections
+    /// wait for replies. Outcomes are never dropped: a message the relay took whose row stayed
+    /// unsettled would be sent again.
+    async fn deliver_batch(&self, decided: Decided) {
         let (results, settler) = self.settler();
-        let mut outgoing = Vec::new();
-        for decision in decisions {
-            match decision {
-                Decision::Settled(outcome) => {
-                    let _ = results.send(outcome);
-                }
-                Decision::Send(message) => outgoing.push(message),
-            }
+        for outcome in decided.settled {
+            let _ = results.send(outcome);
         }
-        stream::iter(outgoing)
-            .map(|message| self.deliver(message))
+        let batch = decided.batch;
+        let chunks: Vec<Vec<crate::domain::delivery::Send>> =
+            decided.to_render.chunks(RENDER_CHUNK).map(<[_]>::to_vec).collect();
+        let cores = std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get);
+        stream::iter(chunks)
+            .map(|chunk| {
+                let batch = Arc::clone(&batch);
+                tokio::task::spawn_blocking(move || {
+                    chunk.into_iter().map(|send| batch.render(send)).collect::<Vec<_>>()
+                })
+            })
+            .buffered(cores)
+            .flat_map(|rendered| {
+                stream::iter(rendered.unwrap_or_else(|error| {
+                    // A panic while rendering: those sends stay leased to this worker until the
+                    // lease runs out, then another round tries them.
+                    tracing::error!(error = %error, "rendering failed");
+                    Vec::new()
+                }))
+            })
+            .map(|decision| async move {
+                match decision {
+                    Decision::Settled(outcome) => Some(outcome),
+                    Decision::Send(message) => self.deliver(message).await,
+                }
+            })
             .buffer_unordered(self.settings.smtp_connections)
             .for_each(|outcome| {
                 if let Some(outcome) = outcome {
@@ -365,9 +397,9 @@ impl DeliveryWorker {
         })
     }
 
-    /// Reads what the batch needs in a few set-wise queries, then decides and renders every send
-    /// off the async threads.
-    async fn decide(&self, claimed: Vec<crate::domain::delivery::Send>, now: DateTime<Utc>) -> Result<Vec<Decision>> {
+    /// Reads what the batch needs in a few set-wise queries and settles the sends that need no
+    /// rendering; the rest are rendered as they are sent (`deliver_batch`).
+    async fn decide(&self, claimed: Vec<crate::domain::delivery::Send>, now: DateTime<Utc>) -> Result<Decided> {
         let conn = self.services.db.connection();
         let keys = self.services.db.keys()?;
         let contact_ids: Vec<ContactId> =
@@ -414,21 +446,15 @@ impl DeliveryWorker {
             public_url: self.public_url.trim_end_matches('/').to_owned(),
             dkim: self.dkim.clone(),
         };
-        let mut decisions = Vec::with_capacity(claimed.len());
+        let mut settled = Vec::new();
         let mut to_render = Vec::new();
         for send in claimed {
             match self.precheck(&batch, &send) {
-                Some(outcome) => decisions.push(Decision::Settled(outcome)),
+                Some(outcome) => settled.push(outcome),
                 None => to_render.push(send),
             }
         }
-        let rendered = tokio::task::spawn_blocking(move || {
-            to_render.into_iter().map(|send| batch.render(send)).collect::<Vec<_>>()
-        })
-        .await
-        .map_err(|error| anyhow::anyhow!("rendering task: {error}"))?;
-        decisions.extend(rendered);
-        Ok(decisions)
+        Ok(Decided { settled, to_render, batch: Arc::new(batch) })
     }
 
     /// The rules that settle a send without rendering it, in the order they apply.
