@@ -12,6 +12,7 @@ mod m20261125_000006_emails;
 mod m20261125_000007_outbox;
 mod m20261125_000008_sign_in_hardening;
 mod m20261125_000009_preference_center;
+mod m20261125_000010_signup_forms;
 
 pub struct Migrator;
 
@@ -28,6 +29,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261125_000007_outbox::Migration),
             Box::new(m20261125_000008_sign_in_hardening::Migration),
             Box::new(m20261125_000009_preference_center::Migration),
+            Box::new(m20261125_000010_signup_forms::Migration),
         ]
     }
 }

@@ -364,6 +364,10 @@ on_both_databases! {
             ("suppressAddress", "mutation { suppressAddress(address: \"b@example.com\", reason: MANUAL) }".into(), json!({})),
             ("unsuppressAddress", "mutation { unsuppressAddress(address: \"b@example.com\") }".into(), json!({})),
             ("preferenceCenter", "{ preferenceCenter { companyName } }".into(), json!({})),
+            ("signupForms", "{ signupForms { key } }".into(), json!({})),
+            ("optInRequests", "query($id: ID!) { optInRequests(contactId: $id) { id } }".into(), json!({ "id": b })),
+            ("createSignupForm", "mutation { createSignupForm(input: { key: \"x\", name: \"X\", topics: [], wording: \"x\" }) { key } }".into(), json!({})),
+            ("requestOptInConfirmation", "mutation($id: ID!) { requestOptInConfirmation(contactId: $id, form: \"x\") }".into(), json!({ "id": b })),
             ("updatePreferenceCenter", "mutation { updatePreferenceCenter(input: { companyName: \"Evil\" }) { companyName } }".into(), json!({})),
         ];
         for (field, query, variables) in &attempts {

@@ -11,6 +11,7 @@ mod emails;
 mod encryption;
 mod events;
 mod fields;
+mod forms;
 mod graphql_http;
 mod http;
 mod mail;

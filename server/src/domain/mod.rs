@@ -11,6 +11,7 @@ pub mod email;
 pub mod event;
 pub mod field;
 pub mod filter;
+pub mod forms;
 pub mod key;
 pub mod page;
 pub mod preferences;

@@ -9,6 +9,7 @@ pub mod emails;
 pub mod error;
 pub mod events;
 pub mod fields;
+pub mod forms;
 pub mod guard;
 pub mod loaders;
 pub mod pagination;
@@ -37,6 +38,7 @@ pub struct QueryRoot(
     emails::EmailQuery,
     sending::SendingQuery,
     preferences::PreferenceQuery,
+    forms::FormQuery,
 );
 
 #[derive(MergedObject, Default)]
@@ -51,6 +53,7 @@ pub struct MutationRoot(
     emails::EmailMutation,
     sending::SendingMutation,
     preferences::PreferenceMutation,
+    forms::FormMutation,
 );
 
 pub type AppSchema = Schema<QueryRoot, MutationRoot, EmptySubscription>;

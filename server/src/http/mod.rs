@@ -5,6 +5,7 @@
 
 mod auth;
 pub mod error;
+mod forms;
 mod graphiql;
 mod graphql;
 mod health;
@@ -86,6 +87,8 @@ pub fn router(state: AppState) -> Router {
         .route("/assets/brand.css", get(pages::brand_stylesheet))
         .route("/assets/preferences.js", get(pages::preferences_script))
         .route("/preferences", get(preferences::manage).post(preferences::request_link))
+        .route("/forms/{key}", axum::routing::post(forms::submit))
+        .route("/confirm/{token}", get(forms::show_confirmation).post(forms::confirm))
         .route("/preferences/{token}", get(preferences::show).post(preferences::save))
         .fallback(|| async { ApiError::not_found() })
         .method_not_allowed_fallback(|| async {
@@ -102,7 +105,7 @@ fn internal_error() -> Response {
 /// Paths whose last segment is a token: a tracking token carries its contact's id and the link's
 /// URL (which may hold personal data), and an unsubscribe token is a credential, so the log shows
 /// only which route was hit.
-const TOKEN_PATHS: [&str; 4] = ["/t/o/", "/t/c/", "/unsubscribe/", "/preferences/"];
+const TOKEN_PATHS: [&str; 5] = ["/t/o/", "/t/c/", "/unsubscribe/", "/preferences/", "/confirm/"];
 
 fn logged_path(path: &str) -> std::borrow::Cow<'_, str> {
     match TOKEN_PATHS.iter().find(|prefix| path.starts_with(**prefix)) {

@@ -18,13 +18,15 @@ use crate::domain::preferences::PreferenceCenter;
 /// Logos are `data:` URLs (see `parse_logo`); scripts and requests go to this server only.
 const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; style-src 'self'; img-src 'self' data:; script-src 'self'; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 
-const TEMPLATES: [(&str, &str); 6] = [
+const TEMPLATES: [(&str, &str); 8] = [
     ("layout.html", include_str!("../../../web/pages/layout.html")),
     ("unsubscribe.html", include_str!("../../../web/pages/unsubscribe.html")),
     ("unsubscribed.html", include_str!("../../../web/pages/unsubscribed.html")),
     ("invalid_link.html", include_str!("../../../web/pages/invalid_link.html")),
     ("preferences.html", include_str!("../../../web/pages/preferences.html")),
     ("manage.html", include_str!("../../../web/pages/manage.html")),
+    ("form_received.html", include_str!("../../../web/pages/form_received.html")),
+    ("confirm.html", include_str!("../../../web/pages/confirm.html")),
 ];
 
 const STYLESHEET: &str = include_str!("../../../web/pages/page.css");

@@ -6,7 +6,6 @@ use chrono::{DateTime, Utc};
 use tracing::instrument;
 use uuid::Uuid;
 
-use sea_orm::DatabaseTransaction;
 use serde_json::Value;
 
 use super::{Error, RequestContext, Result, Services};
@@ -160,7 +159,7 @@ impl ConsentDecision {
 
 /// Appends a settled decision to the history, with its audit entry, in the caller's transaction.
 pub(super) async fn append_decision(
-    tx: &DatabaseTransaction,
+    tx: &impl sea_orm::ConnectionTrait,
     ctx: &RequestContext,
     change: &ConsentChange,
     now: DateTime<Utc>,

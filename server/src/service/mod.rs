@@ -10,6 +10,7 @@ pub mod emails;
 pub mod error;
 pub mod events;
 pub mod fields;
+pub mod forms;
 pub mod preferences;
 pub mod privacy;
 pub mod sending;

@@ -114,7 +114,23 @@ impl Services {
         if store::contacts::find(&tx, self.db.keys()?, &ContactRef::Id(contact_id)).await?.is_none() {
             return Err(Error::NotFound { what: "contact" });
         }
-        let previous = store::topics::subscriptions(&tx, &[contact_id])
+        let state = self.subscribe_in(&tx, ctx, contact_id, &topic, status, frequency).await?;
+        tx.commit().await?;
+        Ok((topic, state))
+    }
+
+    /// Sets a subscription inside the caller's transaction, with its audit entry. Without a
+    /// frequency, a subscription keeps the one it had, or takes the topic's default.
+    pub(super) async fn subscribe_in(
+        &self,
+        tx: &impl sea_orm::ConnectionTrait,
+        ctx: &RequestContext,
+        contact_id: ContactId,
+        topic: &Topic,
+        status: SubscriptionStatus,
+        frequency: Option<Frequency>,
+    ) -> Result<TopicSubscription> {
+        let previous = store::topics::subscriptions(tx, &[contact_id])
             .await?
             .into_iter()
             .find_map(|(subscription, _)| (subscription.topic_id == topic.id).then_some(subscription));
@@ -128,7 +144,7 @@ impl Services {
                 .unwrap_or(topic.default_frequency),
             updated_at: now,
         };
-        store::topics::save_subscription(&tx, &state).await?;
+        store::topics::save_subscription(tx, &state).await?;
         let mut changes = Changes::new();
         changes
             .field("topic", None, Some(Value::from(topic.key.as_str())))
@@ -143,9 +159,8 @@ impl Services {
                 Some(Value::from(state.frequency.as_str())),
             );
         let entry = audit::Entry::new("subscription.changed", "contact", contact_id.to_string(), changes);
-        audit::append(&tx, ctx, now, entry).await?;
-        tx.commit().await?;
-        Ok((topic, state))
+        audit::append(tx, ctx, now, entry).await?;
+        Ok(state)
     }
 
     /// The subscriptions of several contacts, each with its topic, in one statement.

@@ -11,6 +11,7 @@ pub mod contacts;
 pub mod emails;
 pub mod events;
 pub mod fields;
+pub mod forms;
 pub mod keys;
 pub mod outbox;
 pub mod preferences;
