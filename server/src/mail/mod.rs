@@ -8,4 +8,5 @@ pub mod rate;
 pub mod render;
 pub mod smtp;
 pub mod template;
+pub mod text;
 pub mod tracking;

@@ -79,9 +79,6 @@ pub struct CompiledEmail {
     parts: Vec<Part>,
 }
 
-/// Width of the text part generated from HTML: the customary line length of plain-text mail.
-const TEXT_WIDTH: usize = 78;
-
 impl CompiledEmail {
     pub fn compile(content: &EmailContent) -> Result<Self, RenderError> {
         let mut environment = template::environment();
@@ -119,10 +116,7 @@ impl CompiledEmail {
         let text = if self.parts.contains(&Part::Text) {
             self.part(Part::Text, &data)?
         } else {
-            html2text::from_read(html.as_bytes(), TEXT_WIDTH).map_err(|error| {
-                let message = format!("cannot make a text part of the HTML: {error}");
-                RenderError::new(Part::Text, RenderFailure::Template { message, line: None })
-            })?
+            super::text::from_html(&html)
         };
         Ok(RenderedEmail {
             subject: subject.ok_or(RenderError::new(Part::Subject, RenderFailure::Empty))?,
