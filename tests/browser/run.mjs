@@ -14,12 +14,15 @@
 //   steps        a list of one-key objects, done in order:
 //     {"click": sel} {"check": sel} {"uncheck": sel} {"fill": [sel, value]} {"select": [sel, value]}
 //     {"press": key or [keys]}   keys go to whatever has focus, e.g. "Tab", "Shift+Tab", "Enter"
+//     {"type": text}   types text, a key press per character, into whatever has focus
 //     {"tab_to": sel}  presses Tab until an element matching sel has focus (at most 40 times);
 //                      its result: what had focus after each press, as "focused" tells it
 //     {"reload": true} {"goto": url} {"viewport": [width, height]}
 //     {"text": sel}  inner text    {"checked": sel}  bool    {"value": sel}  input value
 //     {"count": sel} matches       {"focused": true}  what has focus: {tag, type, name, value, text}
 //     {"title": true} {"url": true} {"screenshot": path} {"axe": true}  axe-core's violations
+//     {"aria": sel}  what assistive technology is told of it: Playwright's ARIA snapshot (YAML
+//                    lines of role "accessible name")
 //
 // Prints one JSON object on stdout: {title, url, results (one per step, null for actions),
 // requests [{method, url, status, type, bytes, step, failure}] (step: the index of the step
@@ -160,6 +163,7 @@ try {
         await page.keyboard.press(key);
       }
     },
+    type: async (text) => page.keyboard.type(text),
     reload: async () => page.reload(),
     goto: async (url) => page.goto(url),
     viewport: async ([w, h]) => page.setViewportSize({ width: w, height: h }),
@@ -179,6 +183,7 @@ try {
     url: () => page.url(),
     screenshot,
     axe,
+    aria: (selector) => page.locator(selector).ariaSnapshot(),
   };
 
   try {

@@ -81,11 +81,13 @@ struct Report {
 /// ```
 ///
 /// Actions: `click`, `check`, `uncheck` (a selector), `fill` and `select` ([selector, value]),
-/// `press` (a key or a list of keys, to whatever has focus), `reload`, `goto` (a URL),
+/// `press` (a key or a list of keys, to whatever has focus), `type` (text, a key per character,
+/// to whatever has focus), `reload`, `goto` (a URL),
 /// `viewport` ([width, height]). Queries, whose answers are in `results`: `text`, `checked`,
 /// `value`, `count` (a selector), `focused` ({tag, type, name, value, text} or null), `tab_to`
 /// (a selector: presses Tab until it has focus; what had focus after each press), `title`,
-/// `url`, `screenshot` (a path, relative ones under target/screenshots/), `axe` (violations).
+/// `url`, `screenshot` (a path, relative ones under target/screenshots/), `axe` (violations),
+/// `aria` (a selector: the roles and accessible names assistive technology is told, as YAML).
 pub async fn visit(mut scenario: Value) -> Outcome {
     let chromium = chromium();
     assert!(
@@ -281,6 +283,19 @@ async fn marketing_email_consent(app: &TestApp, contact_id: &str) -> Value {
         .unwrap_or_else(|| panic!("no marketing email consent: {data:#}"))
 }
 
+/// `link` with `other` put in as the contact its token names and `owner`'s signature kept: what
+/// someone would try.
+fn forge(link: &str, owner: &str, other: &str) -> String {
+    let (base, token) = link.rsplit_once('/').expect("a token in the link");
+    let parts: Vec<&str> = token.split('.').collect();
+    assert_eq!(parts.len(), 3, "a JWT: {token}");
+    let mut claims: Value =
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[1]).expect("base64 claims")).expect("JSON claims");
+    assert_eq!(claims["sub"], json!(owner), "the token names its contact: {claims}");
+    claims["sub"] = json!(other);
+    format!("{base}/{}.{}.{}", parts[0], URL_SAFE_NO_PAD.encode(claims.to_string()), parts[2])
+}
+
 /// Opens the link, checks the page, then unsubscribes with Tab and Enter alone.
 async fn unsubscribe_with_the_keyboard(app: TestApp, javascript: bool) {
     let delivered = deliver_marketing_email(&app, "ada@example.com").await;
@@ -333,14 +348,7 @@ on_both_databases! {
             "consents": [{ "purpose": "marketing", "channel": "EMAIL", "status": "GRANTED" }],
         })).await;
         let bea = bea["id"].as_str().expect("contact id");
-        // Ada's link with Bea's id put in, Ada's signature kept: what someone would try.
-        let (base, token) = delivered.unsubscribe_url.rsplit_once('/').expect("a token in the link");
-        let parts: Vec<&str> = token.split('.').collect();
-        assert_eq!(parts.len(), 3, "a JWT: {token}");
-        let mut claims: Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[1]).expect("base64 claims")).expect("JSON claims");
-        assert_eq!(claims["sub"], json!(delivered.contact_id), "the token names its contact: {claims}");
-        claims["sub"] = json!(bea);
-        let forged = format!("{base}/{}.{}.{}", parts[0], URL_SAFE_NO_PAD.encode(claims.to_string()), parts[2]);
+        let forged = forge(&delivered.unsubscribe_url, &delivered.contact_id, bea);
 
         let outcome = visit(json!({
             "url": forged,
@@ -384,5 +392,400 @@ on_both_databases! {
             }
         }
         assert_eq!(marketing_email_consent(&delivered.app, &delivered.contact_id).await["status"], "GRANTED", "looking changes nothing");
+    }
+}
+
+// The preference center, reached as a customer does: from the link it mails to whoever asks for
+// one at /preferences.
+
+/// The address the center's mail links to, swapped for the test server's in the links.
+const PUBLIC_URL: &str = "https://prefs.example.com";
+
+/// What a contact's page can change, read back through GraphQL.
+const PREFERENCES_STATE: &str = "query($id: ID!) { contact(by: { id: $id }) {
+  firstName attributes
+  topics { topic { key } status frequency }
+  consents { purpose channel status source proof { userAgent } }
+} }";
+
+/// A preference center as an admin sets it up (three topics, a custom field `city` that
+/// contacts may edit besides their first name, a company name, a brand colour, a footer, a
+/// privacy policy and a sender), on a server that delivers its mail to `smtp`.
+struct Center {
+    app: TestApp,
+    smtp: SmtpServer,
+}
+
+async fn preference_center(app: &TestApp) -> Center {
+    let smtp = SmtpServer::start().await;
+    let mut settings: Settings = app.settings.clone();
+    settings.smtp_url = Some(SecretString::from(smtp.url()));
+    settings.public_url = PUBLIC_URL.to_owned();
+    let app = respawn(app, settings).await;
+    let topics = [
+        ("news", "News", Some("What is new at the café, once a week at most.")),
+        ("offers", "Offers", Some("Discounts for subscribers only.")),
+        ("events", "Events", None),
+    ];
+    for (key, name, description) in topics {
+        let define = "mutation($input: DefineTopicInput!) { defineTopic(input: $input) { key } }";
+        app.data(define, json!({ "input": { "key": key, "name": name, "description": description } })).await;
+    }
+    let define = "mutation($input: DefineFieldInput!) { defineField(input: $input) { key } }";
+    app.data(define, json!({ "input": { "key": "city", "label": "City", "type": "STRING" } })).await;
+    let update =
+        "mutation($input: UpdatePreferenceCenterInput!) { updatePreferenceCenter(input: $input) { companyName } }";
+    let input = json!({
+        "companyName": "Café Example",
+        "primaryColor": "#0f766e",
+        "footerText": "Café Example · 1 Market Street · Leeds",
+        "privacyPolicyUrl": "https://cafe.example.com/privacy",
+        "editableFields": ["first_name", "city"],
+        "senderAddress": "hello@cafe.example.com",
+        "senderName": "Café Example",
+    });
+    app.data(update, json!({ "input": input })).await;
+    Center { app, smtp }
+}
+
+impl Center {
+    /// A contact with marketing email consent, subscribed to `news` weekly; its id.
+    async fn contact(&self, address: &str, locale: Option<&str>) -> String {
+        let consents = json!([{ "purpose": "marketing", "channel": "EMAIL", "status": "GRANTED" }]);
+        let input = json!({ "email": address, "firstName": "Ada", "locale": locale, "consents": consents });
+        let id = self.app.upsert_contact(input).await["id"].as_str().expect("contact id").to_owned();
+        let subscribe =
+            "mutation($id: ID!) { subscribeTopic(contactId: $id, topic: \"news\", frequency: WEEKLY) { status } }";
+        self.app.data(subscribe, json!({ "id": id })).await;
+        id
+    }
+
+    /// Asks for a link at /preferences as a customer does and returns the one the email brings,
+    /// pointed at the test server.
+    async fn mailed_link(&self, address: &str) -> String {
+        let asked = self.smtp.received().len();
+        let response = self
+            .app
+            .client
+            .post(self.app.url("/preferences"))
+            .form(&[("address", address), ("website", "")])
+            .send()
+            .await
+            .expect("link asked for");
+        assert_eq!(response.status(), 200);
+        let message = self.smtp.wait_for(asked + 1).await.remove(asked);
+        assert_eq!(message.rcpt_to, [address]);
+        preferences_link(&message.html.expect("an HTML part")).replace(PUBLIC_URL, &self.app.address)
+    }
+
+    async fn state(&self, id: &str) -> Value {
+        self.app.data(PREFERENCES_STATE, json!({ "id": id })).await["contact"].clone()
+    }
+}
+
+/// The preferences link in a mail's HTML, decoded as a mail client does (`/` is `&#x2f;`).
+fn preferences_link(html: &str) -> String {
+    let link = html
+        .split("href=\"")
+        .skip(1)
+        .filter_map(|rest| rest.split('"').next())
+        .map(|href| href.replace("&#x2f;", "/").replace("&amp;", "&"))
+        .find(|href| href.contains("/preferences/"))
+        .unwrap_or_else(|| panic!("no preferences link in {html}"));
+    assert!(link.starts_with(&format!("{PUBLIC_URL}/preferences/")), "{link}");
+    link
+}
+
+/// The current subscription to `key` in a state from `Center::state`.
+fn subscription(state: &Value, key: &str) -> (String, String) {
+    let topic = state["topics"].as_array().expect("topics").iter().find(|topic| topic["topic"]["key"] == key);
+    let topic = topic.unwrap_or_else(|| panic!("no subscription to {key}: {state:#}"));
+    (topic["status"].as_str().unwrap().to_owned(), topic["frequency"].as_str().unwrap().to_owned())
+}
+
+/// The current consent for `purpose` on `channel` in a state from `Center::state`, or null.
+fn current_consent(state: &Value, purpose: &str, channel: &str) -> Value {
+    let consents = state["consents"].as_array().expect("consents");
+    consents
+        .iter()
+        .find(|consent| consent["purpose"] == purpose && consent["channel"] == channel)
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// What the changes made on the page (offers ticked at daily, news unticked, text messages for
+/// marketing allowed, the first name Adele) must have stored, with the browser's proof.
+async fn assert_changes_stored(center: &Center, contact: &str) {
+    let stored = center.state(contact).await;
+    assert_eq!(stored["firstName"], "Adele", "{stored:#}");
+    assert_eq!(subscription(&stored, "news").0, "UNSUBSCRIBED");
+    assert_eq!(subscription(&stored, "offers"), ("SUBSCRIBED".to_owned(), "DAILY".to_owned()));
+    assert!(stored["topics"].as_array().unwrap().iter().all(|topic| topic["topic"]["key"] != "events"), "{stored:#}");
+    let sms = current_consent(&stored, "marketing", "SMS");
+    assert_eq!((&sms["status"], &sms["source"]), (&json!("GRANTED"), &json!("PREFERENCE_CENTER")), "{sms}");
+    assert!(sms["proof"]["userAgent"].as_str().unwrap_or_default().contains("Chrome"), "the browser's own: {sms}");
+    let email = current_consent(&stored, "marketing", "EMAIL");
+    assert_eq!((&email["status"], &email["source"]), (&json!("GRANTED"), &json!("API")), "left as it was: {email}");
+    assert_eq!(current_consent(&stored, "analytics", "EMAIL"), Value::Null, "nothing recorded for boxes left alone");
+}
+
+/// The page's title and saved notice in one language.
+struct Texts {
+    title: &'static str,
+    saved: &'static str,
+}
+
+const ENGLISH: Texts = Texts { title: "Your email preferences · Café Example", saved: "Your preferences are saved." };
+const GERMAN: Texts =
+    Texts { title: "Ihre E-Mail-Einstellungen · Café Example", saved: "Ihre Einstellungen sind gespeichert." };
+
+/// Opens a mailed link, changes topics, a frequency, a consent and the first name with the
+/// mouse, saves, reloads and sees what was stored; then reads it back through GraphQL. The
+/// browser asks for English; a contact's own `locale` comes first.
+async fn preferences_saved_from_a_mailed_link(app: TestApp, javascript: bool, locale: Option<&str>, texts: Texts) {
+    let center = preference_center(&app).await;
+    let contact = center.contact("ada@example.com", locale).await;
+    let link = center.mailed_link("ada@example.com").await;
+    let outcome = visit(json!({
+        "url": link,
+        "locale": "en-US",
+        "javascript": javascript,
+        "steps": [
+            { "axe": true },
+            { "checked": "#topic-news" },
+            { "value": "#field-first_name" },
+            { "check": "#topic-offers" },
+            { "uncheck": "#topic-news" },
+            { "select": ["#frequency-offers", "daily"] },
+            { "check": "#consent-marketing-sms" },
+            { "fill": ["#field-first_name", "Adele"] },
+            { "click": "button[name=action][value=save]" },
+            { "text": "#status .notice" },
+            { "axe": true },
+            { "reload": true },
+            { "checked": "#topic-news" },
+            { "checked": "#topic-offers" },
+            { "value": "#frequency-offers" },
+            { "checked": "#consent-marketing-sms" },
+            { "checked": "#consent-marketing-email" },
+            { "value": "#field-first_name" },
+            { "checked": "#topic-events" },
+        ],
+    }))
+    .await;
+
+    outcome.assert_wholesome(&center.app.address);
+    assert_eq!(outcome.document(None).status, Some(200));
+    assert_eq!(
+        (outcome.result(1), outcome.result(2)),
+        (&json!(true), &json!("Ada")),
+        "the page shows the stored state"
+    );
+    assert_eq!(outcome.result(9), texts.saved);
+    assert_eq!(outcome.title.as_deref(), Some(texts.title));
+    let save: Vec<_> = outcome.requests_of(Some(8)).map(|request| (request.method.as_str(), request.status)).collect();
+    if javascript {
+        let api = outcome.requests_of(Some(8)).find(|request| request.url.ends_with("/graphql"));
+        assert_eq!(api.map(|request| request.status), Some(Some(200)), "saved through the API: {save:?}");
+        assert!(outcome.requests_of(Some(8)).all(|request| request.kind != "document"), "no reload: {save:?}");
+    } else {
+        assert_eq!(save.first(), Some(&("POST", Some(303))), "the form posted: {save:?}");
+        assert_eq!(outcome.document(Some(8)).url, format!("{link}?saved=1"), "redirected back to the page");
+    }
+    let after_reload: Vec<&Value> = (12..=18).map(|step| outcome.result(step)).collect();
+    let expected = [json!(false), json!(true), json!("daily"), json!(true), json!(true), json!("Adele"), json!(false)];
+    assert_eq!(after_reload, expected.iter().collect::<Vec<_>>(), "the page shows what was stored");
+    assert_changes_stored(&center, &contact).await;
+}
+
+on_both_databases! {
+    async fn a_mailed_preferences_link_saves_changes_that_a_reload_and_the_api_show(app) {
+        preferences_saved_from_a_mailed_link(app, true, None, ENGLISH).await;
+    }
+
+    async fn a_mailed_preferences_link_saves_without_javascript_in_the_contacts_language(app) {
+        preferences_saved_from_a_mailed_link(app, false, Some("de-DE"), GERMAN).await;
+    }
+
+    async fn the_preference_page_is_completed_and_saved_with_the_keyboard_alone(app) {
+        let center = preference_center(&app).await;
+        let contact = center.contact("ada@example.com", None).await;
+        let link = center.mailed_link("ada@example.com").await;
+        let outcome = visit(json!({
+            "url": link,
+            "steps": [
+                { "tab_to": "#topic-news" },
+                { "press": "Space" },
+                { "tab_to": "#topic-offers" },
+                { "press": "Space" },
+                { "tab_to": "#frequency-offers" },
+                { "press": "ArrowDown" },
+                { "tab_to": "#consent-marketing-sms" },
+                { "press": "Space" },
+                { "tab_to": "#field-first_name" },
+                { "press": "Control+A" },
+                { "type": "Adele" },
+                { "tab_to": "button[name=action][value=save]" },
+                { "press": "Enter" },
+                { "text": "#status .notice" },
+                { "focused": true },
+                { "axe": true },
+                { "reload": true },
+                { "checked": "#topic-news" },
+                { "checked": "#topic-offers" },
+                { "value": "#frequency-offers" },
+                { "checked": "#consent-marketing-sms" },
+                { "value": "#field-first_name" },
+                { "aria": "#preferences" },
+            ],
+        }))
+        .await;
+
+        outcome.assert_wholesome(&center.app.address);
+        // Tab goes through the page in the order it reads: skip link, each topic then its
+        // frequency, each purpose's channels, the fields, Save.
+        let order: Vec<String> = [0, 2, 4, 6, 8, 11]
+            .into_iter()
+            .flat_map(|step| outcome.result(step).as_array().expect("what had focus").clone())
+            .map(|element| match (element["name"].as_str(), element["value"].as_str()) {
+                // A box or button by the value it sends; a field by its name alone.
+                (Some(name), Some(value)) if matches!(element["type"].as_str(), Some("checkbox" | "submit")) => format!("{name}={value}"),
+                (Some(name), _) => name.to_owned(),
+                (None, _) => format!("{}:{}", element["tag"].as_str().unwrap_or_default(), element["text"].as_str().unwrap_or_default()),
+            })
+            .collect();
+        // Topics and purposes are in the order of their keys.
+        let mut expected = vec!["a:Skip to content".to_owned()];
+        for topic in ["events", "news", "offers"] {
+            expected.extend([format!("topic={topic}"), format!("frequency.{topic}")]);
+        }
+        for purpose in ["analytics", "marketing", "profiling"] {
+            expected.extend(["email", "sms", "push"].map(|channel| format!("consent={purpose}.{channel}")));
+        }
+        expected.extend(["field.first_name", "field.city", "action=save"].map(str::to_owned));
+        assert_eq!(order, expected, "focus follows the page's order");
+        assert_eq!(outcome.result(13), "Your preferences are saved.");
+        assert_eq!(outcome.result(14)["value"], "save", "focus stays on Save after saving: {:?}", outcome.result(14));
+        let stored: Vec<&Value> = (17..=21).map(|step| outcome.result(step)).collect();
+        assert_eq!(stored, [&json!(false), &json!(true), &json!("daily"), &json!(true), &json!("Adele")]);
+        // What a screen reader announces: every group and control named, and each "How often"
+        // saying which topic it is for.
+        let told = outcome.result(22).as_str().expect("an ARIA snapshot");
+        for group in ["Topics", "Analytics", "Marketing", "Profiling", "About you"] {
+            assert!(told.contains(&format!("- group \"{group}\"")), "{told}");
+        }
+        for topic in ["Events", "News", "Offers"] {
+            assert!(told.contains(&format!("- combobox \"How often {topic}\"")), "{told}");
+        }
+        let controls = ["- checkbox", "- combobox", "- textbox", "- button"];
+        let unnamed: Vec<&str> = told
+            .lines()
+            .map(str::trim)
+            .filter(|line| controls.iter().any(|role| line.starts_with(role)) && !line.contains('"'))
+            .collect();
+        assert!(unnamed.is_empty(), "controls without a name: {unnamed:#?}");
+        assert_changes_stored(&center, &contact).await;
+    }
+
+    async fn a_forged_preferences_link_offers_a_fresh_link_and_changes_nothing(app) {
+        let center = preference_center(&app).await;
+        let ada = center.contact("ada@example.com", None).await;
+        let bea = center.contact("bea@example.com", None).await;
+        let link = center.mailed_link("ada@example.com").await;
+        let forged = forge(&link, &ada, &bea);
+        let before = (center.state(&ada).await, center.state(&bea).await);
+        let outcome = visit(json!({
+            "url": forged,
+            "steps": [
+                { "axe": true },
+                { "text": "h1" },
+                { "count": "input[name=topic], input[name=consent], input[name^='field.']" },
+                { "fill": ["#address", "bea@example.com"] },
+                { "click": "form button[type=submit]" },
+                { "text": "[role=status]" },
+                { "axe": true },
+            ],
+        }))
+        .await;
+        outcome.assert_wholesome(&center.app.address);
+        assert_eq!(outcome.document(None).status, Some(404));
+        assert_eq!(outcome.result(1), "This link does not work any more");
+        assert_eq!(outcome.result(2), 0, "nothing of Ada's or Bea's is shown");
+        assert_eq!(outcome.document(Some(4)).method, "POST");
+        assert!(outcome.result(5).as_str().unwrap().contains("a link to your preferences is on its way"), "{outcome:#?}");
+        // The fresh link the page sent works.
+        let fresh = center.smtp.wait_for(2).await.remove(1);
+        assert_eq!(fresh.rcpt_to, ["bea@example.com"]);
+        let fresh = preferences_link(&fresh.html.expect("an HTML part")).replace(PUBLIC_URL, &center.app.address);
+        let response = center.app.client.get(&fresh).send().await.expect("fresh link");
+        assert_eq!(response.status(), 200);
+        assert_eq!((center.state(&ada).await, center.state(&bea).await), before, "nothing changed");
+    }
+
+    async fn unsubscribe_from_everything_on_the_preference_page(app) {
+        let center = preference_center(&app).await;
+        let contact = center.contact("ada@example.com", None).await;
+        let link = center.mailed_link("ada@example.com").await;
+        let outcome = visit(json!({
+            "url": link,
+            "steps": [
+                { "count": "input[type=checkbox]:checked" },
+                { "click": "button[name=action][value=unsubscribe_all]" },
+                { "text": "#status .notice" },
+                { "count": "input[type=checkbox]:checked" },
+                { "value": "#field-first_name" },
+                { "axe": true },
+            ],
+        }))
+        .await;
+        outcome.assert_wholesome(&center.app.address);
+        assert_eq!(outcome.result(0), 2, "news and marketing email to begin with");
+        assert_eq!(outcome.document(Some(1)).url, format!("{link}?unsubscribed=1"));
+        assert!(outcome.result(2).as_str().unwrap().starts_with("You are unsubscribed from everything."), "{outcome:#?}");
+        assert_eq!((outcome.result(3), outcome.result(4)), (&json!(0), &json!("Ada")));
+        let stored = center.state(&contact).await;
+        assert_eq!(subscription(&stored, "news").0, "UNSUBSCRIBED");
+        let email = current_consent(&stored, "marketing", "EMAIL");
+        assert_eq!((&email["status"], &email["source"]), (&json!("DENIED"), &json!("PREFERENCE_CENTER")), "{email}");
+        assert!(email["proof"]["userAgent"].as_str().unwrap_or_default().contains("Chrome"), "{email}");
+        let granted: Vec<_> = stored["consents"].as_array().unwrap().iter().filter(|consent| consent["status"] == "GRANTED").collect();
+        assert!(granted.is_empty(), "{granted:#?}");
+        assert_eq!(stored["firstName"], "Ada", "fields are left as they are");
+    }
+
+    async fn screenshots_of_the_preference_page_in_english_and_german_on_desktop_and_phone(app) {
+        let center = preference_center(&app).await;
+        let contact = center.contact("ada@example.com", None).await;
+        center.app.data("mutation($id: ID!) { subscribeTopic(contactId: $id, topic: \"offers\", frequency: MONTHLY) { status } }", json!({ "id": contact })).await;
+        let link = center.mailed_link("ada@example.com").await;
+        let before = center.state(&contact).await;
+        for (language, locale, texts) in [("en", "en-US", ENGLISH), ("de", "de-DE", GERMAN)] {
+            let desktop = format!("preferences-{language}-desktop.png");
+            let phone = format!("preferences-{language}-phone.png");
+            let outcome = visit(json!({
+                "url": link,
+                "locale": locale,
+                "viewport": DESKTOP,
+                "steps": [
+                    { "axe": true },
+                    { "screenshot": desktop },
+                    { "viewport": PHONE },
+                    { "screenshot": phone },
+                    { "axe": true },
+                    { "title": true },
+                ],
+            }))
+            .await;
+            outcome.assert_wholesome(&center.app.address);
+            assert_eq!(outcome.result(5), texts.title);
+            let brand = outcome.requests.iter().find(|request| request.url.ends_with("/assets/brand.css"));
+            assert_eq!(brand.and_then(|request| request.status), Some(200), "the brand colour is applied");
+            for (file, [width, height]) in [(desktop, DESKTOP), (phone, PHONE)] {
+                let (shot_width, shot_height) = png_size(&screenshot_dir().join(&file));
+                assert_eq!(shot_width, width, "{file} is as wide as the viewport");
+                assert!(shot_height >= height, "{file} shows the whole page");
+            }
+        }
+        assert_eq!(center.state(&contact).await, before, "looking changes nothing");
     }
 }

@@ -275,4 +275,32 @@ on_both_databases! {
         assert_eq!(status, 200, "the mailed link opens the page");
         assert!(page_html.contains("field.first_name"));
     }
+
+    async fn every_email_can_link_to_the_recipients_own_pages(app) {
+        let smtp = SmtpServer::start().await;
+        let mut settings = app.settings.clone();
+        settings.smtp_url = Some(secrecy::SecretString::from(smtp.url()));
+        settings.public_url = "https://prefs.example.com".to_owned();
+        let app = rapport_e2e::respawn(&app, settings).await;
+        let Setup { contact, .. } = setup(&app).await;
+        let create = "mutation($input: CreateEmailInput!) { createEmail(input: $input) { email { id } version { warnings } } }";
+        let html = "<p>News</p><p><a href=\"{{ links.preferences }}\">Your preferences</a> · <a href=\"{{ links.unsubscribe }}\">Unsubscribe</a></p>";
+        let created = app
+            .data(create, json!({ "input": { "name": "News", "type": "MARKETING", "subject": "News", "html": html, "from": { "address": "news@example.com" } } }))
+            .await["createEmail"]
+            .clone();
+        assert_eq!(created["version"]["warnings"], json!([]), "links are known to the template check");
+        let send = "mutation($input: SendEmailInput!) { sendEmail(input: $input) { created } }";
+        app.data(send, json!({ "input": { "emailId": created["email"]["id"], "contact": { "id": contact } } })).await;
+        let message = smtp.wait_for(1).await.remove(0);
+        let html = message.html.unwrap().replace("&#x2f;", "/");
+        let links: Vec<String> = html.split("href=\"").skip(1).filter_map(|rest| rest.split('"').next()).map(str::to_owned).collect();
+        assert!(links[0].starts_with("https://prefs.example.com/preferences/"), "the preferences link is not tracked: {links:?}");
+        assert!(links[1].starts_with("https://prefs.example.com/unsubscribe/"), "{links:?}");
+        let (status, page_html, _) = page(&app, &links[0].replace("https://prefs.example.com", "")).await;
+        assert_eq!(status, 200);
+        assert!(page_html.contains("Your email preferences"));
+        let (status, _, _) = page(&app, &links[1].replace("https://prefs.example.com", "")).await;
+        assert_eq!(status, 200);
+    }
 }

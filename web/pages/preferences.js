@@ -6,10 +6,12 @@
   const status = document.getElementById("status");
   if (!form || !window.fetch) return;
   const mutation = "mutation($input: SavePreferencesInput!) { savePreferences(input: $input) }";
+  let saving = false;
   form.addEventListener("submit", async function (event) {
     const action = event.submitter && event.submitter.value;
     if (action !== "save") return; // "Unsubscribe from everything" posts the form as it is.
     event.preventDefault();
+    if (saving) return;
     const data = new FormData(form);
     const input = { subscribed: [], frequencies: [], granted: [], fields: [] };
     for (const [name, value] of data.entries()) {
@@ -21,8 +23,11 @@
       else if (name.startsWith("field.")) input.fields.push({ key: name.slice(6), value: value });
     }
     // Unticked checkbox fields are not in FormData; the server reads a missing one as unticked.
+    // Marked busy rather than disabled: disabling the focused button would drop keyboard focus
+    // to the start of the page.
     const button = event.submitter;
-    button.disabled = true;
+    saving = true;
+    button.setAttribute("aria-disabled", "true");
     try {
       const response = await fetch("/graphql", {
         method: "POST",
@@ -40,10 +45,15 @@
       notice.className = "notice";
       notice.textContent = form.dataset.saved;
       status.appendChild(notice);
+      // The notice is at the top, where the page without script shows it too; on a small
+      // screen that is far above Save. Focus stays on Save.
+      const box = status.getBoundingClientRect();
+      if (box.top < 0 || box.bottom > window.innerHeight) status.scrollIntoView({ block: "nearest" });
     } catch (error) {
       form.submit();
     } finally {
-      button.disabled = false;
+      saving = false;
+      button.removeAttribute("aria-disabled");
     }
   });
 })();

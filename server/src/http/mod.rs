@@ -83,6 +83,8 @@ pub fn router(state: AppState) -> Router {
         .route("/t/o/{token}", get(tracking::open))
         .route("/t/c/{token}", get(tracking::click))
         .route("/unsubscribe/{token}", get(unsubscribe::show).post(unsubscribe::unsubscribe))
+        // Browsers ask for it on every page; an empty answer keeps their consoles quiet.
+        .route("/favicon.ico", get(|| async { StatusCode::NO_CONTENT }))
         .route("/assets/page.css", get(pages::stylesheet))
         .route("/assets/brand.css", get(pages::brand_stylesheet))
         .route("/assets/preferences.js", get(pages::preferences_script))

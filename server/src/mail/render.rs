@@ -27,7 +27,19 @@ pub struct RenderInput<'a> {
     pub consents: &'a [ConsentChange],
     /// Properties of the event that triggered the send, if one did.
     pub event: Option<&'a Map<String, serde_json::Value>>,
+    /// The recipient's own links, as templates see them under `links`.
+    pub links: &'a Links,
 }
+
+/// A recipient's links to the pages about them: `{{ links.preferences }}` and
+/// `{{ links.unsubscribe }}`. Empty where there is no contact to link to (a check, a test).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Links {
+    pub preferences: Option<String>,
+    pub unsubscribe: Option<String>,
+}
+
+const NO_LINKS: Links = Links { preferences: None, unsubscribe: None };
 
 /// Why a part could not be rendered.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -188,7 +200,7 @@ pub fn check(content: &EmailContent, vocabulary: &Vocabulary) -> Result<Vec<Stri
     let compiled = CompiledEmail::compile(content)?;
     let mut warnings = compiled.unknown_references(vocabulary);
     let blank = blank_contact();
-    let data = context(&RenderInput { contact: &blank, topics: &[], consents: &[], event: None });
+    let data = context(&RenderInput { contact: &blank, topics: &[], consents: &[], event: None, links: &NO_LINKS });
     for part in &compiled.parts {
         let failure = match compiled.part(*part, &data) {
             Ok(output) if *part == Part::Subject && output.trim().is_empty() => RenderFailure::Empty,
@@ -234,11 +246,13 @@ fn unknown_reference(path: &str, vocabulary: &Vocabulary, globals: &BTreeSet<&st
     let segments: Vec<&str> = path.split('.').collect();
     match segments.as_slice() {
         ["contact"] | ["contact", "attributes" | "topics" | "consents"] | ["event", ..] => None,
+        ["links"] | ["links", "preferences" | "unsubscribe"] => None,
+        ["links", other, ..] => Some(format!("links.{other} is not defined: links are preferences and unsubscribe")),
         [name] if globals.contains(name) => None,
         [name, ..] if *name != "contact" => {
             let hint =
                 if CONTACT_FIELDS.contains(name) { format!(" (did you mean contact.{name}?)") } else { String::new() };
-            Some(format!("{name} is not defined: templates see contact and event{hint}"))
+            Some(format!("{name} is not defined: templates see contact, event and links{hint}"))
         }
         ["contact", "attributes", key, ..] => (!vocabulary.fields.contains(*key))
             .then(|| format!("contact.attributes.{key}: no custom field {key} is defined")),
@@ -268,7 +282,7 @@ fn unknown_reference(path: &str, vocabulary: &Vocabulary, globals: &BTreeSet<&st
 }
 
 fn context(input: &RenderInput<'_>) -> Value {
-    let mut data = vec![("contact", contact_value(input))];
+    let mut data = vec![("contact", contact_value(input)), ("links", Value::from_serialize(input.links))];
     if let Some(event) = input.event {
         data.push(("event", Value::from_serialize(event)));
     }
@@ -365,13 +379,25 @@ mod tests {
     }
 
     fn render_for(content: &EmailContent, contact: &Contact) -> Result<RenderedEmail, RenderError> {
-        CompiledEmail::compile(content)?.render(RenderInput { contact, topics: &[], consents: &[], event: None })
+        CompiledEmail::compile(content)?.render(RenderInput {
+            contact,
+            topics: &[],
+            consents: &[],
+            event: None,
+            links: &NO_LINKS,
+        })
     }
 
     #[test]
     fn the_context_lists_every_contact_field_the_check_knows() {
         let contact = contact(Some("Ada"));
-        let value = contact_value(&RenderInput { contact: &contact, topics: &[], consents: &[], event: None });
+        let value = contact_value(&RenderInput {
+            contact: &contact,
+            topics: &[],
+            consents: &[],
+            event: None,
+            links: &NO_LINKS,
+        });
         let keys: Vec<String> = value.try_iter().unwrap().map(|key| key.to_string()).collect();
         let mut expected: Vec<&str> = CONTACT_FIELDS.to_vec();
         expected.sort();
@@ -416,7 +442,13 @@ mod tests {
         let topics = [(subscription, topic)];
         let consents = [consent];
         let rendered = compiled
-            .render(RenderInput { contact: &contact, topics: &topics, consents: &consents, event: None })
+            .render(RenderInput {
+                contact: &contact,
+                topics: &topics,
+                consents: &consents,
+                event: None,
+                links: &NO_LINKS,
+            })
             .unwrap();
         assert_eq!(rendered.html, "Digest daily in granted unknown 120");
     }
@@ -443,6 +475,22 @@ mod tests {
     }
 
     #[test]
+    fn links_are_known_to_the_check_and_render_for_the_recipient() {
+        let content = content("Hi", "<a href=\"{{ links.preferences }}\">p</a>{{ links.nope }}");
+        let warnings = check(&content, &Vocabulary::default()).unwrap();
+        assert_eq!(warnings, ["html: links.nope is not defined: links are preferences and unsubscribe"]);
+        let links = Links { preferences: Some("https://x.example/preferences/t".to_owned()), unsubscribe: None };
+        let contact = contact(Some("Ada"));
+        let input = RenderInput { contact: &contact, topics: &[], consents: &[], event: None, links: &links };
+        let rendered = CompiledEmail::compile(&content).unwrap().render(input).unwrap();
+        assert!(
+            rendered.html.starts_with("<a href=\"https:&#x2f;&#x2f;x.example&#x2f;preferences&#x2f;t\">"),
+            "{}",
+            rendered.html
+        );
+    }
+
+    #[test]
     fn the_check_warns_of_unknown_fields_topics_purposes_and_names() {
         let vocabulary = Vocabulary {
             fields: ["tier".to_owned()].into(),
@@ -460,7 +508,7 @@ mod tests {
                 "html: contact.consents.marketing.fax: channels are email, sms, push",
                 "html: contact.frist_name is not a contact field (id, external_id, email, phone, first_name, last_name, locale, time_zone, country, attributes, topics, consents)",
                 "html: contact.topics.news: no topic news is defined",
-                "html: first_name is not defined: templates see contact and event (did you mean contact.first_name?)",
+                "html: first_name is not defined: templates see contact, event and links (did you mean contact.first_name?)",
             ]
         );
     }

@@ -38,7 +38,7 @@ use crate::{
     mail::{
         message::{self, Addressing, Dkim},
         rate::SlidingWindow,
-        render::{self, CompiledEmail, RenderInput},
+        render::{self, CompiledEmail, Links, RenderInput},
         smtp::{SendFailure, SmtpPool},
         tracking::{self, TrackedSend, Tracking, TrackingKeys},
     },
@@ -618,13 +618,28 @@ impl Batch {
         };
         let topics = send.contact_id.and_then(|id| self.topics.get(&id)).map(Vec::as_slice).unwrap_or_default();
         let consents = send.contact_id.and_then(|id| self.consents.get(&id)).map(Vec::as_slice).unwrap_or_default();
-        let input = RenderInput { contact, topics, consents, event: send.context.as_ref().map(|event| event.as_map()) };
+        let version = &compiled.version;
+        let is_test = send.recipient.is_some();
+        // A test goes to staff: its links must not act for the contact it was rendered for (a
+        // mailbox's unsubscribe button pressed on a test, say). They show the invalid-link page.
+        let link = |page: &str, purpose: ContactTokenPurpose| match send.contact_id {
+            _ if is_test => Some(format!("{}/{page}/{TEST_TOKEN}", self.public_url)),
+            Some(contact_id) => {
+                let token = self.signer.sign(contact_id, purpose, self.now);
+                Some(format!("{}/{page}/{}", self.public_url, token.token))
+            }
+            None => None,
+        };
+        let links = Links {
+            preferences: link("preferences", ContactTokenPurpose::Preferences),
+            unsubscribe: link("unsubscribe", ContactTokenPurpose::Unsubscribe),
+        };
+        let event = send.context.as_ref().map(|event| event.as_map());
+        let input = RenderInput { contact, topics, consents, event, links: &links };
         let mut rendered = match compiled.templates.render(input) {
             Ok(rendered) => rendered,
             Err(error) => return skip(format!("cannot render: {error}")),
         };
-        let version = &compiled.version;
-        let is_test = send.recipient.is_some();
         if is_test {
             rendered.subject = format!("[Test] {}", rendered.subject);
         }
@@ -636,16 +651,8 @@ impl Batch {
             let tracking = Tracking { public_url: &self.public_url, send: tracked, keys: &self.tracking_keys };
             rendered.html = tracking::instrument(&rendered.html, &tracking);
         }
-        let unsubscribe_url = match (version.email_type, send.contact_id) {
-            // A test goes to staff: its link must not unsubscribe the contact it was rendered
-            // for when a mailbox provider's button is pressed. It shows the invalid-link page.
-            (EmailType::Marketing, _) if is_test => Some(format!("{}/unsubscribe/{TEST_TOKEN}", self.public_url)),
-            (EmailType::Marketing, Some(contact_id)) => {
-                let token = self.signer.sign(contact_id, ContactTokenPurpose::Unsubscribe, self.now);
-                Some(format!("{}/unsubscribe/{}", self.public_url, token.token))
-            }
-            _ => None,
-        };
+        // Only marketing mail carries the header; transactional mail has its links in the body.
+        let unsubscribe_url = links.unsubscribe.clone().filter(|_| version.email_type == EmailType::Marketing);
         let message_id = send.message_id.clone().unwrap_or_else(|| format!("<{}@rapport.invalid>", send.id.simple()));
         let addressing = Addressing {
             message_id: &message_id,

@@ -16,7 +16,7 @@ use crate::{
         event::EventProperties,
         page::{Page, PageRequest},
     },
-    mail::render::{self, RenderError, RenderInput, Vocabulary},
+    mail::render::{self, Links, RenderError, RenderInput, Vocabulary},
     store,
 };
 
@@ -180,11 +180,17 @@ impl Services {
             .ok_or(Error::NotFound { what: "contact" })?;
         let topics = store::topics::subscriptions(conn, &[contact_id]).await?;
         let consents = store::consents::current(conn, &[contact_id]).await?;
+        // The preview shows where the links go, without working tokens in them.
+        let links = Links {
+            preferences: Some(format!("{}/preferences/preview", self.public_url())),
+            unsubscribe: Some(format!("{}/unsubscribe/preview", self.public_url())),
+        };
         let input = RenderInput {
             contact: &contact,
             topics: &topics,
             consents: &consents,
             event: event.as_ref().map(EventProperties::as_map),
+            links: &links,
         };
         let rendered = render::render(&version, input).map_err(|error| invalid(error, ""))?;
         Ok(Preview { version: version.version, rendered, text_generated: version.content.text.is_none() })
