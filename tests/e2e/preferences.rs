@@ -121,6 +121,9 @@ on_both_databases! {
         assert!(html.contains(r#"type="date" name="field.birthday""#));
         assert!(html.contains("<label for=\"field-birthday\">Birthday</label>"));
         assert!(!html.contains("ada@example.com"), "the page shows no more than it lets people edit");
+        let german = app.client.get(app.url(&path)).header("accept-language", "de").send().await.unwrap().text().await.unwrap();
+        assert!(german.contains("<html lang=\"de\">") && german.contains("<legend>Werbung</legend>"), "built-in purposes speak the page's language");
+        assert!(html.contains("<legend>Marketing</legend>"));
 
         let response = post_form(&app, &path, &[
             ("topic", "offers"),

@@ -195,11 +195,20 @@ fn render(
             let channels: Vec<_> = Channel::ALL
                 .iter()
                 .map(|channel| {
-                    let granted = view.consent_status(purpose, *channel) == Some(crate::domain::consent::ConsentStatus::Granted);
+                    let granted =
+                        view.consent_status(purpose, *channel) == Some(crate::domain::consent::ConsentStatus::Granted);
                     json!({ "name": channel.as_str(), "granted": granted })
                 })
                 .collect();
-            json!({ "key": purpose.key.as_str(), "label": purpose.label, "description": purpose.description, "channels": channels })
+            // Built-in purposes have their wording in the page's language; admins' own are shown
+            // as they wrote them.
+            json!({
+                "key": purpose.key.as_str(),
+                "label": purpose.label,
+                "description": purpose.description,
+                "built_in": purpose.built_in,
+                "channels": channels,
+            })
         })
         .collect();
     let fields: Vec<_> = view
