@@ -173,7 +173,8 @@ on_both_databases! {
         let response = post_form(&app, &path, &[("topic", "offers"), ("field.birthday", "tomorrow"), ("action", "save")]).await;
         assert_eq!(response.status(), 400);
         let html = response.text().await.unwrap();
-        assert!(html.contains("role=\"alert\"") && html.contains("birthday"), "{html}");
+        assert!(html.contains("role=\"alert\"") && html.contains("<p>Birthday: "), "the message names the field as the form labels it: {html}");
+        assert!(html.contains(r#"id="field-birthday" value="" aria-invalid="true" aria-describedby="error""#), "and marks it: {html}");
         assert_eq!(state(&app, &contact).await, before, "nothing was saved");
         for form in [vec![("consent", "marketing")], vec![("frequency.news", "hourly")], vec![("topic", "Not A Key")]] {
             let response = post_form(&app, &path, &form).await;

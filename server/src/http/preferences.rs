@@ -108,8 +108,8 @@ pub async fn save(
         }
         Err(Error::Validation { field, reason }) => match state.services.preferences_view(&ctx).await {
             Ok(view) => {
-                let message = format!("{}: {reason}", field.trim_start_matches("field."));
-                render(&view, &headers, &token, StatusCode::BAD_REQUEST, &Shown::default(), Some(message))
+                let rejected = Rejected { field: field.trim_start_matches("field.").to_owned(), reason };
+                render(&view, &headers, &token, StatusCode::BAD_REQUEST, &Shown::default(), Some(rejected))
             }
             Err(error) => failed(error),
         },
@@ -160,6 +160,12 @@ async fn invalid_link(state: &AppState, headers: &HeaderMap) -> Response {
     pages::page(StatusCode::NOT_FOUND, "manage.html", language, &settings, context! { invalid => true })
 }
 
+/// A value the page could not save: which field (its key) and why.
+struct Rejected {
+    field: String,
+    reason: String,
+}
+
 fn failed(error: Error) -> Response {
     tracing::error!(error = %error, "preference center failed");
     internal_error()
@@ -171,7 +177,7 @@ fn render(
     token: &str,
     status: StatusCode,
     shown: &Shown,
-    error: Option<String>,
+    rejected: Option<Rejected>,
 ) -> Response {
     let locale = view.contact.profile.locale.as_ref().map(|locale| locale.as_str().to_owned());
     let language = pages::language(locale.as_deref(), headers);
@@ -228,7 +234,12 @@ fn render(
         frequencies => frequencies,
         saved => shown.saved.is_some(),
         unsubscribed => shown.unsubscribed.is_some(),
-        error => error,
+        error => rejected.as_ref().map(|rejected| rejected.reason.clone()),
+        error_field => rejected.as_ref().map(|rejected| rejected.field.clone()),
+        // The field's label as the form shows it; built-in fields are labelled by the texts.
+        error_label => rejected.as_ref().and_then(|rejected| {
+            view.fields.iter().find(|field| field.key == rejected.field).and_then(|field| field.label.clone())
+        }),
     };
     pages::page(status, "preferences.html", language, &view.settings, data)
 }
