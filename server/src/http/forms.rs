@@ -15,28 +15,15 @@ use minijinja::{Value, context};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{AppState, error::ApiError, internal_error, pages, request_id};
+use super::{AppState, error::ApiError, internal_error, page_context, pages};
 use crate::{
     domain::{
-        consent::UserAgent,
         contact::{EmailAddress, PersonName},
         key::Key,
     },
     graphql::error::Code,
-    service::{Actor, Error, RequestContext, forms::Submission},
+    service::{Actor, Error, forms::Submission},
 };
-
-fn context_of(actor: Actor, peer: SocketAddr, headers: &HeaderMap) -> RequestContext {
-    RequestContext {
-        actor,
-        request_id: request_id(headers),
-        ip: Some(peer.ip()),
-        user_agent: headers
-            .get(header::USER_AGENT)
-            .and_then(|value| value.to_str().ok())
-            .and_then(|value| UserAgent::parse(value).ok()),
-    }
-}
 
 #[derive(Debug, Default, Deserialize)]
 struct JsonSubmission {
@@ -97,7 +84,7 @@ pub async fn submit(
     };
     // A bot fills every field, the hidden one too: it gets the same answer, and nothing is done.
     if raw.website.is_empty() {
-        let ctx = context_of(Actor::Anonymous, peer, &headers);
+        let ctx = page_context(Actor::Anonymous, peer, &headers);
         match state.services.submit_form(&ctx, &key, Submission { email, first_name, topics }).await {
             Ok(()) => {}
             Err(error) => return failed(error),
@@ -169,7 +156,7 @@ pub async fn confirm(
         _ => None,
     };
     let language = pages::language(locale.as_deref(), &headers);
-    let ctx = context_of(actor, peer, &headers);
+    let ctx = page_context(actor, peer, &headers);
     match state.services.confirm_opt_in(&ctx).await {
         Ok(true) => pages::page(StatusCode::OK, "confirm.html", language, &settings, context! { confirmed => true }),
         Ok(false) | Err(Error::NotFound { .. }) => {

@@ -116,6 +116,24 @@ fn logged_path(path: &str) -> std::borrow::Cow<'_, str> {
     }
 }
 
+/// The context of a request to a customer page: who acts (the page's token holder, or nobody),
+/// and the address and browser that a consent decision records as its proof.
+fn page_context(
+    actor: crate::service::Actor,
+    peer: std::net::SocketAddr,
+    headers: &HeaderMap,
+) -> crate::service::RequestContext {
+    crate::service::RequestContext {
+        actor,
+        request_id: request_id(headers),
+        ip: Some(peer.ip()),
+        user_agent: headers
+            .get(header::USER_AGENT)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| crate::domain::consent::UserAgent::parse(value).ok()),
+    }
+}
+
 /// The id `SetRequestIdLayer` gave this request.
 fn request_id(headers: &HeaderMap) -> String {
     headers.get(REQUEST_ID).and_then(|value| value.to_str().ok()).unwrap_or_default().to_owned()

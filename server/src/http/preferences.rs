@@ -15,35 +15,23 @@ use minijinja::{Value, context};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{AppState, internal_error, pages, request_id};
+use super::{AppState, internal_error, page_context, pages};
 use crate::{
     domain::{
         access::ContactTokenPurpose,
-        consent::{Channel, UserAgent},
+        consent::Channel,
         contact::EmailAddress,
         key::Key,
         preferences::PreferencesForm,
         topic::{Frequency, SubscriptionStatus},
     },
-    service::{Actor, Error, RequestContext, preferences::PreferencesView},
+    service::{Actor, Error, preferences::PreferencesView},
 };
 
 #[derive(Debug, Default, Deserialize)]
 pub struct Shown {
     saved: Option<String>,
     unsubscribed: Option<String>,
-}
-
-fn context_of(actor: Actor, peer: SocketAddr, headers: &HeaderMap) -> RequestContext {
-    RequestContext {
-        actor,
-        request_id: request_id(headers),
-        ip: Some(peer.ip()),
-        user_agent: headers
-            .get(header::USER_AGENT)
-            .and_then(|value| value.to_str().ok())
-            .and_then(|value| UserAgent::parse(value).ok()),
-    }
 }
 
 /// The contact a preferences link names, as the actor of what the page does.
@@ -64,7 +52,7 @@ pub async fn show(
     let Some(actor) = holder(&state, &token).await else {
         return invalid_link(&state, &headers).await;
     };
-    let ctx = context_of(actor, peer, &headers);
+    let ctx = page_context(actor, peer, &headers);
     match state.services.preferences_view(&ctx).await {
         Ok(view) => render(&view, &headers, &token, StatusCode::OK, &shown, None),
         Err(Error::NotFound { .. }) => invalid_link(&state, &headers).await,
@@ -82,7 +70,7 @@ pub async fn save(
     let Some(actor) = holder(&state, &token).await else {
         return invalid_link(&state, &headers).await;
     };
-    let ctx = context_of(actor, peer, &headers);
+    let ctx = page_context(actor, peer, &headers);
     let everything = fields.iter().any(|(name, value)| name == "action" && value == "unsubscribe_all");
     let saved = if everything {
         state.services.unsubscribe_from_everything(&ctx).await
@@ -145,7 +133,7 @@ pub async fn request_link(
     if request.website.is_empty()
         && let Ok(address) = EmailAddress::parse(&request.address)
     {
-        let ctx = context_of(Actor::Anonymous, peer, &headers);
+        let ctx = page_context(Actor::Anonymous, peer, &headers);
         if let Err(error) = state.services.send_preferences_link(&ctx, &address).await {
             tracing::error!(error = %error, "cannot queue a preferences link");
         }

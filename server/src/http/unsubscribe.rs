@@ -7,16 +7,16 @@ use std::net::SocketAddr;
 
 use axum::{
     extract::{ConnectInfo, Path, State},
-    http::{HeaderMap, StatusCode, header},
+    http::{HeaderMap, StatusCode},
     response::Response,
 };
 
 use minijinja::Value;
 
-use super::{AppState, pages, request_id};
+use super::{AppState, page_context, pages};
 use crate::{
-    domain::{access::ContactTokenPurpose, consent::UserAgent, preferences::PreferenceCenter},
-    service::{Actor, Error, RequestContext},
+    domain::{access::ContactTokenPurpose, preferences::PreferenceCenter},
+    service::{Actor, Error},
 };
 
 pub async fn show(State(state): State<AppState>, headers: HeaderMap, Path(token): Path<String>) -> Response {
@@ -45,15 +45,7 @@ pub async fn unsubscribe(
     let Ok(contact_id) = state.services.unsubscribe_link_contact(&token).await else {
         return invalid(&headers, &settings);
     };
-    let ctx = RequestContext {
-        actor: Actor::Contact { contact_id, purpose: ContactTokenPurpose::Unsubscribe },
-        request_id: request_id(&headers),
-        ip: Some(peer.ip()),
-        user_agent: headers
-            .get(header::USER_AGENT)
-            .and_then(|value| value.to_str().ok())
-            .and_then(|value| UserAgent::parse(value).ok()),
-    };
+    let ctx = page_context(Actor::Contact { contact_id, purpose: ContactTokenPurpose::Unsubscribe }, peer, &headers);
     let locale = state.services.contact_locale(contact_id).await.ok().flatten();
     let language = pages::language(locale.as_deref(), &headers);
     match state.services.unsubscribe(&ctx).await {
