@@ -148,6 +148,14 @@ impl CompiledEmail {
         Ok(output.into_string())
     }
 
+    /// Whether any part refers to `path` (such as `links.preferences`), or to all of it.
+    pub fn refers_to(&self, path: &str) -> bool {
+        let parent = path.rsplit_once('.').map(|(parent, _)| parent);
+        self.parts.iter().filter_map(|part| self.environment.get_template(part.name()).ok()).any(|template| {
+            template.undeclared_variables(true).iter().any(|used| used == path || Some(used.as_str()) == parent)
+        })
+    }
+
     /// What each part refers to that no contact can have, as `part: warning` lines.
     fn unknown_references(&self, vocabulary: &Vocabulary) -> Vec<String> {
         let globals: BTreeSet<&str> = self.environment.globals().map(|(name, _)| name).collect();

@@ -85,6 +85,11 @@ pub struct DeliveryWorker {
 struct Compiled {
     version: EmailVersion,
     templates: CompiledEmail,
+    /// Whether a message of this version needs the recipient's preferences and unsubscribe
+    /// links: signing one is work per message, done only for the versions that use it
+    /// (marketing mail always carries the unsubscribe link in its header).
+    needs_preferences_link: bool,
+    needs_unsubscribe_link: bool,
 }
 
 /// A batch after its reads: the sends settled without rendering, and the rest with what
@@ -537,7 +542,10 @@ impl DeliveryWorker {
             // A version that does not compile was refused when it was saved; if one ever does
             // not, its sends are skipped with the reason (see `Batch::render`).
             let Ok(templates) = CompiledEmail::compile(&version.content) else { continue };
-            let compiled = Arc::new(Compiled { version, templates });
+            let needs_preferences_link = templates.refers_to("links.preferences");
+            let needs_unsubscribe_link =
+                version.email_type == EmailType::Marketing || templates.refers_to("links.unsubscribe");
+            let compiled = Arc::new(Compiled { version, templates, needs_preferences_link, needs_unsubscribe_link });
             if let Ok(mut cache) = self.compiled.lock() {
                 if cache.len() >= COMPILED_VERSIONS {
                     cache.clear();
@@ -631,8 +639,14 @@ impl Batch {
             None => None,
         };
         let links = Links {
-            preferences: link("preferences", ContactTokenPurpose::Preferences),
-            unsubscribe: link("unsubscribe", ContactTokenPurpose::Unsubscribe),
+            preferences: compiled
+                .needs_preferences_link
+                .then(|| link("preferences", ContactTokenPurpose::Preferences))
+                .flatten(),
+            unsubscribe: compiled
+                .needs_unsubscribe_link
+                .then(|| link("unsubscribe", ContactTokenPurpose::Unsubscribe))
+                .flatten(),
         };
         let event = send.context.as_ref().map(|event| event.as_map());
         let input = RenderInput { contact, topics, consents, event, links: &links };
