@@ -6,6 +6,8 @@
 //! PostgreSQL server, found like the end-to-end tests find theirs). Speed is measured here and
 //! never asserted in tests: a loaded CI machine would make such tests flaky.
 
+#[path = "support/in_process.rs"]
+mod in_process;
 mod support;
 
 use std::{fmt::Write as _, path::Path, process::ExitCode, time::Instant};
@@ -14,8 +16,8 @@ use anyhow::{Context as _, anyhow, ensure};
 use async_graphql::{EmptyMutation, EmptySubscription, Object, Schema};
 use axum::{Json, Router, extract::State, routing::post};
 use futures_util::{StreamExt, TryStreamExt, stream};
+use in_process::InProcess;
 use rapport::{
-    config::{RateLimit, Settings},
     domain::{
         Change,
         consent::{Channel, ConsentProof, ConsentSource, ConsentStatus, LegalBasis},
@@ -31,14 +33,12 @@ use rapport::{
         fields::NewField,
         topics::NewTopic,
     },
-    startup::{Application, ServeOptions},
 };
 use sea_orm::{ConnectionTrait, Statement};
-use secrecy::SecretString;
 use serde_json::json;
 use support::{
-    ADMIN_TOKEN, CONTACT_QUERY, MEASURE, Machine, PostgresDatabase, SAMPLED, WARM_UP, WRK_CONNECTIONS, WRK_THREADS,
-    post_graphql, wait_for_quiet, wrk_script, wrk_version,
+    CONTACT_QUERY, MEASURE, Machine, PostgresDatabase, SAMPLED, WARM_UP, WRK_CONNECTIONS, WRK_THREADS, post_graphql,
+    wait_for_quiet, wrk_script, wrk_version,
 };
 use tokio::{sync::oneshot, task::JoinHandle};
 
@@ -205,35 +205,13 @@ struct Rapport {
     target: &'static str,
     url: String,
     services: Services,
-    stop: oneshot::Sender<()>,
-    server: JoinHandle<anyhow::Result<()>>,
+    process: InProcess,
 }
 
 impl Rapport {
     async fn start(target: &'static str, database_url: &str) -> anyhow::Result<Self> {
-        eprintln!("[{target}] starting Rapport");
-        let unlimited = RateLimit::new(1_000_000.0, 1_000_000)?;
-        let settings = Settings {
-            database_url: database_url.to_owned(),
-            listen: "127.0.0.1:0".parse()?,
-            admin_token: Some(SecretString::from(ADMIN_TOKEN)),
-            master_key: Some(SecretString::from(rapport::crypto::MasterKey::generate().to_base64())),
-            // The limiters still run on every request, but the load comes from one address with
-            // one token, far faster than any production default allows.
-            rate_limit_ip: unlimited,
-            rate_limit_credential: unlimited,
-            ..Settings::default()
-        };
-        let app = Application::build(&settings, ServeOptions::default())
-            .await
-            .with_context(|| format!("{target} does not start"))?;
-        let services = app.services().clone();
-        let url = format!("http://{}/graphql", app.local_addr());
-        let (stop, stopped) = oneshot::channel::<()>();
-        let server = tokio::spawn(app.run_until(async move {
-            let _ = stopped.await;
-        }));
-        Ok(Self { target, url, services, stop, server })
+        let process = InProcess::start(target, database_url).await?;
+        Ok(Self { target, url: format!("{}/graphql", process.address), services: process.services.clone(), process })
     }
 
     async fn seed(&self, concurrency: usize) -> anyhow::Result<Vec<ContactId>> {
@@ -265,8 +243,7 @@ impl Rapport {
     }
 
     async fn stop(self) -> anyhow::Result<()> {
-        let _ = self.stop.send(());
-        self.server.await.context("the Rapport server task failed")?.context("the Rapport server failed")
+        self.process.stop().await
     }
 }
 

@@ -7,6 +7,8 @@
 //! asserted in tests.
 
 // The shared helpers also POST GraphQL queries through wrk; this benchmark GETs pages.
+#[path = "support/in_process.rs"]
+mod in_process;
 #[allow(dead_code)]
 mod support;
 
@@ -21,8 +23,8 @@ use std::{
 use anyhow::{Context as _, anyhow, ensure};
 use base64::Engine as _;
 use futures_util::{StreamExt, TryStreamExt, stream};
+use in_process::InProcess;
 use rapport::{
-    config::{RateLimit, Settings},
     domain::{
         Change,
         access::ContactTokenPurpose,
@@ -40,13 +42,10 @@ use rapport::{
         preferences::PreferenceCenterUpdate,
         topics::NewTopic,
     },
-    startup::{Application, ServeOptions},
 };
 use sea_orm::{ConnectionTrait, Statement};
-use secrecy::SecretString;
 use serde_json::json;
-use support::{ADMIN_TOKEN, MEASURE, Machine, PostgresDatabase, WARM_UP, WRK_CONNECTIONS, WRK_THREADS, wait_for_quiet};
-use tokio::{sync::oneshot, task::JoinHandle};
+use support::{MEASURE, Machine, PostgresDatabase, WARM_UP, WRK_CONNECTIONS, WRK_THREADS, wait_for_quiet};
 use tracing::{Metadata, Subscriber, span, subscriber::Interest};
 use tracing_subscriber::{
     Layer,
@@ -272,8 +271,7 @@ struct Rapport {
     database: &'static str,
     base_url: String,
     services: Services,
-    stop: oneshot::Sender<()>,
-    server: JoinHandle<anyhow::Result<()>>,
+    process: InProcess,
 }
 
 /// What checking every page found.
@@ -284,29 +282,8 @@ struct CheckedPages {
 
 impl Rapport {
     async fn start(database: &'static str, database_url: &str) -> anyhow::Result<Self> {
-        eprintln!("[{database}] starting Rapport");
-        let unlimited = RateLimit::new(1_000_000.0, 1_000_000)?;
-        let settings = Settings {
-            database_url: database_url.to_owned(),
-            listen: "127.0.0.1:0".parse()?,
-            admin_token: Some(SecretString::from(ADMIN_TOKEN)),
-            master_key: Some(SecretString::from(rapport::crypto::MasterKey::generate().to_base64())),
-            // The limiters still run on every request, but the load comes from one address,
-            // far faster than any production default allows.
-            rate_limit_ip: unlimited,
-            rate_limit_credential: unlimited,
-            ..Settings::default()
-        };
-        let app = Application::build(&settings, ServeOptions::default())
-            .await
-            .with_context(|| format!("Rapport on {database} does not start"))?;
-        let services = app.services().clone();
-        let base_url = format!("http://{}", app.local_addr());
-        let (stop, stopped) = oneshot::channel::<()>();
-        let server = tokio::spawn(app.run_until(async move {
-            let _ = stopped.await;
-        }));
-        Ok(Self { database, base_url, services, stop, server })
+        let process = InProcess::start(&format!("Rapport on {database}"), database_url).await?;
+        Ok(Self { database, base_url: process.address.clone(), services: process.services.clone(), process })
     }
 
     async fn seed(&self, concurrency: usize) -> anyhow::Result<Vec<String>> {
@@ -431,8 +408,7 @@ impl Rapport {
     }
 
     async fn stop(self) -> anyhow::Result<()> {
-        let _ = self.stop.send(());
-        self.server.await.context("the Rapport server task failed")?.context("the Rapport server failed")
+        self.process.stop().await
     }
 }
 
