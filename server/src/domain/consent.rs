@@ -42,6 +42,18 @@ string_enum!(
 /// The purposes every installation has; admins add their own next to them.
 pub const BUILT_IN_PURPOSES: [&str; 3] = ["marketing", "analytics", "profiling"];
 
+/// The purpose marketing mail needs, with the email channel.
+pub const MARKETING: &str = "marketing";
+
+/// The current state of email marketing consent among a contact's current consents: what
+/// decides whether marketing mail may go, what unsubscribing denies and forms ask for.
+pub fn email_marketing(current: &[ConsentChange]) -> Option<ConsentStatus> {
+    current
+        .iter()
+        .find(|consent| consent.purpose.as_str() == MARKETING && consent.channel == Channel::Email)
+        .map(|consent| consent.status)
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Purpose {
     pub key: Key,

@@ -29,7 +29,7 @@ use crate::{
     config::MailSettings,
     domain::{
         access::ContactTokenPurpose,
-        consent::{Channel, ConsentChange, ConsentStatus},
+        consent::{ConsentChange, ConsentStatus, email_marketing},
         contact::{Contact, ContactId, EmailAddress, Profile},
         delivery::{SendStatus, Suppression, SuppressionReason, retry_delay},
         email::{EmailType, EmailVersion},
@@ -57,7 +57,6 @@ const LANES: usize = 2;
 const RENDER_CHUNK: usize = 16;
 /// Compiled versions kept between batches; a program mails a handful of versions at a time.
 const COMPILED_VERSIONS: usize = 64;
-const MARKETING_PURPOSE: &str = "marketing";
 /// Stands in for an unsubscribe token in test sends; no token looks like it.
 const TEST_TOKEN: &str = "test-message";
 /// The longest wait between two tries at writing delivery outcomes.
@@ -590,11 +589,7 @@ struct Batch {
 impl Batch {
     fn has_marketing_consent(&self, contact_id: Option<ContactId>) -> bool {
         let consents = contact_id.and_then(|id| self.consents.get(&id)).map(Vec::as_slice).unwrap_or_default();
-        consents.iter().any(|consent| {
-            consent.purpose.as_str() == MARKETING_PURPOSE
-                && consent.channel == Channel::Email
-                && consent.status == ConsentStatus::Granted
-        })
+        email_marketing(consents) == Some(ConsentStatus::Granted)
     }
 
     fn render(&self, send: crate::domain::delivery::Send) -> Decision {

@@ -26,7 +26,9 @@ use crate::{
     domain::{
         Change,
         access::{ContactTokenPurpose, Permission},
-        consent::{Channel, ConsentChange, ConsentProof, ConsentSource, ConsentStatus, LegalBasis, WordingId},
+        consent::{
+            Channel, ConsentProof, ConsentSource, ConsentStatus, LegalBasis, MARKETING, WordingId, email_marketing,
+        },
         contact::{ContactId, ContactRef, EmailAddress, PersonName},
         delivery::SendKey,
         event::{EventProperties, EventType},
@@ -37,8 +39,6 @@ use crate::{
     },
     store,
 };
-
-const MARKETING: &str = "marketing";
 
 #[derive(Debug, Clone)]
 pub struct NewSignupForm {
@@ -259,7 +259,7 @@ impl Services {
     ) -> Result<()> {
         let now = self.now();
         let tx = self.db.begin_write().await?;
-        if marketing_status(&store::consents::current(&tx, &[contact_id]).await?) != Some(ConsentStatus::Granted) {
+        if email_marketing(&store::consents::current(&tx, &[contact_id]).await?) != Some(ConsentStatus::Granted) {
             let mut decision = self.form_decision(form, ConsentStatus::Granted, ctx);
             if let Some(request) = confirming {
                 // The decision records the confirmation; the request it names holds the proof
@@ -304,7 +304,7 @@ impl Services {
         let now = self.now();
         let settings = store::preferences::get(self.db.connection()).await?;
         let tx = self.db.begin_write().await?;
-        let status = marketing_status(&store::consents::current(&tx, &[contact_id]).await?);
+        let status = email_marketing(&store::consents::current(&tx, &[contact_id]).await?);
         if status.is_none() || status == Some(ConsentStatus::Denied) {
             let purposes = store::consents::purposes(&tx).await?;
             let change = self.form_decision(form, ConsentStatus::Pending, ctx).settle(contact_id, now, &purposes)?;
@@ -362,11 +362,4 @@ impl Services {
         self.queue_in(tx, ctx, &[send], "email.send_queued").await?;
         Ok(())
     }
-}
-
-fn marketing_status(consents: &[ConsentChange]) -> Option<ConsentStatus> {
-    consents
-        .iter()
-        .find(|consent| consent.purpose.as_str() == MARKETING && consent.channel == Channel::Email)
-        .map(|consent| consent.status)
 }

@@ -10,7 +10,9 @@ use crate::{
     audit::{self, Changes},
     domain::{
         access::ContactTokenPurpose,
-        consent::{Channel, ConsentChange, ConsentProof, ConsentSource, ConsentStatus, LegalBasis},
+        consent::{
+            Channel, ConsentChange, ConsentProof, ConsentSource, ConsentStatus, LegalBasis, MARKETING, email_marketing,
+        },
         contact::{ContactId, ContactRef},
         delivery::{Suppression, SuppressionReason},
         key::Key,
@@ -18,8 +20,6 @@ use crate::{
     },
     store,
 };
-
-const MARKETING: &str = "marketing";
 
 /// What an unsubscribe did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,10 +58,8 @@ impl Services {
             .await?
             .ok_or(Error::NotFound { what: "contact" })?;
         let marketing = Key::parse(MARKETING).map_err(|_| Error::Internal(anyhow::anyhow!("purpose key")))?;
-        let current = store::consents::current(&tx, &[contact_id]).await?;
-        let denied = current.iter().any(|consent| {
-            consent.purpose == marketing && consent.channel == Channel::Email && consent.status == ConsentStatus::Denied
-        });
+        let denied =
+            email_marketing(&store::consents::current(&tx, &[contact_id]).await?) == Some(ConsentStatus::Denied);
         let mut changed = false;
         if !denied {
             let decision = ConsentChange {
