@@ -13,6 +13,8 @@ mod m20261125_000007_outbox;
 mod m20261125_000008_sign_in_hardening;
 mod m20261125_000009_preference_center;
 mod m20261125_000010_signup_forms;
+mod m20261125_000011_contact_token_revocation;
+mod m20261125_000012_signup_form_fields;
 
 pub struct Migrator;
 
@@ -30,6 +32,8 @@ impl MigratorTrait for Migrator {
             Box::new(m20261125_000008_sign_in_hardening::Migration),
             Box::new(m20261125_000009_preference_center::Migration),
             Box::new(m20261125_000010_signup_forms::Migration),
+            Box::new(m20261125_000011_contact_token_revocation::Migration),
+            Box::new(m20261125_000012_signup_form_fields::Migration),
         ]
     }
 }

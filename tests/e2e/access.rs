@@ -347,6 +347,7 @@ on_both_databases! {
             ("createApiKey", CREATE_KEY.into(), json!({ "input": { "name": "x", "scopes": ["profiles:read"] } })),
             ("revokeApiKey", "mutation($id: ID!) { revokeApiKey(id: $id) { id } }".into(), json!({ "id": key_id })),
             ("issueContactToken", ISSUE_CONTACT_TOKEN.into(), json!({ "id": b, "purpose": "PREFERENCES" })),
+            ("revokeContactTokens", "mutation($id: ID!) { revokeContactTokens(contactId: $id) }".into(), json!({ "id": b })),
             ("contactExport", "query($id: ID!) { contactExport(id: $id) }".into(), json!({ "id": b })),
             ("contactExport", "query($id: ID!) { contactExport(id: $id) }".into(), json!({ "id": a })),
             ("eraseContact", "mutation($id: ID!) { eraseContact(id: $id) { id } }".into(), json!({ "id": b })),

@@ -55,6 +55,9 @@ struct Envelope<C> {
 pub struct Verified<C> {
     pub subject: String,
     pub token_id: String,
+    /// To the millisecond (from the token id), so that a revocation can tell tokens issued just
+    /// before it from those issued just after.
+    pub issued_at: DateTime<Utc>,
     pub expires_at: DateTime<Utc>,
     pub claims: C,
 }
@@ -93,7 +96,7 @@ impl TokenSigner {
             sub: subject.to_owned(),
             iat: issued_at.timestamp(),
             exp: expires_at.timestamp(),
-            jti: uuid::Uuid::now_v7().to_string(),
+            jti: token_id(issued_at).to_string(),
             claims,
         };
         encode(&header, &envelope, &EncodingKey::from_secret(key.bytes()))
@@ -118,13 +121,27 @@ impl TokenSigner {
         let data = decode::<Envelope<C>>(token, &DecodingKey::from_secret(key.bytes()), &validation)
             .map_err(|_| TokenError::Invalid)?;
         let envelope = data.claims;
+        let issued_at = uuid::Uuid::try_parse(&envelope.jti)
+            .ok()
+            .and_then(|id| id.get_timestamp())
+            .map(|stamp| stamp.to_unix())
+            .and_then(|(seconds, nanos)| DateTime::from_timestamp(i64::try_from(seconds).ok()?, nanos))
+            .or_else(|| DateTime::from_timestamp(envelope.iat, 0))
+            .ok_or(TokenError::Invalid)?;
         Ok(Verified {
             subject: envelope.sub,
             token_id: envelope.jti,
+            issued_at,
             expires_at: DateTime::from_timestamp(envelope.exp, 0).ok_or(TokenError::Invalid)?,
             claims: envelope.claims,
         })
     }
+}
+
+/// A UUIDv7 stamped with the token's issue time (the service's clock, not the machine's).
+fn token_id(issued_at: DateTime<Utc>) -> uuid::Uuid {
+    let seconds = u64::try_from(issued_at.timestamp()).unwrap_or_default();
+    uuid::Uuid::new_v7(uuid::Timestamp::from_unix(uuid::NoContext, seconds, issued_at.timestamp_subsec_nanos()))
 }
 
 #[cfg(test)]
@@ -162,6 +179,29 @@ mod tests {
         assert_eq!(signer.verify::<Claims>(Audience::Admin, &for_contacts).unwrap_err(), TokenError::Invalid);
         let expired = token(&signer, Audience::Admin, Duration::minutes(-5));
         assert_eq!(signer.verify::<Claims>(Audience::Admin, &expired).unwrap_err(), TokenError::Invalid);
+    }
+
+    #[test]
+    fn a_token_knows_when_it_was_issued_to_the_millisecond() {
+        let (signer, _) = new_signer();
+        let issued_at = DateTime::parse_from_rfc3339("2026-11-25T10:00:00.123456Z").unwrap().to_utc();
+        let token = signer.sign(
+            Audience::Contact,
+            "c",
+            Claims { role: "x".into() },
+            issued_at,
+            Utc::now() + Duration::hours(1),
+        );
+        let verified = signer.verify::<Claims>(Audience::Contact, &token).unwrap();
+        assert_eq!(verified.issued_at, DateTime::parse_from_rfc3339("2026-11-25T10:00:00.123Z").unwrap().to_utc());
+        let again = signer.sign(
+            Audience::Contact,
+            "c",
+            Claims { role: "x".into() },
+            issued_at,
+            Utc::now() + Duration::hours(1),
+        );
+        assert_ne!(signer.verify::<Claims>(Audience::Contact, &again).unwrap().token_id, verified.token_id);
     }
 
     #[test]

@@ -271,4 +271,12 @@ impl AccessMutation {
         let issued = services_of(ctx)?.issue_contact_token(request_of(ctx)?, contact_id, purpose.into()).await?;
         Ok(ContactTokenPayload { token: issued.token, expires_at: issued.expires_at })
     }
+
+    /// Every link issued to the contact so far stops working (for a forwarded or leaked email);
+    /// their pages offer to mail a fresh link. Returns the moment of revocation.
+    #[graphql(guard = "Allow::to(Permission::ProfilesWrite)")]
+    async fn revoke_contact_tokens(&self, ctx: &Context<'_>, contact_id: ID) -> GqlResult<DateTime<Utc>> {
+        let contact_id = parse_contact_id("contactId", &contact_id)?;
+        Ok(services_of(ctx)?.revoke_contact_tokens(request_of(ctx)?, contact_id).await?)
+    }
 }

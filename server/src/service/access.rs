@@ -169,10 +169,12 @@ impl Services {
             return Ok(Actor::User { id: user.id, role: user.role, session });
         }
         let contact = signer.verify::<ContactClaims>(Audience::Contact, bearer).map_err(|_| Error::Unauthenticated)?;
-        Ok(Actor::Contact {
-            contact_id: ContactId::from_uuid(Uuid::parse_str(&contact.subject).map_err(|_| Error::Unauthenticated)?),
-            purpose: contact.claims.purpose.parse().map_err(|_| Error::Unauthenticated)?,
-        })
+        let contact_id = ContactId::from_uuid(Uuid::parse_str(&contact.subject).map_err(|_| Error::Unauthenticated)?);
+        let revoked_at = store::access::contact_tokens_revoked_at(self.db.connection(), contact_id).await?;
+        if revoked_at.is_some_and(|revoked_at| contact.issued_at <= revoked_at) {
+            return Err(Error::Unauthenticated);
+        }
+        Ok(Actor::Contact { contact_id, purpose: contact.claims.purpose.parse().map_err(|_| Error::Unauthenticated)? })
     }
 
     /// The actor may manage users of `role`: owners manage everyone, admins all but owners.
@@ -488,6 +490,26 @@ impl Services {
         audit::append(&tx, ctx, now, entry).await?;
         tx.commit().await?;
         Ok(self.link_signer()?.sign(contact_id, purpose, now))
+    }
+
+    /// Revokes every link issued to the contact so far (a forwarded or leaked email); links
+    /// issued afterwards work.
+    #[instrument(skip_all, fields(request_id = %ctx.request_id))]
+    pub async fn revoke_contact_tokens(&self, ctx: &RequestContext, contact_id: ContactId) -> Result<DateTime<Utc>> {
+        self.require(ctx, Permission::ProfilesWrite)?;
+        let now = self.now();
+        let tx = self.db.begin_write().await?;
+        let reference = ContactRef::Id(contact_id);
+        if store::contacts::resolve(&tx, self.db.keys()?, std::slice::from_ref(&reference)).await?.is_empty() {
+            return Err(Error::NotFound { what: "contact" });
+        }
+        store::access::revoke_contact_tokens(&tx, contact_id, now).await?;
+        let mut changes = Changes::new();
+        changes.field("revokedAt", None, Some(json!(now)));
+        let entry = audit::Entry::new("contact_token.revoked", "contact", contact_id.to_string(), changes);
+        audit::append(&tx, ctx, now, entry).await?;
+        tx.commit().await?;
+        Ok(now)
     }
 
     /// Signs contact tokens for links in messages being sent. They are not audited one by one:

@@ -11,13 +11,13 @@ use uuid::Uuid;
 use super::{
     StoreError, StoreResult,
     entity::{
-        admin_user as user, api_key as key, login_throttle as throttle, used_refresh_token as used,
-        user_session as session,
+        admin_user as user, api_key as key, contact_token_revocation as revocation, login_throttle as throttle,
+        used_refresh_token as used, user_session as session,
     },
 };
 use crate::domain::{
     access::{AdminUser, ApiKey, Role, Scopes},
-    contact::EmailAddress,
+    contact::{ContactId, EmailAddress},
 };
 
 fn user_to_domain(model: user::Model) -> StoreResult<(AdminUser, String)> {
@@ -337,4 +337,27 @@ pub async fn revoke_key(conn: &impl ConnectionTrait, id: Uuid, now: DateTime<Utc
         .exec(conn)
         .await?;
     Ok(revoked.rows_affected == 1)
+}
+
+/// Every token issued to the contact up to `at` stops working.
+pub async fn revoke_contact_tokens(
+    conn: &impl ConnectionTrait,
+    contact_id: ContactId,
+    at: DateTime<Utc>,
+) -> StoreResult<()> {
+    revocation::Entity::insert(revocation::ActiveModel { contact_id: Set(contact_id.as_uuid()), revoked_at: Set(at) })
+        .on_conflict(
+            OnConflict::column(revocation::Column::ContactId).update_column(revocation::Column::RevokedAt).to_owned(),
+        )
+        .exec_without_returning(conn)
+        .await?;
+    Ok(())
+}
+
+/// When the contact's tokens were last revoked, if ever.
+pub async fn contact_tokens_revoked_at(
+    conn: &impl ConnectionTrait,
+    contact_id: ContactId,
+) -> StoreResult<Option<DateTime<Utc>>> {
+    Ok(revocation::Entity::find_by_id(contact_id.as_uuid()).one(conn).await?.map(|row| row.revoked_at))
 }

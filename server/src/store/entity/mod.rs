@@ -11,6 +11,7 @@ pub mod consent_purpose;
 pub mod contact;
 pub mod contact_attribute;
 pub mod contact_key;
+pub mod contact_token_revocation;
 pub mod email;
 pub mod email_version;
 pub mod erased_address;
