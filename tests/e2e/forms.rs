@@ -203,6 +203,46 @@ on_both_databases! {
         assert!(smtp.received().is_empty(), "nothing to confirm");
     }
 
+    async fn a_form_asks_for_the_profile_fields_admins_chose_and_fills_in_new_contacts(app) {
+        let smtp = SmtpServer::start().await;
+        let app = setup(&app, &smtp).await;
+        app.data("mutation { defineField(input: { key: \"birthday\", label: \"Birthday\", type: DATE }) { key } }", json!({})).await;
+        let create = "mutation($input: CreateSignupFormInput!) { createSignupForm(input: $input) { key fields } }";
+        let input = json!({ "key": "club", "name": "Club", "topics": ["offers"], "wording": "Yes.", "doubleOptIn": false, "fields": ["first_name", "country", "birthday"] });
+        assert_eq!(app.data(create, json!({ "input": input })).await["createSignupForm"]["fields"], json!(["first_name", "country", "birthday"]));
+        let unknown = json!({ "input": { "key": "bad", "name": "Bad", "topics": [], "wording": "x", "fields": ["first_name", "shoe_size"] } });
+        let refused = app.graphql(create, unknown).await;
+        assert_eq!(refused["errors"][0]["extensions"]["code"], "BAD_USER_INPUT", "{refused}");
+        assert_eq!(refused["errors"][0]["extensions"]["field"], "input.fields[1]", "{refused}");
+
+        let fields = [("email", "club@example.com"), ("first_name", "Grace"), ("country", "de"), ("birthday", "1990-04-01"), ("last_name", "Not asked")];
+        assert_eq!(submit(&app, "club", &fields).await.0, 200);
+        let asked = "query($email: String!) { contact(by: { email: $email }) { firstName lastName country attributes } }";
+        let stored = app.data(asked, json!({ "email": "club@example.com" })).await["contact"].clone();
+        assert_eq!(stored["firstName"], "Grace");
+        assert_eq!(stored["country"], "DE");
+        assert_eq!(stored["attributes"]["birthday"], "1990-04-01");
+        assert!(stored["lastName"].is_null(), "a field the form does not ask for is ignored: {stored}");
+
+        let json_body = json!({ "email": "json@example.com", "fields": { "first_name": "Jo", "birthday": "2001-02-03" } });
+        let response = app.client.post(app.url("/forms/club")).json(&json_body).send().await.unwrap();
+        assert_eq!(response.status(), 202);
+        let stored = app.data(asked, json!({ "email": "json@example.com" })).await["contact"].clone();
+        assert_eq!((&stored["firstName"], &stored["attributes"]["birthday"]), (&json!("Jo"), &json!("2001-02-03")));
+
+        for known in [false, true] {
+            let email = if known { "club@example.com" } else { "new@example.com" };
+            let (status, body) = submit(&app, "club", &[("email", email), ("birthday", "next week")]).await;
+            assert_eq!(status, 400, "a bad value is refused alike for known and new addresses: {body}");
+            assert!(body.contains("birthday"), "{body}");
+        }
+        assert!(app.data(asked, json!({ "email": "new@example.com" })).await["contact"].is_null(), "nothing was stored");
+        let (status, _) = submit(&app, "club", &[("email", "club@example.com"), ("first_name", "Mallory")]).await;
+        assert_eq!(status, 200);
+        let stored = app.data(asked, json!({ "email": "club@example.com" })).await["contact"].clone();
+        assert_eq!(stored["firstName"], "Grace", "a public form never changes a known contact");
+    }
+
     async fn contacts_made_pending_through_the_api_can_be_sent_the_confirmation(app) {
         let smtp = SmtpServer::start().await;
         let app = setup(&app, &smtp).await;

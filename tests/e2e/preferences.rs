@@ -175,6 +175,17 @@ on_both_databases! {
         let html = response.text().await.unwrap();
         assert!(html.contains("role=\"alert\"") && html.contains("<p>Birthday: "), "the message names the field as the form labels it: {html}");
         assert!(html.contains(r#"id="field-birthday" value="" aria-invalid="true" aria-describedby="error""#), "and marks it: {html}");
+        assert!(html.contains("<p>Birthday: is not a date (year-month-day, such as 1990-04-01).</p>"), "{html}");
+        let german = no_redirects()
+            .post(app.url(&path))
+            .header("accept-language", "de-DE,de;q=0.9")
+            .form(&[("field.first_name", "Ada"), ("field.birthday", "morgen"), ("action", "save")])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(german.status(), 400);
+        let html = german.text().await.unwrap();
+        assert!(html.contains("<p>Birthday: ist kein Datum (Jahr-Monat-Tag, etwa 1990-04-01).</p>"), "the reason in the page's language: {html}");
         assert_eq!(state(&app, &contact).await, before, "nothing was saved");
         for form in [vec![("consent", "marketing")], vec![("frequency.news", "hourly")], vec![("topic", "Not A Key")]] {
             let response = post_form(&app, &path, &form).await;
@@ -211,6 +222,49 @@ on_both_databases! {
             assert_eq!(response.status(), 404);
         }
         assert_eq!(state(&app, &contact).await, before);
+    }
+
+    async fn revoked_links_get_the_friendly_page_and_links_issued_afterwards_work(app) {
+        let Setup { contact, token } = setup(&app).await;
+        let other = app
+            .data("mutation($id: ID!) { issueContactToken(contactId: $id, purpose: UNSUBSCRIBE) { token } }", json!({ "id": contact }))
+            .await["issueContactToken"]["token"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        assert_eq!(page(&app, &format!("/preferences/{token}")).await.0, 200);
+        let revoke = "mutation($id: ID!) { revokeContactTokens(contactId: $id) }";
+        let revoked_at = app.data(revoke, json!({ "id": contact })).await["revokeContactTokens"].clone();
+        assert!(revoked_at.is_string(), "{revoked_at}");
+        let before = state(&app, &contact).await;
+
+        let (status, html, _) = page(&app, &format!("/preferences/{token}")).await;
+        assert_eq!(status, 404);
+        assert!(html.contains("This link does not work any more") && html.contains("name=\"address\""), "{html}");
+        assert_eq!(post_form(&app, &format!("/preferences/{token}"), &[("topic", "offers"), ("action", "save")]).await.status(), 404);
+        let unsubscribed = no_redirects()
+            .post(app.url(&format!("/unsubscribe/{other}")))
+            .form(&[("List-Unsubscribe", "One-Click")])
+            .send()
+            .await
+            .unwrap();
+        assert!(unsubscribed.status().is_client_error(), "every purpose's links are revoked: {}", unsubscribed.status());
+        let (status, _) = app.graphql_as(Some(&token), "{ preferenceCenter { companyName } }", json!({})).await;
+        assert_eq!(status, 401);
+        assert_eq!(state(&app, &contact).await, before, "nothing changed through a revoked link");
+
+        let fresh = app
+            .data("mutation($id: ID!) { issueContactToken(contactId: $id, purpose: PREFERENCES) { token } }", json!({ "id": contact }))
+            .await["issueContactToken"]["token"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        assert_eq!(page(&app, &format!("/preferences/{fresh}")).await.0, 200, "a link issued after the revocation works");
+
+        let audit = app.data("query($id: String!) { auditLog(filter: { targetId: $id }) { nodes { action } } }", json!({ "id": contact })).await;
+        assert!(audit.to_string().contains("contact_token.revoked"), "{audit}");
+        let missing = app.graphql(revoke, json!({ "id": "01936f0e-0000-7000-8000-000000000000" })).await;
+        assert_eq!(missing["errors"][0]["extensions"]["code"], "NOT_FOUND", "{missing}");
     }
 
     async fn save_preferences_over_graphql_acts_on_the_token_holder_only(app) {

@@ -19,6 +19,9 @@ pub struct SignupForm {
     pub name: String,
     /// The topics the form subscribes to; a submission may pick among them.
     pub topics: Vec<Key>,
+    /// The profile fields the form asks for besides the address (built-in or custom field keys);
+    /// they fill in a new contact and never change a known one.
+    pub fields: Vec<String>,
     /// The consent text shown with the form, recorded as the wording of the decision.
     pub wording: String,
     /// Whether email marketing consent waits, `PENDING`, for the link in a confirmation email.

@@ -28,6 +28,8 @@ pub struct SignupFormNode {
     key: String,
     name: String,
     topics: Vec<String>,
+    /// Profile fields the form asks for besides `email`, posted under their keys.
+    fields: Vec<String>,
     wording: String,
     double_opt_in: bool,
     created_at: DateTime<Utc>,
@@ -40,6 +42,7 @@ impl From<SignupForm> for SignupFormNode {
             key: form.key.as_str().to_owned(),
             name: form.name,
             topics: form.topics.iter().map(|key| key.as_str().to_owned()).collect(),
+            fields: form.fields,
             wording: form.wording,
             double_opt_in: form.double_opt_in,
             created_at: form.created_at,
@@ -96,6 +99,10 @@ pub struct CreateSignupFormInput {
     name: String,
     /// Topic keys the form subscribes to.
     topics: Vec<String>,
+    /// Profile fields the form asks for besides `email` (built-in such as `first_name`,
+    /// `country`, or custom field keys); they fill in new contacts only.
+    #[graphql(default_with = "vec![\"first_name\".to_owned()]")]
+    fields: Vec<String>,
     /// The consent text the form shows; recorded as the wording of the decisions it makes.
     wording: String,
     #[graphql(default = true)]
@@ -138,6 +145,7 @@ impl FormMutation {
                 .enumerate()
                 .map(|(index, raw)| parse_arg(&format!("input.topics[{index}]"), Key::parse(raw)))
                 .collect::<GqlResult<_>>()?,
+            fields: input.fields,
             wording: parse_arg("input.wording", crate::domain::clean_text(&input.wording, 2_000))?,
             double_opt_in: input.double_opt_in,
         };

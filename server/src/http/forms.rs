@@ -17,10 +17,7 @@ use serde_json::json;
 
 use super::{AppState, error::ApiError, internal_error, page_context, pages};
 use crate::{
-    domain::{
-        contact::{EmailAddress, PersonName},
-        key::Key,
-    },
+    domain::{contact::EmailAddress, key::Key},
     graphql::error::Code,
     service::{Actor, Error, forms::Submission},
 };
@@ -30,6 +27,9 @@ struct JsonSubmission {
     email: String,
     #[serde(default, rename = "firstName")]
     first_name: Option<String>,
+    /// The form's other fields by key: `{"country": "DE", "birthday": "1990-04-01"}`.
+    #[serde(default)]
+    fields: serde_json::Map<String, serde_json::Value>,
     #[serde(default)]
     topics: Vec<String>,
     /// The honeypot, as in the HTML form.
@@ -58,7 +58,13 @@ pub async fn submit(
         let field = |name: &str| fields.iter().find(|(key, _)| key == name).map(|(_, value)| value.clone());
         JsonSubmission {
             email: field("email").unwrap_or_default(),
-            first_name: field("first_name").filter(|name| !name.trim().is_empty()),
+            first_name: None,
+            // Everything else posted; the service reads only the fields the form asks for.
+            fields: fields
+                .iter()
+                .filter(|(name, _)| !matches!(name.as_str(), "email" | "topic" | "website"))
+                .map(|(name, value)| (name.clone(), serde_json::Value::from(value.as_str())))
+                .collect(),
             topics: fields.iter().filter(|(key, _)| key == "topic").map(|(_, value)| value.clone()).collect(),
             website: field("website").unwrap_or_default(),
         }
@@ -69,9 +75,12 @@ pub async fn submit(
     let Ok(email) = EmailAddress::parse(&raw.email) else {
         return bad_input("email", "is not a valid email address");
     };
-    let Ok(first_name) = raw.first_name.as_deref().map(PersonName::parse).transpose() else {
-        return bad_input("firstName", "is not a name");
-    };
+    let mut fields: Vec<(String, String)> = raw
+        .fields
+        .iter()
+        .map(|(key, value)| (key.clone(), value.as_str().map_or_else(|| value.to_string(), str::to_owned)))
+        .collect();
+    fields.extend(raw.first_name.map(|name| ("first_name".to_owned(), name)));
     let Ok(topics) = raw.topics.iter().map(|topic| Key::parse(topic)).collect::<Result<Vec<_>, _>>() else {
         return bad_input("topics", "are not topic keys");
     };
@@ -85,8 +94,9 @@ pub async fn submit(
     // A bot fills every field, the hidden one too: it gets the same answer, and nothing is done.
     if raw.website.is_empty() {
         let ctx = page_context(Actor::Anonymous, peer, &headers);
-        match state.services.submit_form(&ctx, &key, Submission { email, first_name, topics }).await {
+        match state.services.submit_form(&ctx, &key, Submission { email, fields, topics }).await {
             Ok(()) => {}
+            Err(Error::Validation { field, reason }) => return bad_input(&field, &reason),
             Err(error) => return failed(error),
         }
     }

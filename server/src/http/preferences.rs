@@ -94,9 +94,9 @@ pub async fn save(
                 Err(_) => internal_error(),
             }
         }
-        Err(Error::Validation { field, reason }) => match state.services.preferences_view(&ctx).await {
+        Err(Error::Validation { field, .. }) => match state.services.preferences_view(&ctx).await {
             Ok(view) => {
-                let rejected = Rejected { field: field.trim_start_matches("field.").to_owned(), reason };
+                let rejected = Rejected { field: field.trim_start_matches("field.").to_owned() };
                 render(&view, &headers, &token, StatusCode::BAD_REQUEST, &Shown::default(), Some(rejected))
             }
             Err(error) => failed(error),
@@ -149,9 +149,10 @@ async fn invalid_link(state: &AppState, headers: &HeaderMap) -> Response {
 }
 
 /// A value the page could not save: which field (its key) and why.
+/// The field whose value could not be used. The page says why in its own language, by the kind
+/// of input, rather than showing the service's (English) reason.
 struct Rejected {
     field: String,
-    reason: String,
 }
 
 fn failed(error: Error) -> Response {
@@ -222,8 +223,15 @@ fn render(
         frequencies => frequencies,
         saved => shown.saved.is_some(),
         unsubscribed => shown.unsubscribed.is_some(),
-        error => rejected.as_ref().map(|rejected| rejected.reason.clone()),
+        error => rejected.is_some(),
         error_field => rejected.as_ref().map(|rejected| rejected.field.clone()),
+        error_kind => rejected.as_ref().and_then(|rejected| {
+            let field = view.fields.iter().find(|field| field.key == rejected.field)?;
+            Some(match field.key.as_str() {
+                key @ ("country" | "locale" | "time_zone") => key,
+                _ => field.input,
+            })
+        }),
         // The field's label as the form shows it; built-in fields are labelled by the texts.
         error_label => rejected.as_ref().and_then(|rejected| {
             view.fields.iter().find(|field| field.key == rejected.field).and_then(|field| field.label.clone())

@@ -66,6 +66,7 @@ impl Services {
         let entry = audit::Entry::new("consent_purpose.defined", "consent_purpose", purpose.key.as_str(), changes);
         audit::append(&tx, ctx, purpose.created_at, entry).await?;
         tx.commit().await?;
+        self.catalog.forget();
         Ok(purpose)
     }
 

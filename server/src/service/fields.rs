@@ -59,6 +59,7 @@ impl Services {
         audit::append(&tx, ctx, now, audit::Entry::new("field.defined", "field", definition.key.as_str(), changes))
             .await?;
         tx.commit().await?;
+        self.catalog.forget();
         Ok(definition)
     }
 
@@ -103,6 +104,7 @@ impl Services {
         let changes = field_changes(Some(&before), Some(&definition));
         audit::append(&tx, ctx, now, audit::Entry::new("field.altered", "field", key.as_str(), changes)).await?;
         tx.commit().await?;
+        self.catalog.forget();
         Ok(definition)
     }
 
@@ -117,6 +119,7 @@ impl Services {
         let changes = field_changes(Some(&existing), None);
         audit::append(&tx, ctx, self.now(), audit::Entry::new("field.deleted", "field", key.as_str(), changes)).await?;
         tx.commit().await?;
+        self.catalog.forget();
         Ok(())
     }
 }

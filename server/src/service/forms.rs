@@ -24,12 +24,11 @@ use super::{
 use crate::{
     audit::{self, Changes},
     domain::{
-        Change,
         access::{ContactTokenPurpose, Permission},
         consent::{
             Channel, ConsentProof, ConsentSource, ConsentStatus, LegalBasis, MARKETING, WordingId, email_marketing,
         },
-        contact::{ContactId, ContactRef, EmailAddress, PersonName},
+        contact::{ContactId, ContactRef, EmailAddress},
         delivery::SendKey,
         event::{EventProperties, EventType},
         forms::{OPT_IN_LIFETIME, OptInRequest, OptInStatus, SignupForm},
@@ -45,6 +44,7 @@ pub struct NewSignupForm {
     pub key: Key,
     pub name: String,
     pub topics: Vec<Key>,
+    pub fields: Vec<String>,
     pub wording: String,
     pub double_opt_in: bool,
 }
@@ -53,7 +53,8 @@ pub struct NewSignupForm {
 #[derive(Debug, Clone)]
 pub struct Submission {
     pub email: EmailAddress,
-    pub first_name: Option<PersonName>,
+    /// Values by field key as typed; only the fields the form asks for are read.
+    pub fields: Vec<(String, String)>,
     /// The topics ticked; none means all of the form's.
     pub topics: Vec<Key>,
 }
@@ -72,6 +73,7 @@ impl Services {
                 ));
             }
         }
+        super::preferences::check_profile_fields("input.fields", &new.fields, &store::fields::all(conn).await?)?;
         if store::forms::find_by_key(conn, &new.key).await?.is_some() {
             return Err(Error::Conflict {
                 field: Some("input.key".to_owned()),
@@ -84,6 +86,7 @@ impl Services {
             key: new.key,
             name: new.name,
             topics: new.topics,
+            fields: new.fields,
             wording: new.wording,
             double_opt_in: new.double_opt_in,
             created_at: now,
@@ -95,6 +98,7 @@ impl Services {
         changes
             .field("name", None, Some(Value::from(form.name.as_str())))
             .field("topics", None, Some(json!(form.topics.iter().map(Key::as_str).collect::<Vec<_>>())))
+            .field("fields", None, Some(json!(form.fields)))
             .field("wording", None, Some(Value::from(form.wording.as_str())))
             .field("doubleOptIn", None, Some(Value::from(form.double_opt_in)));
         audit::append(
@@ -129,13 +133,22 @@ impl Services {
         } else {
             submission.topics.iter().filter(|topic| form.topics.contains(topic)).cloned().collect()
         };
+        // Every value is checked whether or not the address is known, so the answer tells nothing.
+        let mut profile = ContactChanges::default();
+        let definitions = &self.catalog().await?.fields;
+        for key in &form.fields {
+            let submitted = submission.fields.iter().find(|(name, _)| name == key).map(|(_, value)| value.trim());
+            let Some(input) = super::preferences::field_input(key, definitions) else { continue };
+            if let Some(value) = submitted.filter(|value| !value.is_empty()) {
+                super::preferences::set_typed_field(&mut profile, key, input, value, definitions, key)?;
+            }
+        }
         let reference = ContactRef::Email(submission.email.clone());
         let known = store::contacts::resolve(conn, self.db.keys()?, std::slice::from_ref(&reference)).await?;
         let contact_id = match known.get(&reference) {
             Some(id) => *id,
             None => {
                 let changes = ContactChanges {
-                    first_name: submission.first_name.map_or(Change::Keep, Change::Set),
                     // Granted here when nothing needs confirming: it also lets an erased
                     // address back in, as a new consent must.
                     consents: if form.double_opt_in {
@@ -143,7 +156,7 @@ impl Services {
                     } else {
                         vec![self.form_decision(&form, ConsentStatus::Granted, ctx)]
                     },
-                    ..ContactChanges::default()
+                    ..profile
                 };
                 match self.upsert_contact(ctx, UpsertKey::Email(submission.email.clone()), changes).await {
                     Ok(upserted) => upserted.contact.id,

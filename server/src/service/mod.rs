@@ -3,6 +3,7 @@
 
 pub mod access;
 pub mod audit;
+pub mod catalog;
 pub mod consents;
 pub mod contacts;
 pub mod delivery;
@@ -57,6 +58,7 @@ pub struct Services {
     mail_wakeup: Arc<tokio::sync::Notify>,
     /// `RAPPORT_PUBLIC_URL` without a trailing slash: the base of links in emails.
     public_url: Arc<str>,
+    catalog: Arc<catalog::CatalogCache>,
 }
 
 impl Services {
@@ -69,6 +71,7 @@ impl Services {
             password_work: Arc::new(tokio::sync::Semaphore::new(cores * 2)),
             mail_wakeup: Arc::new(tokio::sync::Notify::new()),
             public_url: Arc::from(crate::config::Settings::default().public_url.as_str()),
+            catalog: Arc::default(),
         }
     }
 

@@ -90,17 +90,7 @@ impl Services {
         let before = self.preference_center().await?;
         let mut settings = before.clone();
         if let Some(fields) = update.editable_fields {
-            let custom = store::fields::all(self.db.connection()).await?;
-            for (index, key) in fields.iter().enumerate() {
-                let known = EDITABLE_PROFILE_FIELDS.contains(&key.as_str())
-                    || custom.iter().any(|field| field.key.as_str() == key);
-                if !known {
-                    return Err(Error::validation(
-                        format!("input.editableFields[{index}]"),
-                        "is not a profile field or a custom field",
-                    ));
-                }
-            }
+            check_profile_fields("input.editableFields", &fields, &store::fields::all(self.db.connection()).await?)?;
             settings.editable_fields = fields;
         }
         if let Some(name) = update.company_name {
@@ -143,6 +133,7 @@ impl Services {
         let entry = audit::Entry::new("preference_center.updated", "preference_center", "settings", changes);
         audit::append(&tx, ctx, now, entry).await?;
         tx.commit().await?;
+        self.catalog.forget();
         Ok(settings)
     }
 
@@ -175,27 +166,30 @@ impl Services {
     pub async fn preferences_view(&self, ctx: &RequestContext) -> Result<PreferencesView> {
         let contact_id = ctx.actor.own_contact().ok_or(Error::Forbidden)?;
         let conn = self.db.connection();
-        let settings = store::preferences::get(conn).await?;
+        let catalog = self.catalog().await?;
         let contact = store::contacts::find(conn, self.db.keys()?, &ContactRef::Id(contact_id))
             .await?
             .ok_or(Error::NotFound { what: "contact" })?;
         let subscriptions = store::topics::subscriptions(conn, &[contact_id]).await?;
-        let topics = store::topics::all(conn)
-            .await?
-            .into_iter()
+        let topics = catalog
+            .topics
+            .iter()
             .map(|topic| {
                 let subscription =
                     subscriptions.iter().find(|(_, subscribed)| subscribed.id == topic.id).map(|(s, _)| s.clone());
-                (topic, subscription)
+                (topic.clone(), subscription)
             })
             .collect();
-        let definitions = store::fields::all(conn).await?;
-        let fields =
-            settings.editable_fields.iter().filter_map(|key| editable_field(key, &contact, &definitions)).collect();
+        let fields = catalog
+            .settings
+            .editable_fields
+            .iter()
+            .filter_map(|key| editable_field(key, &contact, &catalog.fields))
+            .collect();
         Ok(PreferencesView {
-            purposes: store::consents::purposes(conn).await?,
+            purposes: catalog.purposes.clone(),
             consents: store::consents::current(conn, &[contact_id]).await?,
-            settings,
+            settings: catalog.settings.clone(),
             contact,
             topics,
             fields,
@@ -209,8 +203,7 @@ impl Services {
         let view = self.preferences_view(ctx).await?;
         let contact_id = view.contact.id;
         // Every value is checked before anything is written: a bad one saves nothing.
-        let definitions = store::fields::all(self.db.connection()).await?;
-        let changes = field_changes(&view, &form, &definitions)?;
+        let changes = field_changes(&view, &form, &self.catalog().await?.fields)?;
         for (topic, subscription) in &view.topics {
             let wanted = form.subscribed.contains(&topic.key);
             let frequency = form
@@ -346,23 +339,17 @@ fn editable_field(key: &str, contact: &Contact, definitions: &[FieldDefinition])
         _ => {
             let definition = definitions.iter().find(|definition| definition.key.as_str() == key)?;
             let value = contact.attributes.iter().find(|(field, _)| field.as_str() == key).map(|(_, value)| value);
-            let (input, value) = match (definition.field_type, value) {
-                (FieldType::Boolean, value) => (
-                    "checkbox",
-                    if matches!(value, Some(FieldValue::Boolean(true))) { "on".to_owned() } else { String::new() },
-                ),
-                (FieldType::Number, value) => {
-                    ("number", value.map(|value| value.to_json().to_string()).unwrap_or_default())
+            let input = field_input(key, definitions)?;
+            let value = match (input, value) {
+                ("checkbox", value) => {
+                    if matches!(value, Some(FieldValue::Boolean(true))) {
+                        "on".to_owned()
+                    } else {
+                        String::new()
+                    }
                 }
-                (FieldType::Date, value) => {
-                    ("date", value.and_then(|value| value.to_json().as_str().map(str::to_owned)).unwrap_or_default())
-                }
-                (FieldType::Enum, value) => {
-                    ("select", value.and_then(|value| value.to_json().as_str().map(str::to_owned)).unwrap_or_default())
-                }
-                (_, value) => {
-                    ("text", value.and_then(|value| value.to_json().as_str().map(str::to_owned)).unwrap_or_default())
-                }
+                ("number", value) => value.map(|value| value.to_json().to_string()).unwrap_or_default(),
+                (_, value) => value.and_then(|value| value.to_json().as_str().map(str::to_owned)).unwrap_or_default(),
             };
             Some(EditableField {
                 key: key.to_owned(),
@@ -397,43 +384,87 @@ fn field_changes(
             continue;
         }
         any = true;
-        let name = format!("field.{}", field.key);
-        let invalid = |reason: String| Error::validation(name.clone(), reason);
-        macro_rules! built_in {
-            ($target:ident, $parse:expr) => {
-                changes.$target = if submitted.is_empty() {
-                    Change::Clear
-                } else {
-                    Change::Set($parse(&submitted).map_err(|error| invalid(error.to_string()))?)
-                }
-            };
-        }
-        match field.key.as_str() {
-            "first_name" => built_in!(first_name, PersonName::parse),
-            "last_name" => built_in!(last_name, PersonName::parse),
-            "country" => built_in!(country, CountryCode::parse),
-            "locale" => built_in!(locale, Locale::parse),
-            "time_zone" => built_in!(time_zone, TimeZone::parse),
-            key => {
-                let value = match field.input {
-                    _ if submitted.is_empty() && field.input != "checkbox" => Value::Null,
-                    "checkbox" => Value::Bool(submitted == "on"),
-                    "number" => submitted
-                        .parse::<f64>()
-                        .ok()
-                        .and_then(serde_json::Number::from_f64)
-                        .map(Value::Number)
-                        .ok_or_else(|| invalid("is not a number".to_owned()))?,
-                    _ => Value::String(submitted.clone()),
-                };
-                if let Some(definition) = definitions.iter().find(|definition| definition.key.as_str() == key)
-                    && !value.is_null()
-                {
-                    definition.parse_value(&value).map_err(|error| invalid(error.to_string()))?;
-                }
-                changes.attributes.push((key.to_owned(), value));
-            }
-        }
+        set_typed_field(
+            &mut changes,
+            &field.key,
+            field.input,
+            &submitted,
+            definitions,
+            &format!("field.{}", field.key),
+        )?;
     }
     Ok(any.then_some(changes))
+}
+
+/// The input a form shows for profile field `key`, if it is one: `text`, `number`, `date`,
+/// `checkbox` or `select`.
+pub(super) fn field_input(key: &str, definitions: &[FieldDefinition]) -> Option<&'static str> {
+    if EDITABLE_PROFILE_FIELDS.contains(&key) {
+        return Some("text");
+    }
+    let definition = definitions.iter().find(|definition| definition.key.as_str() == key)?;
+    Some(match definition.field_type {
+        FieldType::Boolean => "checkbox",
+        FieldType::Number => "number",
+        FieldType::Date => "date",
+        FieldType::Enum => "select",
+        _ => "text",
+    })
+}
+
+/// Sets profile field `key` in `changes` from what a person typed into an `input` (an empty value
+/// clears the field); `name` is how an error names the field.
+pub(super) fn set_typed_field(
+    changes: &mut ContactChanges,
+    key: &str,
+    input: &str,
+    submitted: &str,
+    definitions: &[FieldDefinition],
+    name: &str,
+) -> Result<()> {
+    let invalid = |reason: String| Error::validation(name.to_owned(), reason);
+    macro_rules! built_in {
+        ($target:ident, $parse:expr) => {
+            changes.$target = if submitted.is_empty() {
+                Change::Clear
+            } else {
+                Change::Set($parse(submitted).map_err(|error| invalid(error.to_string()))?)
+            }
+        };
+    }
+    match key {
+        "first_name" => built_in!(first_name, PersonName::parse),
+        "last_name" => built_in!(last_name, PersonName::parse),
+        "country" => built_in!(country, CountryCode::parse),
+        "locale" => built_in!(locale, Locale::parse),
+        "time_zone" => built_in!(time_zone, TimeZone::parse),
+        key => {
+            let value = match input {
+                _ if submitted.is_empty() && input != "checkbox" => Value::Null,
+                "checkbox" => Value::Bool(matches!(submitted, "on" | "true")),
+                "number" => submitted
+                    .parse::<f64>()
+                    .ok()
+                    .and_then(serde_json::Number::from_f64)
+                    .map(Value::Number)
+                    .ok_or_else(|| invalid("is not a number".to_owned()))?,
+                _ => Value::String(submitted.to_owned()),
+            };
+            if let Some(definition) = definitions.iter().find(|definition| definition.key.as_str() == key)
+                && !value.is_null()
+            {
+                definition.parse_value(&value).map_err(|error| invalid(error.to_string()))?;
+            }
+            changes.attributes.push((key.to_owned(), value));
+        }
+    }
+    Ok(())
+}
+
+/// Each of `keys` names a field a person may fill in: a built-in profile field or a custom one.
+pub(super) fn check_profile_fields(name: &str, keys: &[String], definitions: &[FieldDefinition]) -> Result<()> {
+    match keys.iter().position(|key| field_input(key, definitions).is_none()) {
+        Some(index) => Err(Error::validation(format!("{name}[{index}]"), "is not a profile field or a custom field")),
+        None => Ok(()),
+    }
 }

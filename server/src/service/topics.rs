@@ -54,6 +54,7 @@ impl Services {
         let entry = audit::Entry::new("topic.defined", "topic", topic.key.as_str(), topic_changes(None, Some(&topic)));
         audit::append(&tx, ctx, now, entry).await?;
         tx.commit().await?;
+        self.catalog.forget();
         Ok(topic)
     }
 
@@ -78,6 +79,7 @@ impl Services {
             audit::Entry::new("topic.altered", "topic", key.as_str(), topic_changes(Some(&before), Some(&topic)));
         audit::append(&tx, ctx, now, entry).await?;
         tx.commit().await?;
+        self.catalog.forget();
         Ok(topic)
     }
 
@@ -92,6 +94,7 @@ impl Services {
         let entry = audit::Entry::new("topic.deleted", "topic", key.as_str(), topic_changes(Some(&existing), None));
         audit::append(&tx, ctx, self.now(), entry).await?;
         tx.commit().await?;
+        self.catalog.forget();
         Ok(())
     }
 

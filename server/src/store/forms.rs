@@ -21,6 +21,7 @@ pub async fn insert(conn: &impl ConnectionTrait, form: &SignupForm) -> StoreResu
         key: Set(form.key.as_str().to_owned()),
         name: Set(form.name.clone()),
         topics: Set(keys_json(&form.topics)),
+        fields: Set(serde_json::json!(form.fields)),
         wording: Set(form.wording.clone()),
         double_opt_in: Set(form.double_opt_in),
         created_at: Set(form.created_at),
@@ -101,6 +102,8 @@ fn to_domain(model: entity::Model) -> StoreResult<SignupForm> {
         key: Key::parse(&model.key).map_err(|_| StoreError::Corrupt { table: "signup_form", column: "key" })?,
         name: model.name,
         topics: keys_of(model.topics, "signup_form")?,
+        fields: serde_json::from_value(model.fields)
+            .map_err(|_| StoreError::Corrupt { table: "signup_form", column: "fields" })?,
         wording: model.wording,
         double_opt_in: model.double_opt_in,
         created_at: model.created_at,

@@ -8,6 +8,7 @@ pub struct Model {
     pub key: String,
     pub name: String,
     pub topics: Json,
+    pub fields: Json,
     pub wording: String,
     pub double_opt_in: bool,
     pub created_at: DateTimeUtc,
