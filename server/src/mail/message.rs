@@ -115,7 +115,9 @@ pub fn build(
             ));
     }
     let html = with_preheader(&rendered.html, rendered.preheader.as_deref());
-    let mut message = builder.multipart(MultiPart::alternative_plain_html(rendered.text.clone(), html))?;
+    let parts =
+        MultiPart::alternative_plain_html(super::body::encode(rendered.text.clone()), super::body::encode(html));
+    let mut message = builder.multipart(parts)?;
     if let Some(dkim) = dkim {
         message.sign(&dkim.0);
     }
