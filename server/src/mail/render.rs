@@ -113,6 +113,20 @@ impl CompiledEmail {
     }
 
     pub fn render(&self, input: RenderInput<'_>) -> Result<RenderedEmail, RenderError> {
+        self.render_with(input, |html, make_text| {
+            let text = make_text.then(|| super::text::from_html(&html));
+            (html, text)
+        })
+    }
+
+    /// Renders, handing the HTML to `finish`, which returns the HTML to send and, when asked
+    /// (the version has no text part of its own), the text part made from the HTML as rendered:
+    /// delivery rewrites the links for tracking and makes the text part in one pass.
+    pub fn render_with(
+        &self,
+        input: RenderInput<'_>,
+        finish: impl FnOnce(String, bool) -> (String, Option<String>),
+    ) -> Result<RenderedEmail, RenderError> {
         let data = context(&input);
         let one_line = |part| -> Result<Option<String>, RenderError> {
             if !self.parts.contains(&part) {
@@ -124,12 +138,10 @@ impl CompiledEmail {
         };
         let subject = one_line(Part::Subject)?.filter(|subject| !subject.is_empty());
         let preheader = one_line(Part::Preheader)?.filter(|preheader| !preheader.is_empty());
-        let html = self.part(Part::Html, &data)?;
-        let text = if self.parts.contains(&Part::Text) {
-            self.part(Part::Text, &data)?
-        } else {
-            super::text::from_html(&html)
-        };
+        let written = if self.parts.contains(&Part::Text) { Some(self.part(Part::Text, &data)?) } else { None };
+        let (html, made) = finish(self.part(Part::Html, &data)?, written.is_none());
+        // A `finish` that made no text when asked gets the text of the HTML it returned.
+        let text = written.or(made).unwrap_or_else(|| super::text::from_html(&html));
         Ok(RenderedEmail {
             subject: subject.ok_or(RenderError::new(Part::Subject, RenderFailure::Empty))?,
             preheader,

@@ -17,6 +17,7 @@ use sha2::Sha256;
 use url::Url;
 use uuid::Uuid;
 
+use super::text::{self, TextCollector};
 use crate::{
     crypto::{DerivedKey, MasterKeys},
     domain::contact::ContactId,
@@ -42,6 +43,9 @@ const UNTRACKED_PATHS: [&str; 2] = ["/unsubscribe/", "/preferences/"];
 #[derive(Clone)]
 pub struct TrackingKeys {
     keys: Vec<DerivedKey>,
+    /// HMAC under the current key with the key already absorbed: a message signs a token per
+    /// link, and keying afresh each time was two of every token's five hash blocks.
+    signer: Hmac<Sha256>,
 }
 
 impl std::fmt::Debug for TrackingKeys {
@@ -78,7 +82,9 @@ pub enum InvalidToken {
 
 impl TrackingKeys {
     pub fn new(masters: &MasterKeys) -> Self {
-        Self { keys: masters.derive(KEY_LABEL) }
+        let keys = masters.derive(KEY_LABEL);
+        let signer = Self::mac(&keys[0], &[]);
+        Self { keys, signer }
     }
 
     fn mac(key: &DerivedKey, payload: &[u8]) -> Hmac<Sha256> {
@@ -97,7 +103,9 @@ impl TrackingKeys {
         token.extend_from_slice(send.contact_id.as_uuid().as_bytes());
         token.extend_from_slice(send.email_version_id.as_bytes());
         token.extend_from_slice(url);
-        let tag = Self::mac(&self.keys[0], &token).finalize().into_bytes();
+        let mut mac = self.signer.clone();
+        mac.update(&token);
+        let tag = mac.finalize().into_bytes();
         token.extend_from_slice(&tag[..TAG_LEN]);
         URL_SAFE_NO_PAD.encode(token)
     }
@@ -165,6 +173,22 @@ pub struct Tracking<'a> {
 /// pixel before `</body>` (or at the end when there is none). `mailto:`, fragments, relative
 /// links and the unsubscribe and preference links stay as they are. Runs on rendered HTML.
 pub fn instrument(html: &str, tracking: &Tracking<'_>) -> String {
+    rewrite(html, tracking, None).unwrap_or_else(|| html.to_owned())
+}
+
+/// `instrument`, and the text part made from the HTML as it was before (`text::from_html`), in
+/// one pass over the HTML.
+pub fn instrument_with_text(html: &str, tracking: &Tracking<'_>) -> (String, String) {
+    let collector = TextCollector::new(html.len());
+    match rewrite(html, tracking, Some(&collector)) {
+        Some(instrumented) => (instrumented, collector.into_text()),
+        None => (html.to_owned(), text::from_html(html)),
+    }
+}
+
+/// The tracking rewrite, collecting the text part into `text` on the way; `None` (logged) if it
+/// failed.
+fn rewrite(html: &str, tracking: &Tracking<'_>, text: Option<&TextCollector>) -> Option<String> {
     let base = public_base(tracking.public_url);
     let untracked: Vec<String> = UNTRACKED_PATHS.iter().map(|path| format!("{base}{path}")).collect();
     let pixel = format!(
@@ -172,7 +196,9 @@ pub fn instrument(html: &str, tracking: &Tracking<'_>) -> String {
         htmlize::escape_attribute(format!("{base}/t/o/{}", tracking.keys.open_token(&tracking.send)))
     );
     let pixel_placed = Rc::new(Cell::new(false));
-    let settings = RewriteStrSettings::new()
+    // The text's handlers come first, so that they see each link before it is rewritten.
+    let settings = text
+        .map_or_else(RewriteStrSettings::new, |text| text.attach(RewriteStrSettings::new()))
         .append_element_content_handler(element!("a[href]", |link| {
             let Some(url) = link.get_attribute("href").and_then(|href| web_url(&htmlize::unescape_attribute(href)))
             else {
@@ -208,10 +234,11 @@ pub fn instrument(html: &str, tracking: &Tracking<'_>) -> String {
         .with_strict(false);
     // With no memory limit, strict mode off and handlers that never fail, rewriting cannot fail;
     // should it all the same, the message goes out untracked rather than not at all.
-    rewrite_str(html, settings).unwrap_or_else(|error| {
-        tracing::warn!(send_id = %tracking.send.send_id, %error, "could not add tracking; sending the message untracked");
-        html.to_owned()
-    })
+    rewrite_str(html, settings)
+        .inspect_err(|error| {
+            tracing::warn!(send_id = %tracking.send.send_id, %error, "could not add tracking; sending the message untracked");
+        })
+        .ok()
 }
 
 /// The public URL without its trailing slash, normalised the way `Url` writes links (host in
@@ -381,6 +408,17 @@ mod tests {
         let (out, _, _) = instrumented("<p>Just a fragment</p>");
         assert!(out.starts_with("<p>Just a fragment</p><img"), "{out}");
         assert_eq!(tokens(&out, "o").len(), 1, "{out}");
+    }
+
+    #[test]
+    fn the_text_made_in_the_tracking_pass_shows_the_links_as_written() {
+        let html = r#"<html><body><p>Read <a href="https://shop.example/p?a=1&amp;b=2">this</a></p><a href="https://rapport.example/unsubscribe/t">Leave</a></body></html>"#;
+        let (keys, _) = keys();
+        let tracking = Tracking { public_url: "https://rapport.example", send: send(), keys: &keys };
+        let (instrumented, text) = instrument_with_text(html, &tracking);
+        assert_eq!(instrumented, instrument(html, &tracking));
+        assert_eq!(text, text::from_html(html));
+        assert!(text.contains("this (https://shop.example/p?a=1&b=2)"), "{text}");
     }
 
     #[test]

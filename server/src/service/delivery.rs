@@ -40,6 +40,7 @@ use crate::{
         rate::SlidingWindow,
         render::{self, CompiledEmail, Links, RenderInput},
         smtp::{SendFailure, SmtpPool},
+        text,
         tracking::{self, TrackedSend, Tracking, TrackingKeys},
     },
     store::{self, outbox::Settlement},
@@ -645,20 +646,28 @@ impl Batch {
         };
         let event = send.context.as_ref().map(|event| event.as_map());
         let input = RenderInput { contact, topics, consents, event, links: &links };
-        let mut rendered = match compiled.templates.render(input) {
+        let tracking = send.contact_id.filter(|_| version.tracking && !is_test).map(|contact_id| Tracking {
+            public_url: &self.public_url,
+            send: TrackedSend { send_id: send.id, contact_id, email_version_id: version.id },
+            keys: &self.tracking_keys,
+        });
+        let finish = |html: String, make_text: bool| match &tracking {
+            Some(tracking) if make_text => {
+                let (html, text) = tracking::instrument_with_text(&html, tracking);
+                (html, Some(text))
+            }
+            Some(tracking) => (tracking::instrument(&html, tracking), None),
+            None => {
+                let text = make_text.then(|| text::from_html(&html));
+                (html, text)
+            }
+        };
+        let mut rendered = match compiled.templates.render_with(input, finish) {
             Ok(rendered) => rendered,
             Err(error) => return skip(format!("cannot render: {error}")),
         };
         if is_test {
             rendered.subject = format!("[Test] {}", rendered.subject);
-        }
-        if let Some(contact_id) = send.contact_id
-            && version.tracking
-            && !is_test
-        {
-            let tracked = TrackedSend { send_id: send.id, contact_id, email_version_id: version.id };
-            let tracking = Tracking { public_url: &self.public_url, send: tracked, keys: &self.tracking_keys };
-            rendered.html = tracking::instrument(&rendered.html, &tracking);
         }
         // Only marketing mail carries the header; transactional mail has its links in the body.
         let unsubscribe_url = links.unsubscribe.clone().filter(|_| version.email_type == EmailType::Marketing);
