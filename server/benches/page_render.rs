@@ -1,6 +1,7 @@
 //! The preference page benchmark: how long `GET /preferences/{token}` takes on SQLite and on
-//! PostgreSQL, alone and under wrk's load, both as the client sees it and inside the server, and
-//! what the whole page weighs with its stylesheets and script. Results go to `BENCHMARKS.md`.
+//! PostgreSQL, alone, flat out under wrk and at a steady rate, both as the client sees it and
+//! inside the server, and what the whole page weighs with its stylesheets and script. Results go
+//! to `BENCHMARKS.md`.
 //!
 //! Run it with `cargo bench -p rapport --bench page_render` (needs `wrk` on PATH and a PostgreSQL
 //! server, found like the end-to-end tests find theirs). Speed is measured here and never
@@ -62,6 +63,9 @@ const SEED_CONCURRENCY_POSTGRES: usize = 8;
 const ALONE_WARM_UP: usize = 200;
 const ALONE_REQUESTS: usize = 2_000;
 
+/// The steady load runs at this share of what the database served flat out under wrk.
+const STEADY_SHARE: f64 = 0.5;
+
 /// The goals of the issue, stated once: the median render under load, and the whole page.
 const GOAL_MEDIAN_MS: f64 = 5.0;
 /// KB as 1000 bytes, the stricter reading.
@@ -104,13 +108,21 @@ database:
   time spent reading the token and the page's data, the rest being HTTP, middleware and the
   template;
 - **{connections} connections**: `wrk` with {threads} threads and {connections} connections for
-  {measure} s after {warm_up} s of warm-up, cycling through the tokens: the loaded time.
+  {measure} s after {warm_up} s of warm-up, cycling through the tokens: the server flat out. Each
+  connection sends its next request as soon as the last one returns, so the times here are
+  mostly queueing: by Little's law the median is about {connections} ÷ requests/s, whatever a
+  page costs;
+- **steady**: requests at a fixed rate of {steady_percent:.0} % of what that database served flat
+  out, for {measure} s after {warm_up} s of warm-up, each sent when it is due whether or not the
+  earlier ones have returned (an open loop, as visitors arrive; times run from when a request was
+  due, so a stalled server cannot hide its backlog), from a client thread of its own: the page
+  under a heavy but sustainable load. The goal is judged here.
 
 \"p50\"/\"p99\" are what the client saw; \"server p50\"/\"server p99\" run from the request
 entering the router (its `request` tracing span, recorded by a layer that listens to nothing
 else) to the response body being handed to the connection, so they leave out the network and
 the load generator but include waiting for a worker thread or a database connection. The goal
-is judged on the server median under load. The load generator, the server and PostgreSQL share
+is judged on the server median under the steady load. The load generator, the server and PostgreSQL share
 the same cores; measuring starts once the CPUs are idle (the run says how idle). \"SQL /
 request\" is the statements the server ran while measuring divided by the requests answered.
 
@@ -140,6 +152,7 @@ and leaves the rest of the file alone; edit the text in `server/benches/page_ren
         alone_warm_up = ALONE_WARM_UP,
         threads = WRK_THREADS,
         connections = WRK_CONNECTIONS,
+        steady_percent = STEADY_SHARE * 100.0,
         measure = MEASURE.as_secs(),
         warm_up = WARM_UP.as_secs(),
     )
@@ -174,10 +187,28 @@ async fn run() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// How one database answered at one concurrency.
+/// How the load was made.
+#[derive(Clone, Copy, PartialEq)]
+enum Load {
+    Connections(u32),
+    /// Requests per second, sent on time whatever the answers.
+    Steady(f64),
+}
+
+impl std::fmt::Display for Load {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Load::Connections(1) => write!(f, "1 connection"),
+            Load::Connections(count) => write!(f, "{count} connections"),
+            Load::Steady(rate) => write!(f, "steady {rate:.0} req/s"),
+        }
+    }
+}
+
+/// How one database answered one load.
 struct Measurement {
     database: &'static str,
-    connections: u32,
+    load: Load,
     requests_per_second: f64,
     p50_ms: f64,
     p99_ms: f64,
@@ -244,7 +275,10 @@ async fn measure_all(postgres: &PostgresDatabase) -> anyhow::Result<(Vec<Measure
         }
         results.push(rapport.alone(&tokens, &paths).await?);
         let script = wrk_get_script(work.path(), rapport.database, &paths)?;
-        results.push(rapport.loaded(&script).await?);
+        let flat_out = rapport.loaded(&script).await?;
+        let steady_rate = (flat_out.requests_per_second * STEADY_SHARE).round();
+        results.push(flat_out);
+        results.push(rapport.steady(&paths, steady_rate).await?);
         rapport.stop().await?;
     }
 
@@ -370,7 +404,7 @@ impl Rapport {
         reads.sort();
         Ok(Measurement {
             database: self.database,
-            connections: 1,
+            load: Load::Connections(1),
             requests_per_second: ALONE_REQUESTS as f64 / elapsed.as_secs_f64(),
             p50_ms: percentile_ms(&round_trips, 0.5),
             p99_ms: percentile_ms(&round_trips, 0.99),
@@ -395,7 +429,7 @@ impl Rapport {
         server.sort();
         Ok(Measurement {
             database: self.database,
-            connections: WRK_CONNECTIONS,
+            load: Load::Connections(WRK_CONNECTIONS),
             requests_per_second: output.requests_per_second,
             p50_ms: output.p50_ms,
             p99_ms: output.p99_ms,
@@ -407,9 +441,80 @@ impl Rapport {
         })
     }
 
+    /// `rate` requests a second on an open loop, from a client thread and runtime of its own (as
+    /// wrk is a process of its own), cycling through the paths.
+    async fn steady(&self, paths: &[String], rate: f64) -> anyhow::Result<Measurement> {
+        eprintln!("[{}] steady {rate:.0} requests/s", self.database);
+        let idle_before = wait_for_quiet().await;
+        let (base_url, paths) = (self.base_url.clone(), paths.to_vec());
+        let services = self.services.clone();
+        let (mut latencies, server, statements, sent) = tokio::task::spawn_blocking(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            runtime.block_on(async {
+                let client = reqwest::Client::new();
+                open_loop(&client, &base_url, &paths, rate, WARM_UP).await?;
+                take_server_times();
+                let statements_before = services.database().statements_executed();
+                let latencies = open_loop(&client, &base_url, &paths, rate, MEASURE).await?;
+                let statements = services.database().statements_executed().saturating_sub(statements_before);
+                let sent = latencies.len();
+                anyhow::Ok((latencies, take_server_times(), statements, sent))
+            })
+        })
+        .await
+        .context("the steady load's thread failed")??;
+        latencies.sort();
+        let mut server = server;
+        server.sort();
+        Ok(Measurement {
+            database: self.database,
+            load: Load::Steady(rate),
+            requests_per_second: sent as f64 / MEASURE.as_secs_f64(),
+            p50_ms: percentile_ms(&latencies, 0.5),
+            p99_ms: percentile_ms(&latencies, 0.99),
+            server_p50_ms: percentile_ms(&server, 0.5),
+            server_p99_ms: percentile_ms(&server, 0.99),
+            reads_p50_ms: None,
+            statements_per_request: statements as f64 / sent as f64,
+            idle_before,
+        })
+    }
+
     async fn stop(self) -> anyhow::Result<()> {
         self.process.stop().await
     }
+}
+
+/// Sends GETs of `paths` in turn at `rate` a second for `length`, each when it is due; returns how
+/// long each took from when it was due to its whole body having arrived.
+async fn open_loop(
+    client: &reqwest::Client,
+    base_url: &str,
+    paths: &[String],
+    rate: f64,
+    length: Duration,
+) -> anyhow::Result<Vec<Duration>> {
+    let count = (rate * length.as_secs_f64()) as usize;
+    let interval = Duration::from_secs_f64(1.0 / rate);
+    let start = tokio::time::Instant::now();
+    let mut in_flight = tokio::task::JoinSet::new();
+    for (index, path) in paths.iter().cycle().take(count).enumerate() {
+        let due = start + interval.mul_f64(index as f64);
+        tokio::time::sleep_until(due).await;
+        let (client, url) = (client.clone(), format!("{base_url}{path}"));
+        in_flight.spawn(async move {
+            let response = client.get(&url).send().await?;
+            let status = response.status();
+            response.bytes().await?;
+            ensure!(status == reqwest::StatusCode::OK, "{url} answered {status}");
+            anyhow::Ok(due.elapsed())
+        });
+    }
+    let mut latencies = Vec::with_capacity(count);
+    while let Some(done) = in_flight.join_next().await {
+        latencies.push(done.context("a request task failed")??);
+    }
+    Ok(latencies)
 }
 
 /// The center and `CONTACTS` contacts, through the services (the same path the API takes), so
@@ -714,7 +819,7 @@ fn report(machine: &Machine, observed: &Observed, results: &[Measurement], weigh
         .iter()
         .map(|result| {
             let share = result.idle_before.map_or("unknown".to_owned(), |idle| format!("{:.0} %", idle * 100.0));
-            format!("{} {} conn. {share}", result.database, result.connections)
+            format!("{} {} {share}", result.database, result.load)
         })
         .collect();
     let _ = writeln!(
@@ -741,7 +846,7 @@ fn report(machine: &Machine, observed: &Observed, results: &[Measurement], weigh
         idle.join(", "),
     );
     text.push_str(
-        "| database | connections | requests/s | p50 | p99 | server p50 | server p99 | reads p50 | SQL / request |\n",
+        "| database | load | requests/s | p50 | p99 | server p50 | server p99 | reads p50 | SQL / request |\n",
     );
     text.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|\n");
     for result in results {
@@ -749,7 +854,7 @@ fn report(machine: &Machine, observed: &Observed, results: &[Measurement], weigh
             text,
             "| {} | {} | {:.0} | {:.2} ms | {:.2} ms | {:.2} ms | {:.2} ms | {} | {:.1} |",
             result.database,
-            result.connections,
+            result.load,
             result.requests_per_second,
             result.p50_ms,
             result.p99_ms,
@@ -781,10 +886,13 @@ fn report(machine: &Machine, observed: &Observed, results: &[Measurement], weigh
 
     let medians: Vec<String> = results
         .iter()
-        .filter(|result| result.connections == WRK_CONNECTIONS)
+        .filter(|result| matches!(result.load, Load::Steady(_)))
         .map(|result| {
             let met = if result.server_p50_ms < GOAL_MEDIAN_MS { "met" } else { "not met" };
-            format!("{} {met} ({:.2} ms)", result.database, result.server_p50_ms)
+            format!(
+                "{} {met} ({:.2} ms at {:.0} req/s)",
+                result.database, result.server_p50_ms, result.requests_per_second
+            )
         })
         .collect();
     let total = weight.total();
@@ -797,7 +905,7 @@ fn report(machine: &Machine, observed: &Observed, results: &[Measurement], weigh
     };
     let _ = writeln!(
         text,
-        "Goals: server median under {GOAL_MEDIAN_MS:.0} ms under load: {}. Weight under {} KB: {weight_verdict} \
+        "Goals: server median under {GOAL_MEDIAN_MS:.0} ms under the steady load: {}. Weight under {} KB: {weight_verdict} \
          ({:.1} KB). No request to another host: {hosts_verdict}.",
         medians.join("; "),
         GOAL_WEIGHT_BYTES / 1000,
