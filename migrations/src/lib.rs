@@ -15,6 +15,7 @@ mod m20261125_000009_preference_center;
 mod m20261125_000010_signup_forms;
 mod m20261125_000011_contact_token_revocation;
 mod m20261125_000012_signup_form_fields;
+mod m20261125_000013_contact_activity;
 
 pub struct Migrator;
 
@@ -34,6 +35,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261125_000010_signup_forms::Migration),
             Box::new(m20261125_000011_contact_token_revocation::Migration),
             Box::new(m20261125_000012_signup_form_fields::Migration),
+            Box::new(m20261125_000013_contact_activity::Migration),
         ]
     }
 }

@@ -10,6 +10,7 @@ mod contacts;
 mod emails;
 mod encryption;
 mod events;
+mod events_api;
 mod fields;
 mod forms;
 mod graphql_http;

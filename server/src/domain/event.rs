@@ -95,6 +95,39 @@ pub struct Event {
     pub idempotency_key: Option<IdempotencyKey>,
 }
 
+/// What a contact's events say about when it was last active. It follows the newest event by
+/// occurrence, so an old event delivered late never moves "last seen" backwards.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ContactActivity {
+    pub contact_id: ContactId,
+    pub last_seen_at: DateTime<Utc>,
+    pub last_event_type: EventType,
+    pub event_count: i64,
+}
+
+impl ContactActivity {
+    /// The activity these events (all of one contact, none stored before) add up to; none if
+    /// there are no events.
+    pub fn of<'a>(events: impl IntoIterator<Item = &'a Event>) -> Option<Self> {
+        let mut events = events.into_iter();
+        let first = events.next()?;
+        let mut activity = Self {
+            contact_id: first.contact_id,
+            last_seen_at: first.occurred_at,
+            last_event_type: first.event_type.clone(),
+            event_count: 1,
+        };
+        for event in events {
+            activity.event_count += 1;
+            if event.occurred_at >= activity.last_seen_at {
+                activity.last_seen_at = event.occurred_at;
+                activity.last_event_type = event.event_type.clone();
+            }
+        }
+        Some(activity)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;

@@ -14,8 +14,8 @@ use uuid::Uuid;
 use super::{
     consents::{ChannelValue, ConsentInput, ConsentNode, ConsentStatusValue},
     error::{GqlError, GqlResult, parse_arg},
-    events::EventNode,
-    loaders::group_by_contact,
+    events::{ActivityNode, EventNode},
+    loaders::{activity_by_contact, group_by_contact},
     loaders_of, page_cost,
     pagination::{PageArgs, connection, page_request},
     request_of, services_of,
@@ -141,6 +141,12 @@ impl ContactNode {
         let page =
             services_of(ctx)?.consent_history(self.0.id, purpose.as_ref(), channel.map(Into::into), &request).await?;
         Ok(connection(page, &request, |change| change.id, ConsentNode))
+    }
+
+    /// When the contact was last seen, from its events; null until its first event.
+    #[graphql(guard = "Allow::to(Permission::ProfilesRead)")]
+    async fn activity(&self, ctx: &Context<'_>) -> GqlResult<Option<ActivityNode>> {
+        Ok(loaders_of(ctx)?.activity.load_one(self.0.id).await?.flatten().map(ActivityNode))
     }
 
     /// Behavioural events of this contact, newest first.
@@ -459,7 +465,9 @@ async fn prime_loaders(ctx: &Context<'_>, contacts: &[Contact], selects: impl Fn
         async { if selects("consents") { services.current_consents(&ids).await.map(Some) } else { Ok(None) } };
     let subscriptions =
         async { if selects("topics") { services.subscriptions(&ids).await.map(Some) } else { Ok(None) } };
-    let (consents, subscriptions) = futures_util::try_join!(consents, subscriptions)?;
+    let activity =
+        async { if selects("activity") { services.contact_activity(&ids).await.map(Some) } else { Ok(None) } };
+    let (consents, subscriptions, activity) = futures_util::try_join!(consents, subscriptions, activity)?;
     let loaders = loaders_of(ctx)?;
     if let Some(consents) = consents {
         loaders.consents.feed_many(group_by_contact(&ids, consents, |consent| consent.contact_id)).await;
@@ -469,6 +477,9 @@ async fn prime_loaders(ctx: &Context<'_>, contacts: &[Contact], selects: impl Fn
             .subscriptions
             .feed_many(group_by_contact(&ids, subscriptions, |(subscription, _)| subscription.contact_id))
             .await;
+    }
+    if let Some(activity) = activity {
+        loaders.activity.feed_many(activity_by_contact(&ids, activity)).await;
     }
     Ok(())
 }

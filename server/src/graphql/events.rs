@@ -13,13 +13,10 @@ use super::{
     request_of, services_of,
 };
 use crate::{
-    domain::{
-        event::{Event, EventProperties, EventType, IdempotencyKey},
-        key::Key,
-    },
+    domain::event::{ContactActivity, Event, IdempotencyKey},
     service::{
         self,
-        events::{MAX_EVENTS_PER_CALL, NewEvent, Tracked},
+        events::{MAX_EVENTS_PER_CALL, NewEvent, RawEvent, Tracked},
     },
 };
 
@@ -54,6 +51,27 @@ impl EventNode {
 
     async fn idempotency_key(&self) -> Option<&str> {
         self.0.idempotency_key.as_ref().map(IdempotencyKey::as_str)
+    }
+}
+
+pub struct ActivityNode(pub ContactActivity);
+
+/// What a contact's events say about when it was last active.
+#[Object(name = "ContactActivity")]
+impl ActivityNode {
+    /// When its newest event occurred (by `occurredAt`, not by arrival).
+    async fn last_seen_at(&self) -> DateTime<Utc> {
+        self.0.last_seen_at
+    }
+
+    /// The type of that newest event.
+    async fn last_event_type(&self) -> &str {
+        self.0.last_event_type.as_str()
+    }
+
+    /// How many events are stored for the contact.
+    async fn event_count(&self) -> i64 {
+        self.0.event_count
     }
 }
 
@@ -147,7 +165,6 @@ impl EventMutation {
 }
 
 fn parse_event(input: TrackEventInput) -> service::Result<NewEvent> {
-    let invalid = |field: &str, error: &dyn std::fmt::Display| service::Error::validation(field, error);
     let contact = input.contact.parse("contact").map_err(|error| {
         let field = error.field().unwrap_or("contact");
         // The lookup's message already begins with the field, and the item error prefixes it
@@ -155,17 +172,12 @@ fn parse_event(input: TrackEventInput) -> service::Result<NewEvent> {
         let reason = error.message().strip_prefix(&format!("{field}: ")).unwrap_or(error.message());
         service::Error::validation(field, reason)
     })?;
-    Ok(NewEvent {
+    NewEvent::parse(RawEvent {
         contact,
-        event_type: EventType::parse(&input.event_type).map_err(|error| invalid("type", &error))?,
-        properties: EventProperties::parse(input.properties.map_or(Value::Object(Map::new()), |Json(value)| value))
-            .map_err(|error| invalid("properties", &error))?,
+        event_type: input.event_type,
+        properties: input.properties.map(|Json(value)| value),
         occurred_at: input.occurred_at,
-        source: Key::parse(input.source.as_deref().unwrap_or("api")).map_err(|error| invalid("source", &error))?,
-        idempotency_key: input
-            .idempotency_key
-            .map(|raw| IdempotencyKey::parse(&raw))
-            .transpose()
-            .map_err(|error| invalid("idempotencyKey", &error))?,
+        source: input.source,
+        idempotency_key: input.idempotency_key,
     })
 }

@@ -16,6 +16,7 @@ use crate::{
         consent::ConsentChange,
         contact::ContactId,
         email::CheckedVersion,
+        event::ContactActivity,
         topic::{Topic, TopicSubscription},
     },
     service::Services,
@@ -25,6 +26,7 @@ pub struct Loaders {
     pub consents: DataLoader<ConsentsOfContact, HashMapCache>,
     pub subscriptions: DataLoader<SubscriptionsOfContact, HashMapCache>,
     pub email_versions: DataLoader<EmailVersions, HashMapCache>,
+    pub activity: DataLoader<ActivityOfContact, HashMapCache>,
 }
 
 impl Loaders {
@@ -42,6 +44,11 @@ impl Loaders {
             ),
             email_versions: DataLoader::with_cache(
                 EmailVersions(services.clone()),
+                tokio::spawn,
+                HashMapCache::default(),
+            ),
+            activity: DataLoader::with_cache(
+                ActivityOfContact(services.clone()),
                 tokio::spawn,
                 HashMapCache::default(),
             ),
@@ -95,4 +102,27 @@ impl Loader<(Uuid, i32)> for EmailVersions {
         let versions = self.0.email_versions(keys).await?;
         Ok(versions.into_iter().map(|checked| ((checked.version.email_id, checked.version.version), checked)).collect())
     }
+}
+
+pub struct ActivityOfContact(Services);
+
+impl Loader<ContactId> for ActivityOfContact {
+    type Value = Option<ContactActivity>;
+    type Error = GqlError;
+
+    async fn load(&self, keys: &[ContactId]) -> Result<HashMap<ContactId, Self::Value>, Self::Error> {
+        Ok(activity_by_contact(keys, self.0.contact_activity(keys).await?))
+    }
+}
+
+/// Every key gets an entry, none for a contact without events (see `group_by_contact`).
+pub fn activity_by_contact(
+    keys: &[ContactId],
+    activity: Vec<ContactActivity>,
+) -> HashMap<ContactId, Option<ContactActivity>> {
+    let mut by_contact: HashMap<ContactId, Option<ContactActivity>> = keys.iter().map(|key| (*key, None)).collect();
+    for entry in activity {
+        by_contact.insert(entry.contact_id, Some(entry));
+    }
+    by_contact
 }

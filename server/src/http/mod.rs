@@ -5,6 +5,7 @@
 
 mod auth;
 pub mod error;
+mod events;
 mod forms;
 mod graphiql;
 mod graphql;
@@ -90,6 +91,7 @@ pub fn router(state: AppState) -> Router {
         .route("/assets/preferences.js", get(pages::preferences_script))
         .route("/preferences", get(preferences::manage).post(preferences::request_link))
         .route("/forms/{key}", axum::routing::post(forms::submit))
+        .route("/v1/events", axum::routing::post(events::ingest))
         .route("/confirm/{token}", get(forms::show_confirmation).post(forms::confirm))
         .route("/preferences/{token}", get(preferences::show).post(preferences::save))
         .fallback(|| async { ApiError::not_found() })

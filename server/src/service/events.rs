@@ -1,8 +1,10 @@
 //! Tracking behavioural events in batches: every event gets its own outcome, a bad one never
-//! stops the good ones, and a repeated idempotency key stores nothing new.
+//! stops the good ones, and a repeated idempotency key stores nothing new. The events of a batch,
+//! their audit entry and their contacts' activity are written set-wise in one transaction; the
+//! contact changes some events carry ("identify") are written before it, one contact at a time.
 
 use crate::domain::page::{Page, PageRequest};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use tracing::instrument;
@@ -10,18 +12,26 @@ use uuid::Uuid;
 
 use serde_json::Value;
 
-use super::{Error, RequestContext, Result, Services};
+use super::{
+    Error, RequestContext, Result, Services,
+    contacts::{ContactChanges, UpsertKey},
+};
 use crate::{
     audit::{self, Changes},
     domain::{
+        Change,
+        access::Permission,
         contact::{ContactId, ContactRef},
-        event::{Event, EventProperties, EventType, IdempotencyKey, TimelineKey},
+        event::{ContactActivity, Event, EventProperties, EventType, IdempotencyKey, TimelineKey},
         key::Key,
     },
     store::{self, events::Insertion},
 };
 
+/// Events per `trackEvents` call: GraphQL answers with one object per event.
 pub const MAX_EVENTS_PER_CALL: usize = 1_000;
+/// Events per request to the batch API (`POST /v1/events`).
+pub const MAX_EVENTS_PER_REQUEST: usize = 10_000;
 
 #[derive(Debug, Clone)]
 pub struct NewEvent {
@@ -39,6 +49,52 @@ pub enum Tracked {
     Duplicate(Uuid),
 }
 
+/// An event's fields as a caller sent them, before parsing; shared by the edges that take events.
+pub struct RawEvent {
+    pub contact: ContactRef,
+    pub event_type: String,
+    pub properties: Option<Value>,
+    pub occurred_at: Option<DateTime<Utc>>,
+    /// Defaults to "api".
+    pub source: Option<String>,
+    pub idempotency_key: Option<String>,
+}
+
+impl NewEvent {
+    /// Parses the fields of `raw`, naming the first one that does not parse as the caller spells it.
+    pub fn parse(raw: RawEvent) -> Result<Self> {
+        let invalid = |field: &str, error: &dyn std::fmt::Display| Error::validation(field, error);
+        Ok(Self {
+            contact: raw.contact,
+            event_type: EventType::parse(&raw.event_type).map_err(|error| invalid("type", &error))?,
+            properties: EventProperties::parse(raw.properties.unwrap_or_else(|| Value::Object(Default::default())))
+                .map_err(|error| invalid("properties", &error))?,
+            occurred_at: raw.occurred_at,
+            source: Key::parse(raw.source.as_deref().unwrap_or("api")).map_err(|error| invalid("source", &error))?,
+            idempotency_key: raw
+                .idempotency_key
+                .map(|key| IdempotencyKey::parse(&key))
+                .transpose()
+                .map_err(|error| invalid("idempotencyKey", &error))?,
+        })
+    }
+}
+
+/// An event for the batch API, with the changes to its contact that came with it.
+#[derive(Debug, Clone)]
+pub struct IngestEvent {
+    pub event: NewEvent,
+    pub identify: Option<ContactChanges>,
+}
+
+/// What becomes of an event whose contact reference names no contact.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MissingContacts {
+    Reject,
+    /// Create the contact from its external id or email (a reference by id cannot create one).
+    Create,
+}
+
 impl Services {
     /// Stores the events that can be stored, in one transaction, and says for each what became
     /// of it, in the order given. Items that failed to parse at the edge pass through as errors.
@@ -52,6 +108,185 @@ impl Services {
             return Err(Error::validation("events", format!("at most {MAX_EVENTS_PER_CALL} events per call")));
         }
         let now = self.now();
+        let batch = batch.into_iter().map(|item| item.and_then(|event| checked_time(event, now))).collect();
+        self.record_events(ctx, batch, now).await
+    }
+
+    /// The batch API: like `track_events`, for up to `MAX_EVENTS_PER_REQUEST` events, which may
+    /// carry contact changes and may name contacts that do not exist yet. Contact changes need
+    /// `profiles:write` as well; an item whose changes are refused or invalid is rejected alone.
+    /// An event is checked before its contact is written, and an event already stored (by its
+    /// idempotency key) writes nothing, so a rejected or repeated item changes no contact.
+    #[instrument(skip_all, fields(request_id = %ctx.request_id, events = batch.len()))]
+    pub async fn ingest_events(
+        &self,
+        ctx: &RequestContext,
+        batch: Vec<Result<IngestEvent>>,
+        missing: MissingContacts,
+    ) -> Result<Vec<Result<Tracked>>> {
+        self.require(ctx, Permission::EventsWrite)?;
+        if missing == MissingContacts::Create {
+            self.require(ctx, Permission::ProfilesWrite)?;
+        }
+        if batch.len() > MAX_EVENTS_PER_REQUEST {
+            return Err(Error::validation("events", format!("at most {MAX_EVENTS_PER_REQUEST} events per request")));
+        }
+        let now = self.now();
+        let mut settled: Vec<Option<Result<Tracked>>> = Vec::with_capacity(batch.len());
+        let mut pending: Vec<IngestEvent> = Vec::new();
+        let mut pending_positions: Vec<usize> = Vec::new();
+        for (position, item) in batch.into_iter().enumerate() {
+            match item.and_then(|item| Ok(IngestEvent { event: checked_time(item.event, now)?, ..item })) {
+                Ok(item) => {
+                    settled.push(None);
+                    pending.push(item);
+                    pending_positions.push(position);
+                }
+                Err(error) => settled.push(Some(Err(error))),
+            }
+        }
+        let written = if missing == MissingContacts::Create || pending.iter().any(|item| item.identify.is_some()) {
+            self.write_contacts(ctx, &mut pending, missing).await?
+        } else {
+            pending.iter().map(|_| None).collect()
+        };
+        let mut to_record = Vec::with_capacity(pending.len());
+        let mut record_positions = Vec::with_capacity(pending.len());
+        for ((position, item), outcome) in pending_positions.into_iter().zip(pending).zip(written) {
+            match outcome {
+                Some(outcome) => settled[position] = Some(outcome),
+                None => {
+                    to_record.push(Ok(item.event));
+                    record_positions.push(position);
+                }
+            }
+        }
+        let recorded = self.record_events(ctx, to_record, now).await?;
+        for (position, outcome) in record_positions.into_iter().zip(recorded) {
+            settled[position] = Some(outcome);
+        }
+        Ok(settled.into_iter().map(|outcome| outcome.unwrap_or_else(|| Err(missing_outcome()))).collect())
+    }
+
+    /// Applies the contact changes of these events and creates their missing contacts (if asked
+    /// to), in order, and points each event written for at its contact by id. Returns, per event,
+    /// its final outcome when it will not be recorded (its write was refused, or it is already
+    /// stored), else none.
+    async fn write_contacts(
+        &self,
+        ctx: &RequestContext,
+        items: &mut [IngestEvent],
+        missing: MissingContacts,
+    ) -> Result<Vec<Option<Result<Tracked>>>> {
+        let references: Vec<ContactRef> = items.iter().map(|item| item.event.contact.clone()).collect();
+        let known = store::contacts::resolve(self.db.connection(), self.db.keys()?, &references).await?;
+        let writes = |item: &IngestEvent| {
+            item.identify.is_some() || (missing == MissingContacts::Create && !known.contains_key(&item.event.contact))
+        };
+        let keyed: Vec<(&Key, &IdempotencyKey)> = items
+            .iter()
+            .filter(|item| writes(item))
+            .filter_map(|item| item.event.idempotency_key.as_ref().map(|key| (&item.event.source, key)))
+            .collect();
+        let stored = store::events::stored_ids(self.db.connection(), &keyed).await?;
+        let may_change_profiles = ctx.actor.may(Permission::ProfilesWrite);
+        let mut seen_keys: HashSet<(Key, IdempotencyKey)> = HashSet::new();
+        let mut created: HashMap<ContactRef, ContactId> = HashMap::new();
+        let mut outcomes = Vec::with_capacity(items.len());
+        for item in items.iter_mut() {
+            let batch_key = item.event.idempotency_key.clone().map(|key| (item.event.source.clone(), key));
+            // A later event with the key of an earlier one is its duplicate: it writes nothing.
+            let repeated = batch_key.as_ref().is_some_and(|key| !seen_keys.insert(key.clone()));
+            if repeated || !writes(item) {
+                outcomes.push(None);
+                continue;
+            }
+            if let Some(id) = batch_key.as_ref().and_then(|key| stored.get(key)) {
+                outcomes.push(Some(Ok(Tracked::Duplicate(*id))));
+                continue;
+            }
+            if item.identify.is_some() && !may_change_profiles {
+                outcomes.push(Some(Err(Error::Forbidden)));
+                continue;
+            }
+            let reference = item.event.contact.clone();
+            let existing = known.get(&reference).or_else(|| created.get(&reference)).copied();
+            let written = match (existing, item.identify.take()) {
+                (Some(id), None) => Ok(id),
+                (Some(id), Some(changes)) => self.identify(ctx, id, changes).await,
+                (None, changes) => {
+                    self.create_contact(ctx, &reference, changes.unwrap_or_default()).await.inspect(|id| {
+                        created.insert(reference.clone(), *id);
+                    })
+                }
+            };
+            match written {
+                Ok(id) => {
+                    item.event.contact = ContactRef::Id(id);
+                    outcomes.push(None);
+                }
+                Err(error) => outcomes.push(Some(Err(error.within("identify")))),
+            }
+        }
+        Ok(outcomes)
+    }
+
+    /// Applies `changes` to an existing contact, reading it afresh if another writer changed it
+    /// between our read and our write.
+    async fn identify(&self, ctx: &RequestContext, id: ContactId, changes: ContactChanges) -> Result<ContactId> {
+        let mut attempts_left = 3;
+        loop {
+            attempts_left -= 1;
+            let current = self.find_contact(&ContactRef::Id(id)).await?.ok_or(Error::NotFound { what: "contact" })?;
+            match self.update_contact(ctx, id, current.version, changes.clone()).await {
+                Err(Error::Conflict { field: Some(field), .. }) if field == "expectedVersion" && attempts_left > 0 => {}
+                outcome => return outcome.map(|contact| contact.id),
+            }
+        }
+    }
+
+    /// Creates the contact `reference` names, with `changes`. The reference is the contact's key,
+    /// so changes that would give it another one are refused rather than silently dropped.
+    async fn create_contact(
+        &self,
+        ctx: &RequestContext,
+        reference: &ContactRef,
+        changes: ContactChanges,
+    ) -> Result<ContactId> {
+        let key = match reference {
+            ContactRef::Id(_) => return Err(Error::NotFound { what: "contact" }),
+            ContactRef::ExternalId(external_id) => {
+                if !matches!(&changes.external_id, Change::Keep)
+                    && changes.external_id != Change::Set(external_id.clone())
+                {
+                    return Err(Error::validation(
+                        "externalId",
+                        "differs from the external id the new contact is created by",
+                    ));
+                }
+                UpsertKey::ExternalId(external_id.clone())
+            }
+            ContactRef::Email(email) => {
+                if !matches!(&changes.email, Change::Keep) && changes.email != Change::Set(email.clone()) {
+                    return Err(Error::validation(
+                        "email",
+                        "differs from the email address the new contact is created by",
+                    ));
+                }
+                UpsertKey::Email(email.clone())
+            }
+        };
+        Ok(self.upsert_contact(ctx, key, changes).await?.contact.id)
+    }
+
+    /// Stores the events that can be stored, with their audit entry and their contacts' activity,
+    /// in one transaction. Items that failed earlier pass through as errors.
+    async fn record_events(
+        &self,
+        ctx: &RequestContext,
+        batch: Vec<Result<NewEvent>>,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Result<Tracked>>> {
         let tx = self.db.begin_write().await?;
         let references: Vec<ContactRef> =
             batch.iter().filter_map(|item| item.as_ref().ok().map(|event| event.contact.clone())).collect();
@@ -64,7 +299,7 @@ impl Services {
         let mut first_with_key: HashMap<(Key, IdempotencyKey), usize> = HashMap::new();
         let mut duplicates_in_batch: Vec<(usize, usize)> = Vec::new();
         for (position, item) in batch.into_iter().enumerate() {
-            let event = match item.and_then(|event| prepare(event, &contacts, now)) {
+            let event = match item.and_then(|event| with_contact(event, &contacts, now)) {
                 Ok(event) => event,
                 Err(error) => {
                     outcomes.push(Some(Err(error)));
@@ -86,6 +321,14 @@ impl Services {
         }
 
         let insertions = store::events::insert_all(&tx, &to_insert).await?;
+        let mut created_by_contact: HashMap<ContactId, Vec<&Event>> = HashMap::new();
+        for (event, insertion) in to_insert.iter().zip(&insertions) {
+            if matches!(insertion, Insertion::Created(_)) {
+                created_by_contact.entry(event.contact_id).or_default().push(event);
+            }
+        }
+        let activity: Vec<ContactActivity> = created_by_contact.into_values().filter_map(ContactActivity::of).collect();
+        store::events::record_activity(&tx, &activity).await?;
         // One entry per batch, with counts: events are facts about contacts rather than changes
         // made by the caller, and one entry per event would double every insert.
         let created = insertions.iter().filter(|insertion| matches!(insertion, Insertion::Created(_))).count();
@@ -114,13 +357,16 @@ impl Services {
         for (position, first) in duplicates_in_batch {
             outcomes[position] = stored_ids.get(&first).map(|id| Ok(Tracked::Duplicate(*id)));
         }
-        let results: Vec<Result<Tracked>> = outcomes
-            .into_iter()
-            .map(|outcome| outcome.unwrap_or_else(|| Err(Error::Internal(anyhow::anyhow!("event outcome missing")))))
-            .collect();
+        let results: Vec<Result<Tracked>> =
+            outcomes.into_iter().map(|outcome| outcome.unwrap_or_else(|| Err(missing_outcome()))).collect();
         let created = results.iter().filter(|result| matches!(result, Ok(Tracked::Created(_)))).count();
         tracing::info!(created, "events tracked");
         Ok(results)
+    }
+
+    /// When these contacts were last seen; contacts without events are left out.
+    pub async fn contact_activity(&self, ids: &[ContactId]) -> Result<Vec<ContactActivity>> {
+        Ok(store::events::activity_of(self.db.connection(), ids).await?)
     }
 
     pub async fn event_timeline(
@@ -133,18 +379,27 @@ impl Services {
     }
 }
 
-fn prepare(event: NewEvent, contacts: &HashMap<ContactRef, ContactId>, now: DateTime<Utc>) -> Result<Event> {
-    let contact_id = *contacts.get(&event.contact).ok_or(Error::NotFound { what: "contact" })?;
+fn missing_outcome() -> Error {
+    Error::Internal(anyhow::anyhow!("event outcome missing"))
+}
+
+/// The event with its time settled: now when it came without one, never in the future.
+fn checked_time(event: NewEvent, now: DateTime<Utc>) -> Result<NewEvent> {
     let occurred_at = event.occurred_at.unwrap_or(now);
     if occurred_at > now + crate::domain::CLOCK_SKEW {
         return Err(Error::validation("occurredAt", "lies in the future"));
     }
+    Ok(NewEvent { occurred_at: Some(crate::domain::at_storage_precision(occurred_at)), ..event })
+}
+
+fn with_contact(event: NewEvent, contacts: &HashMap<ContactRef, ContactId>, now: DateTime<Utc>) -> Result<Event> {
+    let contact_id = *contacts.get(&event.contact).ok_or(Error::NotFound { what: "contact" })?;
     Ok(Event {
         id: Uuid::now_v7(),
         contact_id,
         event_type: event.event_type,
         properties: event.properties,
-        occurred_at: crate::domain::at_storage_precision(occurred_at),
+        occurred_at: event.occurred_at.unwrap_or(now),
         received_at: now,
         source: event.source,
         idempotency_key: event.idempotency_key,

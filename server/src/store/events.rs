@@ -1,20 +1,23 @@
-//! Behavioural events. Inserts are set-wise and idempotent: a row whose (source, idempotency
-//! key) already exists is skipped by the database itself, so concurrent retries cannot store an
-//! event twice.
+//! Behavioural events and the contact activity they add up to. Inserts are set-wise and
+//! idempotent: a row whose (source, idempotency key) already exists is skipped by the database
+//! itself, so concurrent retries cannot store an event twice. Activity is upserted once per batch.
 
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use sea_orm::{
     ColumnTrait, Condition, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
-    sea_query::{OnConflict, Query},
+    sea_query::{Expr, OnConflict, Query},
 };
 use uuid::Uuid;
 
-use super::{StoreError, StoreResult, entity::event as entity};
+use super::{
+    StoreError, StoreResult,
+    entity::{contact_activity as activity, event as entity},
+};
 use crate::domain::{
     contact::ContactId,
-    event::{Event, EventProperties, EventType, IdempotencyKey, TimelineKey},
+    event::{ContactActivity, Event, EventProperties, EventType, IdempotencyKey, TimelineKey},
     key::Key,
     page::{Direction, Page, PageRequest},
 };
@@ -68,35 +71,43 @@ pub async fn insert_all(conn: &impl ConnectionTrait, events: &[Event]) -> StoreR
             created.insert(row.try_get::<Uuid>("", "id")?);
         }
     }
-    let skipped: Vec<&Event> = events.iter().filter(|event| !created.contains(&event.id)).collect();
-    let existing = existing_ids(conn, &skipped).await?;
+    // Only an event with an idempotency key can be skipped by the conflict clause.
+    let skipped: Vec<(&Key, &IdempotencyKey)> = events
+        .iter()
+        .filter(|event| !created.contains(&event.id))
+        .filter_map(|event| event.idempotency_key.as_ref().map(|key| (&event.source, key)))
+        .collect();
+    let existing = stored_ids(conn, &skipped).await?;
     events
         .iter()
         .map(|event| {
             if created.contains(&event.id) {
                 return Ok(Insertion::Created(event.id));
             }
-            let key = (event.source.as_str().to_owned(), event.idempotency_key.as_ref().map(|k| k.as_str().to_owned()));
-            existing
-                .get(&key)
+            event
+                .idempotency_key
+                .as_ref()
+                .and_then(|key| existing.get(&(event.source.clone(), key.clone())))
                 .map(|id| Insertion::Duplicate(*id))
                 .ok_or(StoreError::Corrupt { table: "event", column: "idempotency_key" })
         })
         .collect()
 }
 
-async fn existing_ids(
+/// The ids of the stored events with these (source, idempotency key) pairs; pairs not stored are
+/// missing from the map.
+pub async fn stored_ids(
     conn: &impl ConnectionTrait,
-    events: &[&Event],
-) -> StoreResult<HashMap<(String, Option<String>), Uuid>> {
+    keys: &[(&Key, &IdempotencyKey)],
+) -> StoreResult<HashMap<(Key, IdempotencyKey), Uuid>> {
     let mut existing = HashMap::new();
-    for chunk in events.chunks(ROWS_PER_STATEMENT) {
+    for chunk in keys.chunks(ROWS_PER_STATEMENT) {
         let mut any_of = Condition::any();
-        for event in chunk {
+        for (source, key) in chunk {
             any_of = any_of.add(
                 Condition::all()
-                    .add(entity::Column::Source.eq(event.source.as_str()))
-                    .add(entity::Column::IdempotencyKey.eq(event.idempotency_key.as_ref().map(|key| key.as_str()))),
+                    .add(entity::Column::Source.eq(source.as_str()))
+                    .add(entity::Column::IdempotencyKey.eq(key.as_str())),
             );
         }
         let rows: Vec<(Uuid, String, Option<String>)> = entity::Entity::find()
@@ -107,10 +118,88 @@ async fn existing_ids(
             .all(conn)
             .await?;
         for (id, source, key) in rows {
+            let source = Key::parse(&source).map_err(|_| StoreError::Corrupt { table: "event", column: "source" })?;
+            let key = key
+                .map(|key| IdempotencyKey::parse(&key))
+                .transpose()
+                .ok()
+                .flatten()
+                .ok_or(StoreError::Corrupt { table: "event", column: "idempotency_key" })?;
             existing.insert((source, key), id);
         }
     }
     Ok(existing)
+}
+
+/// Adds newly stored events to their contacts' activity, one statement per `ROWS_PER_STATEMENT`
+/// contacts. `additions` holds at most one entry per contact (PostgreSQL refuses to update one
+/// row twice in a statement).
+pub async fn record_activity(conn: &impl ConnectionTrait, additions: &[ContactActivity]) -> StoreResult<()> {
+    // Ties go to the batch: of two events at the same instant, the later-received one is last.
+    let newer = "excluded.last_seen_at >= contact_activity.last_seen_at";
+    for chunk in additions.chunks(ROWS_PER_STATEMENT) {
+        let mut upsert = Query::insert();
+        upsert
+            .into_table(activity::Entity)
+            .columns([
+                activity::Column::ContactId,
+                activity::Column::LastSeenAt,
+                activity::Column::LastEventType,
+                activity::Column::EventCount,
+            ])
+            .on_conflict(
+                OnConflict::column(activity::Column::ContactId)
+                    .value(
+                        activity::Column::LastSeenAt,
+                        Expr::cust(format!(
+                            "CASE WHEN {newer} THEN excluded.last_seen_at ELSE contact_activity.last_seen_at END"
+                        )),
+                    )
+                    .value(
+                        activity::Column::LastEventType,
+                        Expr::cust(format!(
+                            "CASE WHEN {newer} THEN excluded.last_event_type ELSE contact_activity.last_event_type END"
+                        )),
+                    )
+                    .value(
+                        activity::Column::EventCount,
+                        Expr::cust("contact_activity.event_count + excluded.event_count"),
+                    )
+                    .to_owned(),
+            );
+        for addition in chunk {
+            upsert.values_panic([
+                addition.contact_id.as_uuid().into(),
+                addition.last_seen_at.into(),
+                addition.last_event_type.as_str().into(),
+                addition.event_count.into(),
+            ]);
+        }
+        conn.execute(&upsert).await?;
+    }
+    Ok(())
+}
+
+/// The activity of these contacts; contacts without events have none.
+pub async fn activity_of(conn: &impl ConnectionTrait, ids: &[ContactId]) -> StoreResult<Vec<ContactActivity>> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    activity::Entity::find()
+        .filter(activity::Column::ContactId.is_in(ids.iter().map(|id| id.as_uuid())))
+        .all(conn)
+        .await?
+        .into_iter()
+        .map(|row| {
+            Ok(ContactActivity {
+                contact_id: ContactId::from_uuid(row.contact_id),
+                last_seen_at: row.last_seen_at,
+                last_event_type: EventType::parse(&row.last_event_type)
+                    .map_err(|_| StoreError::Corrupt { table: "contact_activity", column: "last_event_type" })?,
+                event_count: row.event_count,
+            })
+        })
+        .collect()
 }
 
 pub async fn timeline(

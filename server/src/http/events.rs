@@ -1,0 +1,317 @@
+//! `POST /v1/events`, the batch event API: a JSON array or NDJSON of events, each answered in
+//! order with its own result. What is wrong with the request as a whole (credentials, media type,
+//! size, a body that is not a JSON array) refuses it with an HTTP error; what is wrong with one
+//! event rejects that event alone, so items are parsed here one by one, never as one typed array.
+
+use std::net::SocketAddr;
+
+use axum::{
+    Json,
+    body::{Body, to_bytes},
+    extract::{ConnectInfo, RawQuery, State},
+    http::{HeaderMap, HeaderValue, StatusCode, header},
+    response::{IntoResponse, Response},
+};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use uuid::Uuid;
+
+use super::{AppState, error::ApiError, page_context};
+use crate::{
+    domain::{
+        Change,
+        contact::{
+            ContactId, ContactRef, CountryCode, EmailAddress, ExternalId, Locale, PersonName, PhoneNumber, TimeZone,
+        },
+    },
+    graphql::error::{Code, GqlError},
+    service::{
+        self, Actor, Error,
+        contacts::ContactChanges,
+        events::{IngestEvent, MAX_EVENTS_PER_REQUEST, MissingContacts, NewEvent, RawEvent, Tracked},
+    },
+};
+
+/// Room for 10,000 events of about 3 KB each; an event's properties alone may take 32 KB, so a
+/// request of large events has to be split into several.
+pub const MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
+
+const NDJSON: &str = "application/x-ndjson";
+
+pub async fn ingest(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let actor = match state.authenticator.authenticate(&state.services, &headers).await {
+        Ok(Actor::Anonymous) => return unauthenticated(),
+        Ok(actor) => actor,
+        Err(Error::Unauthenticated) => return unauthenticated(),
+        Err(error) => return ApiError::from(error).into_response(),
+    };
+    let missing = match missing_contacts(query.as_deref()) {
+        Ok(missing) => missing,
+        Err(message) => return bad_request(message),
+    };
+    let ndjson = match media_type(&headers) {
+        Some(ndjson) => ndjson,
+        None => {
+            return ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                Code::BadUserInput,
+                format!("send application/json (an array of events) or {NDJSON} (one event per line)"),
+            )
+            .into_response();
+        }
+    };
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            Code::BadUserInput,
+            format!("the body exceeds {MAX_BODY_BYTES} bytes; send the events in several requests"),
+        )
+        .into_response()
+    };
+    let announced = headers.get(header::CONTENT_LENGTH).and_then(|value| value.to_str().ok()?.parse::<usize>().ok());
+    if announced.is_some_and(|length| length > MAX_BODY_BYTES) {
+        return too_large();
+    }
+    let Ok(bytes) = to_bytes(body, MAX_BODY_BYTES).await else {
+        return too_large();
+    };
+    let items = match if ndjson { ndjson_items(&bytes) } else { array_items(&bytes) } {
+        Ok(items) => items,
+        Err(message) => return bad_request(message),
+    };
+    if items.len() > MAX_EVENTS_PER_REQUEST {
+        return ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            Code::BadUserInput,
+            format!("at most {MAX_EVENTS_PER_REQUEST} events per request; this one has {}", items.len()),
+        )
+        .into_response();
+    }
+    let batch: Vec<service::Result<IngestEvent>> = items.into_iter().map(|item| item.and_then(parse_event)).collect();
+    let ctx = page_context(actor, peer, &headers);
+    match state.services.ingest_events(&ctx, batch, missing).await {
+        Ok(outcomes) => Json(Answer::new(outcomes)).into_response(),
+        Err(error) => ApiError::from(error).into_response(),
+    }
+}
+
+fn unauthenticated() -> Response {
+    let mut response =
+        ApiError::new(StatusCode::UNAUTHORIZED, Code::Unauthenticated, "authentication required").into_response();
+    response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    response
+}
+
+fn bad_request(message: impl Into<String>) -> Response {
+    ApiError::new(StatusCode::BAD_REQUEST, Code::BadUserInput, message).into_response()
+}
+
+/// `?createContacts=true` creates the contacts that events name by external id or email and
+/// that do not exist yet; without it such events are rejected as NOT_FOUND.
+fn missing_contacts(query: Option<&str>) -> Result<MissingContacts, String> {
+    let mut missing = MissingContacts::Reject;
+    for (name, value) in url::form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
+        match (name.as_ref(), value.as_ref()) {
+            ("createContacts", "true") => missing = MissingContacts::Create,
+            ("createContacts", "false") => missing = MissingContacts::Reject,
+            ("createContacts", _) => return Err("createContacts must be true or false".to_owned()),
+            (other, _) => return Err(format!("unknown query parameter {other:?}")),
+        }
+    }
+    Ok(missing)
+}
+
+/// Whether the body is NDJSON (else a JSON array); none for any other media type.
+fn media_type(headers: &HeaderMap) -> Option<bool> {
+    let value = headers.get(header::CONTENT_TYPE)?.to_str().ok()?;
+    let essence = value.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+    match essence.as_str() {
+        "application/json" => Some(false),
+        NDJSON => Some(true),
+        _ => None,
+    }
+}
+
+fn array_items(body: &[u8]) -> Result<Vec<service::Result<Value>>, String> {
+    match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Array(items)) => Ok(items.into_iter().map(Ok).collect()),
+        Ok(_) => Err("the body must be a JSON array of events".to_owned()),
+        Err(error) => Err(format!("the body is not valid JSON: {error}")),
+    }
+}
+
+/// One item per non-blank line; a line that is not JSON rejects that item only, as each line
+/// stands on its own.
+fn ndjson_items(body: &[u8]) -> Result<Vec<service::Result<Value>>, String> {
+    let text = std::str::from_utf8(body).map_err(|_| "the body is not UTF-8".to_owned())?;
+    Ok(text
+        .lines()
+        .filter(|line| !line.trim().is_empty())
+        .map(|line| {
+            serde_json::from_str::<Value>(line)
+                .map_err(|error| Error::validation("event", format!("is not valid JSON: {error}")))
+        })
+        .collect())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct JsonEvent {
+    contact: RawContact,
+    #[serde(rename = "type")]
+    event_type: String,
+    properties: Option<Value>,
+    /// RFC 3339; defaults to the time of the request.
+    occurred_at: Option<String>,
+    /// The sending system; idempotency keys are unique per source. Defaults to "api".
+    source: Option<String>,
+    idempotency_key: Option<String>,
+    identify: Option<Map<String, Value>>,
+}
+
+/// Exactly one of the three.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawContact {
+    id: Option<String>,
+    external_id: Option<String>,
+    email: Option<String>,
+}
+
+fn parse_event(raw: Value) -> service::Result<IngestEvent> {
+    let raw: JsonEvent = serde_json::from_value(raw).map_err(|error| Error::validation("event", error))?;
+    let invalid = |field: &str, error: &dyn std::fmt::Display| Error::validation(field, error);
+    let contact = match (raw.contact.id, raw.contact.external_id, raw.contact.email) {
+        (Some(id), None, None) => ContactRef::Id(ContactId::from_uuid(
+            Uuid::parse_str(&id).map_err(|_| invalid("contact.id", &"is not a contact id"))?,
+        )),
+        (None, Some(external_id), None) => ContactRef::ExternalId(
+            ExternalId::parse(&external_id).map_err(|error| invalid("contact.externalId", &error))?,
+        ),
+        (None, None, Some(email)) => {
+            ContactRef::Email(EmailAddress::parse(&email).map_err(|error| invalid("contact.email", &error))?)
+        }
+        _ => return Err(invalid("contact", &"give exactly one of id, externalId and email")),
+    };
+    let occurred_at = raw
+        .occurred_at
+        .map(|raw| DateTime::parse_from_rfc3339(&raw).map(|at| at.with_timezone(&Utc)))
+        .transpose()
+        .map_err(|_| invalid("occurredAt", &"must be an RFC 3339 date-time such as 2026-01-31T12:00:00Z"))?;
+    let identify = raw.identify;
+    let event = NewEvent::parse(RawEvent {
+        contact,
+        event_type: raw.event_type,
+        properties: raw.properties,
+        occurred_at,
+        source: raw.source,
+        idempotency_key: raw.idempotency_key,
+    })?;
+    let identify = identify.map(identify_changes).transpose().map_err(|error| error.within("identify"))?;
+    Ok(IngestEvent { event, identify })
+}
+
+/// Contact changes as `upsertContact` takes them: a field left out is kept, `null` clears it,
+/// and custom fields go in `attributes` (checked against their definitions by the service).
+fn identify_changes(fields: Map<String, Value>) -> service::Result<ContactChanges> {
+    let mut changes = ContactChanges::default();
+    for (name, value) in fields {
+        match name.as_str() {
+            "externalId" => changes.external_id = change(&name, value, ExternalId::parse)?,
+            "email" => changes.email = change(&name, value, EmailAddress::parse)?,
+            "phone" => changes.phone = change(&name, value, PhoneNumber::parse)?,
+            "firstName" => changes.first_name = change(&name, value, PersonName::parse)?,
+            "lastName" => changes.last_name = change(&name, value, PersonName::parse)?,
+            "locale" => changes.locale = change(&name, value, Locale::parse)?,
+            "timeZone" => changes.time_zone = change(&name, value, TimeZone::parse)?,
+            "country" => changes.country = change(&name, value, CountryCode::parse)?,
+            "attributes" => {
+                changes.attributes = match value {
+                    Value::Null => Vec::new(),
+                    Value::Object(attributes) => attributes.into_iter().collect(),
+                    _ => return Err(Error::validation(name, "must be an object of field keys and values")),
+                }
+            }
+            _ => return Err(Error::validation(name, "is not a profile field; custom fields go in attributes")),
+        }
+    }
+    Ok(changes)
+}
+
+fn change<T, E: std::fmt::Display>(
+    field: &str,
+    value: Value,
+    parse: impl Fn(&str) -> Result<T, E>,
+) -> service::Result<Change<T>> {
+    match value {
+        Value::Null => Ok(Change::Clear),
+        Value::String(raw) => parse(&raw).map(Change::Set).map_err(|error| Error::validation(field, error)),
+        _ => Err(Error::validation(field, "must be a string or null")),
+    }
+}
+
+/// The answer to a request that was processed: counts, and one result per event in order.
+#[derive(Serialize)]
+struct Answer {
+    created: usize,
+    duplicates: usize,
+    rejected: usize,
+    results: Vec<ItemResult>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ItemResult {
+    index: usize,
+    status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    event_id: Option<Uuid>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<ItemError>,
+}
+
+#[derive(Serialize)]
+struct ItemError {
+    code: &'static str,
+    message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    field: Option<String>,
+}
+
+impl Answer {
+    fn new(outcomes: Vec<service::Result<Tracked>>) -> Self {
+        let mut answer = Self { created: 0, duplicates: 0, rejected: 0, results: Vec::with_capacity(outcomes.len()) };
+        for (index, outcome) in outcomes.into_iter().enumerate() {
+            let (status, event_id, error) = match outcome {
+                Ok(Tracked::Created(id)) => {
+                    answer.created += 1;
+                    ("created", Some(id), None)
+                }
+                Ok(Tracked::Duplicate(id)) => {
+                    answer.duplicates += 1;
+                    ("duplicate", Some(id), None)
+                }
+                Err(error) => {
+                    answer.rejected += 1;
+                    // The GraphQL mapping, so that an item is rejected in the same words there.
+                    let error = GqlError::from(error);
+                    let error = ItemError {
+                        code: error.code().as_str(),
+                        message: error.message().to_owned(),
+                        field: error.field().map(str::to_owned),
+                    };
+                    ("rejected", None, Some(error))
+                }
+            };
+            answer.results.push(ItemResult { index, status, event_id, error });
+        }
+        answer
+    }
+}
