@@ -87,13 +87,14 @@ fn quoted_printable(input: &[u8]) -> Vec<u8> {
             continue;
         }
         if LIMIT - out.on_line >= 3 && is_plain(byte) {
-            let longest = LIMIT - out.on_line - 2;
             let start = at - 1;
-            let run = input[start..].iter().take(longest).take_while(|&&byte| is_plain(byte)).count();
-            out.out.extend_from_slice(&input[start..start + run]);
-            out.on_line += run;
+            let end = input.len().min(start + LIMIT - out.on_line - 2);
+            while at < end && is_plain(input[at]) {
+                at += 1;
+            }
+            out.out.extend_from_slice(&input[start..at]);
+            out.on_line += at - start;
             out.backup = out.out.len();
-            at = start + run;
             continue;
         }
         out.escape(byte);
