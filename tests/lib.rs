@@ -6,6 +6,7 @@
 //! 127.0.0.1:5432 as user postgres). A missing PostgreSQL fails the tests; it never skips them.
 
 pub mod smtp;
+pub mod webhooks;
 
 use std::{
     path::PathBuf,

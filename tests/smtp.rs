@@ -217,6 +217,6 @@ pub fn dkim_private_key() -> String {
     std::fs::read_to_string(&path).unwrap_or_else(|error| panic!("reading {}: {error}", path.display()))
 }
 
-fn tests_dir() -> &'static Path {
+pub(crate) fn tests_dir() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }

@@ -16,6 +16,7 @@ mod m20261125_000010_signup_forms;
 mod m20261125_000011_contact_token_revocation;
 mod m20261125_000012_signup_form_fields;
 mod m20261125_000013_contact_activity;
+mod m20261125_000014_webhooks;
 
 pub struct Migrator;
 
@@ -36,6 +37,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261125_000011_contact_token_revocation::Migration),
             Box::new(m20261125_000012_signup_form_fields::Migration),
             Box::new(m20261125_000013_contact_activity::Migration),
+            Box::new(m20261125_000014_webhooks::Migration),
         ]
     }
 }

@@ -25,6 +25,35 @@ pub struct Settings {
     /// Requests carrying one `Authorization: Bearer` credential, whether valid or not.
     pub rate_limit_credential: RateLimit,
     pub mail: MailSettings,
+    pub webhooks: WebhookSettings,
+}
+
+/// How outbound webhooks are sent.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WebhookSettings {
+    /// Whether this process posts webhooks. Every process writes them; with several processes
+    /// on one database, some may be left to serve requests only.
+    pub deliver: bool,
+    /// Lets endpoints point at loopback, private and other internal addresses. Off by default:
+    /// an admin's URL must not reach the server's own network (SSRF).
+    pub allow_private_networks: bool,
+    /// The first wait of the retry schedule; the later ones are fixed multiples of it (see
+    /// `domain::webhook`), about three days in all with the default of 5 s.
+    pub retry_base: Duration,
+    /// How long a worker holds deliveries it took: after a crash, they wait this long for
+    /// another worker. Longer than a receiver may take to answer (15 s).
+    pub lease: Duration,
+}
+
+impl Default for WebhookSettings {
+    fn default() -> Self {
+        Self {
+            deliver: true,
+            allow_private_networks: false,
+            retry_base: Duration::from_secs(5),
+            lease: Duration::from_secs(60),
+        }
+    }
 }
 
 /// How the delivery worker sends. `Debug` leaves out nothing secret: the DKIM key is a path.
@@ -83,6 +112,7 @@ impl std::fmt::Debug for Settings {
             .field("rate_limit_ip", &self.rate_limit_ip)
             .field("rate_limit_credential", &self.rate_limit_credential)
             .field("mail", &self.mail)
+            .field("webhooks", &self.webhooks)
             .finish()
     }
 }
@@ -160,6 +190,7 @@ impl Default for Settings {
             rate_limit_ip: DEFAULT_RATE_LIMIT_IP,
             rate_limit_credential: DEFAULT_RATE_LIMIT_CREDENTIAL,
             mail: MailSettings::default(),
+            webhooks: WebhookSettings::default(),
         }
     }
 }
@@ -200,6 +231,10 @@ struct FileSettings {
     dkim_selector: Option<String>,
     dkim_domain: Option<String>,
     dkim_key_file: Option<String>,
+    webhook_delivery: Option<bool>,
+    webhook_allow_private_networks: Option<bool>,
+    webhook_retry_base_seconds: Option<f64>,
+    webhook_lease_seconds: Option<f64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -259,6 +294,7 @@ impl Settings {
 
         let defaults = Settings::default();
         let mail = mail_settings(&env, &file)?;
+        let webhooks = webhook_settings(&env, &file)?;
         let listen = match file.listen {
             Some(raw) => raw.parse().map_err(|_| ConfigError::Invalid {
                 key: "listen".to_owned(),
@@ -316,6 +352,7 @@ impl Settings {
         )?;
         Ok(Settings {
             mail,
+            webhooks,
             database_url,
             listen,
             public_url: file.public_url.unwrap_or(defaults.public_url),
@@ -383,6 +420,42 @@ fn number<T: std::str::FromStr + Copy>(
             .map_err(|_| ConfigError::Invalid { key: key.to_owned(), reason: format!("{raw:?} is not a number") }),
         None => Ok(from_file),
     }
+}
+
+fn webhook_settings(
+    env: &impl Fn(&str) -> Option<String>,
+    file: &FileSettings,
+) -> Result<WebhookSettings, ConfigError> {
+    let defaults = WebhookSettings::default();
+    let retry_base = number(env, "webhook_retry_base_seconds", file.webhook_retry_base_seconds)?.map_or(
+        Ok(defaults.retry_base),
+        |seconds| {
+            Duration::try_from_secs_f64(seconds)
+                .ok()
+                .filter(|base| !base.is_zero() && *base <= Duration::from_secs(3_600))
+                .ok_or_else(|| ConfigError::Invalid {
+                    key: "webhook_retry_base_seconds".to_owned(),
+                    reason: "must be above 0 and at most an hour".to_owned(),
+                })
+        },
+    )?;
+    let lease =
+        number(env, "webhook_lease_seconds", file.webhook_lease_seconds)?.map_or(Ok(defaults.lease), |seconds| {
+            Duration::try_from_secs_f64(seconds)
+                .ok()
+                .filter(|lease| *lease >= Duration::from_secs(1) && *lease <= Duration::from_secs(3_600))
+                .ok_or_else(|| ConfigError::Invalid {
+                    key: "webhook_lease_seconds".to_owned(),
+                    reason: "must be between 1 and 3600".to_owned(),
+                })
+        })?;
+    Ok(WebhookSettings {
+        lease,
+        deliver: number(env, "webhook_delivery", file.webhook_delivery)?.unwrap_or(defaults.deliver),
+        allow_private_networks: number(env, "webhook_allow_private_networks", file.webhook_allow_private_networks)?
+            .unwrap_or(defaults.allow_private_networks),
+        retry_base,
+    })
 }
 
 fn mail_settings(env: &impl Fn(&str) -> Option<String>, file: &FileSettings) -> Result<MailSettings, ConfigError> {

@@ -23,7 +23,7 @@ use crate::{
         message::Dkim,
         smtp::{Relay, SmtpPool},
     },
-    service::{self, Actor, RequestContext, Services, SystemClock, delivery::DeliveryWorker},
+    service::{self, Actor, RequestContext, Services, SystemClock, delivery::DeliveryWorker, webhooks::WebhookWorker},
     store::Database,
 };
 
@@ -40,6 +40,7 @@ pub struct Application {
     router: axum::Router,
     services: Services,
     delivery: Option<DeliveryWorker>,
+    webhooks: Option<WebhookWorker>,
 }
 
 impl Application {
@@ -69,10 +70,18 @@ impl Application {
             smtp_configured: settings.smtp_url.is_some(),
         };
         let delivery = delivery_worker(settings, &services)?;
+        let webhooks = if settings.webhooks.deliver {
+            Some(WebhookWorker::new(services.clone(), settings.webhooks.clone())?)
+        } else {
+            tracing::info!(
+                "RAPPORT_WEBHOOK_DELIVERY is off: this process writes webhooks and leaves posting them to others"
+            );
+            None
+        };
         let listener = TcpListener::bind(settings.listen)
             .await
             .with_context(|| format!("cannot listen on {}", settings.listen))?;
-        Ok(Self { listener, router: http::router(state), services, delivery })
+        Ok(Self { listener, router: http::router(state), services, delivery, webhooks })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -89,7 +98,8 @@ impl Application {
         let address = self.local_addr();
         tracing::info!(graphql = %format!("http://{address}/graphql"), "listening on http://{address}");
         let (stop_delivery, delivery_stopped) = tokio::sync::watch::channel(false);
-        let delivery = self.delivery.map(|worker| tokio::spawn(worker.run(delivery_stopped)));
+        let delivery = self.delivery.map(|worker| tokio::spawn(worker.run(delivery_stopped.clone())));
+        let webhooks = self.webhooks.map(|worker| tokio::spawn(worker.run(delivery_stopped)));
         let served = axum::serve(self.listener, self.router.into_make_service_with_connect_info::<SocketAddr>())
             .with_graceful_shutdown(shutdown)
             .await
@@ -97,6 +107,9 @@ impl Application {
         let _ = stop_delivery.send(true);
         if let Some(delivery) = delivery {
             let _ = delivery.await;
+        }
+        if let Some(webhooks) = webhooks {
+            let _ = webhooks.await;
         }
         served?;
         tracing::info!("stopped");

@@ -370,6 +370,12 @@ on_both_databases! {
             ("createSignupForm", "mutation { createSignupForm(input: { key: \"x\", name: \"X\", topics: [], wording: \"x\" }) { key } }".into(), json!({})),
             ("requestOptInConfirmation", "mutation($id: ID!) { requestOptInConfirmation(contactId: $id, form: \"x\") }".into(), json!({ "id": b })),
             ("updatePreferenceCenter", "mutation { updatePreferenceCenter(input: { companyName: \"Evil\" }) { companyName } }".into(), json!({})),
+            ("webhookEndpoints", "{ webhookEndpoints { id } }".into(), json!({})),
+            ("webhookDeliveries", "query($id: ID!) { webhookDeliveries(endpointId: $id) { id } }".into(), json!({ "id": key_id })),
+            ("createWebhookEndpoint", "mutation { createWebhookEndpoint(input: { url: \"https://evil.example.com/\" }) { secret } }".into(), json!({})),
+            ("updateWebhookEndpoint", "mutation($id: ID!) { updateWebhookEndpoint(input: { id: $id, enabled: false }) { id } }".into(), json!({ "id": key_id })),
+            ("deleteWebhookEndpoint", "mutation($id: ID!) { deleteWebhookEndpoint(id: $id) }".into(), json!({ "id": key_id })),
+            ("replayWebhookDelivery", "mutation($id: ID!) { replayWebhookDelivery(id: $id) }".into(), json!({ "id": key_id })),
         ];
         for (field, query, variables) in &attempts {
             let (_, body) = app.graphql_as(Some(&token_a), query, variables.clone()).await;

@@ -21,6 +21,7 @@ mod privacy;
 mod rate_limit;
 mod topics;
 mod tracking;
+mod webhooks;
 
 /// The `rapport` binary that cargo built for these tests (see tests/Cargo.toml).
 pub fn rapport_binary() -> std::path::PathBuf {

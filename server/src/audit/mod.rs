@@ -14,6 +14,7 @@ use crate::{
     domain::{
         audit::AuditEntry,
         request::{Actor, RequestContext},
+        webhook::WebhookEventType,
     },
     store::{StoreResult, audit as repository},
 };
@@ -133,6 +134,13 @@ pub async fn append(
     };
     stored.hash = entry_hash(&stored);
     repository::append(conn, &stored).await?;
+    // A change that subscribers hear about is announced in the same transaction, with the same
+    // (redacted) description: receivers read personal values through the API.
+    if let Some(event_type) = WebhookEventType::for_audit_action(&stored.action) {
+        let changes: Value = serde_json::from_str(&stored.changes).unwrap_or(Value::Null);
+        let data = json!({ "contactId": stored.target_id, "changes": changes });
+        crate::store::webhooks::record(conn, event_type, &stored.target_id, data, stored.occurred_at).await?;
+    }
     Ok(stored)
 }
 

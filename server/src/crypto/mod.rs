@@ -301,6 +301,44 @@ impl BlindIndexKey {
     }
 }
 
+/// An outbound webhook endpoint's signing secret (Standard Webhooks), stored wrapped by the
+/// master key and bound to its endpoint.
+#[derive(Clone, Debug)]
+pub struct WebhookSecret(SecretKey);
+
+impl WebhookSecret {
+    const PREFIX: &'static str = "whsec_";
+
+    pub fn generate() -> Self {
+        Self(SecretKey::generate())
+    }
+
+    fn purpose(endpoint_id: &str) -> String {
+        format!("rapport/webhook-secret/{endpoint_id}")
+    }
+
+    pub fn wrap(&self, masters: &MasterKeys, endpoint_id: &str) -> WrappedKey {
+        masters.wrap(&self.0, &Self::purpose(endpoint_id))
+    }
+
+    pub fn unwrap(masters: &MasterKeys, wrapped: &WrappedKey, endpoint_id: &str) -> Result<Self, CryptoError> {
+        masters.unwrap(wrapped, &Self::purpose(endpoint_id)).map(Self)
+    }
+
+    /// `whsec_` and the key in base64, as receivers configure it.
+    pub fn to_whsec(&self) -> String {
+        format!("{}{}", Self::PREFIX, STANDARD.encode(self.0.bytes))
+    }
+
+    /// The `webhook-signature` header value: `v1,` and the base64 HMAC-SHA256 of
+    /// `{id}.{timestamp}.{body}`.
+    pub fn sign(&self, message_id: &str, timestamp: i64, body: &[u8]) -> String {
+        let timestamp = timestamp.to_string();
+        let mac = hmac_sha256(&self.0.bytes, &[message_id.as_bytes(), b".", timestamp.as_bytes(), b".", body]);
+        format!("v1,{}", STANDARD.encode(mac))
+    }
+}
+
 /// Everything the store needs to seal, open and index personal values.
 #[derive(Clone, Debug)]
 pub struct KeyRing {
@@ -314,6 +352,19 @@ mod tests {
 
     fn masters() -> MasterKeys {
         MasterKeys::new(MasterKey::generate(), None)
+    }
+
+    #[test]
+    fn a_webhook_secret_unwraps_for_its_own_endpoint_only() {
+        // The signature itself is checked by the `standardwebhooks` package in the e2e tests.
+        let secret = WebhookSecret::generate();
+        assert!(secret.to_whsec().starts_with("whsec_"));
+        let masters = masters();
+        let wrapped = secret.wrap(&masters, "endpoint-a");
+        let opened = WebhookSecret::unwrap(&masters, &wrapped, "endpoint-a").unwrap();
+        assert_eq!(opened.sign("msg_1", 1, b"{}"), secret.sign("msg_1", 1, b"{}"));
+        assert!(WebhookSecret::unwrap(&masters, &wrapped, "endpoint-b").is_err());
+        assert_ne!(secret.sign("msg_1", 1, b"{}"), secret.sign("msg_1", 2, b"{}"));
     }
 
     #[test]

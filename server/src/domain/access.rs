@@ -31,6 +31,7 @@ string_enum! {
         PrivacyManage => "privacy:manage",
         UsersManage => "users:manage",
         KeysManage => "keys:manage",
+        WebhooksManage => "webhooks:manage",
     }
 }
 

@@ -18,6 +18,7 @@ pub mod preferences;
 pub mod privacy;
 pub mod request;
 pub mod topic;
+pub mod webhook;
 
 /// Declares a closed set of values stored and exchanged as `snake_case` strings.
 macro_rules! string_enum {

@@ -17,6 +17,7 @@ pub mod preferences;
 pub mod privacy;
 pub mod sending;
 pub mod topics;
+pub mod webhooks;
 
 use async_graphql::{Context, EmptySubscription, MergedObject, Schema};
 
@@ -39,6 +40,7 @@ pub struct QueryRoot(
     sending::SendingQuery,
     preferences::PreferenceQuery,
     forms::FormQuery,
+    webhooks::WebhookQuery,
 );
 
 #[derive(MergedObject, Default)]
@@ -54,6 +56,7 @@ pub struct MutationRoot(
     sending::SendingMutation,
     preferences::PreferenceMutation,
     forms::FormMutation,
+    webhooks::WebhookMutation,
 );
 
 pub type AppSchema = Schema<QueryRoot, MutationRoot, EmptySubscription>;

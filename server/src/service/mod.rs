@@ -18,6 +18,7 @@ pub mod sending;
 pub mod topics;
 pub mod tracking;
 pub mod unsubscribe;
+pub mod webhooks;
 
 use std::sync::Arc;
 

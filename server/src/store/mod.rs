@@ -16,6 +16,7 @@ pub mod keys;
 pub mod outbox;
 pub mod preferences;
 pub mod topics;
+pub mod webhooks;
 
 use std::{
     sync::{

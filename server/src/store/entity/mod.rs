@@ -28,3 +28,7 @@ pub mod topic;
 pub mod topic_subscription;
 pub mod used_refresh_token;
 pub mod user_session;
+pub mod webhook_attempt;
+pub mod webhook_delivery;
+pub mod webhook_endpoint;
+pub mod webhook_message;
