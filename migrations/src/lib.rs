@@ -17,6 +17,7 @@ mod m20261125_000011_contact_token_revocation;
 mod m20261125_000012_signup_form_fields;
 mod m20261125_000013_contact_activity;
 mod m20261125_000014_webhooks;
+mod m20261125_000015_webhook_sources;
 
 pub struct Migrator;
 
@@ -38,6 +39,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261125_000012_signup_form_fields::Migration),
             Box::new(m20261125_000013_contact_activity::Migration),
             Box::new(m20261125_000014_webhooks::Migration),
+            Box::new(m20261125_000015_webhook_sources::Migration),
         ]
     }
 }

@@ -375,6 +375,9 @@ on_both_databases! {
             ("createWebhookEndpoint", "mutation { createWebhookEndpoint(input: { url: \"https://evil.example.com/\" }) { secret } }".into(), json!({})),
             ("updateWebhookEndpoint", "mutation($id: ID!) { updateWebhookEndpoint(input: { id: $id, enabled: false }) { id } }".into(), json!({ "id": key_id })),
             ("deleteWebhookEndpoint", "mutation($id: ID!) { deleteWebhookEndpoint(id: $id) }".into(), json!({ "id": key_id })),
+            ("webhookSources", "{ webhookSources { key } }".into(), json!({})),
+            ("createWebhookSource", "mutation { createWebhookSource(key: \"evil\", kind: EVENTS) { secret } }".into(), json!({})),
+            ("deleteWebhookSource", "mutation { deleteWebhookSource(key: \"evil\") }".into(), json!({})),
             ("replayWebhookDelivery", "mutation($id: ID!) { replayWebhookDelivery(id: $id) }".into(), json!({ "id": key_id })),
         ];
         for (field, query, variables) in &attempts {

@@ -14,6 +14,7 @@ mod events_api;
 mod fields;
 mod forms;
 mod graphql_http;
+mod hooks;
 mod http;
 mod mail;
 mod preferences;

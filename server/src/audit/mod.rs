@@ -101,6 +101,7 @@ pub fn actor_parts(actor: &Actor) -> (&'static str, Option<String>) {
         Actor::ApiKey { id, .. } => ("api_key", Some(id.to_string())),
         Actor::Contact { contact_id, .. } => ("contact_token", Some(contact_id.to_string())),
         Actor::Cli => ("system", Some("cli".to_owned())),
+        Actor::WebhookSource { key, .. } => ("webhook_source", Some(key.clone())),
         Actor::Anonymous => ("anonymous", None),
     }
 }

@@ -12,6 +12,7 @@ use chacha20poly1305::{
 };
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
 
 pub mod passwords;
 pub mod tokens;
@@ -337,6 +338,13 @@ impl WebhookSecret {
         let mac = hmac_sha256(&self.0.bytes, &[message_id.as_bytes(), b".", timestamp.as_bytes(), b".", body]);
         format!("v1,{}", STANDARD.encode(mac))
     }
+
+    /// Whether `header` (space-separated `v1,<signature>` entries, as senders rotating secrets
+    /// send several) holds a valid signature of the request, compared in constant time.
+    pub fn verifies(&self, message_id: &str, timestamp: i64, body: &[u8], header: &str) -> bool {
+        let expected = self.sign(message_id, timestamp, body);
+        header.split(' ').any(|candidate| bool::from(candidate.as_bytes().ct_eq(expected.as_bytes())))
+    }
 }
 
 /// Everything the store needs to seal, open and index personal values.
@@ -365,6 +373,10 @@ mod tests {
         assert_eq!(opened.sign("msg_1", 1, b"{}"), secret.sign("msg_1", 1, b"{}"));
         assert!(WebhookSecret::unwrap(&masters, &wrapped, "endpoint-b").is_err());
         assert_ne!(secret.sign("msg_1", 1, b"{}"), secret.sign("msg_1", 2, b"{}"));
+        let signed = secret.sign("msg_1", 1, b"{}");
+        assert!(secret.verifies("msg_1", 1, b"{}", &format!("v1,old {signed}")), "any of several signatures");
+        assert!(!secret.verifies("msg_1", 1, b"{ }", &signed));
+        assert!(!WebhookSecret::generate().verifies("msg_1", 1, b"{}", &signed));
     }
 
     #[test]

@@ -9,6 +9,7 @@ use super::{
     access::{ContactTokenPurpose, Permission, Role, Scopes},
     consent::UserAgent,
     contact::ContactId,
+    webhook::WebhookSourceKind,
 };
 
 /// Who is acting.
@@ -25,6 +26,9 @@ pub enum Actor {
     Contact { contact_id: ContactId, purpose: ContactTokenPurpose },
     /// An operator at the command line (`rapport …` subcommands).
     Cli,
+    /// A system posting to `/hooks/{source}`, proven by its signature; it may do what its
+    /// source's kind allows.
+    WebhookSource { key: String, kind: WebhookSourceKind },
     /// A caller without credentials, who may only sign in, or follow a tracking link from an
     /// email (recording an open or a click on the contact it was sent to).
     Anonymous,
@@ -38,6 +42,7 @@ impl Actor {
             Actor::Bootstrap | Actor::Cli => true,
             Actor::User { role, .. } => role.may(permission),
             Actor::ApiKey { scopes, .. } => scopes.contains(permission),
+            Actor::WebhookSource { kind, .. } => kind.permissions().contains(&permission),
             Actor::Contact { .. } | Actor::Anonymous => false,
         }
     }
@@ -56,7 +61,7 @@ impl Actor {
         match self {
             Actor::Bootstrap | Actor::Cli => Some(Role::Owner),
             Actor::User { role, .. } => Some(*role),
-            Actor::ApiKey { .. } | Actor::Contact { .. } | Actor::Anonymous => None,
+            Actor::ApiKey { .. } | Actor::Contact { .. } | Actor::WebhookSource { .. } | Actor::Anonymous => None,
         }
     }
 }

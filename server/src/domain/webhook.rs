@@ -9,7 +9,7 @@ use std::{
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use super::string_enum;
+use super::{access::Permission, key::Key, string_enum};
 
 string_enum! {
     /// What a webhook tells about. The contact and consent ones come from the change itself, in
@@ -46,6 +46,36 @@ string_enum! {
         Failed => "failed",
     }
 }
+
+string_enum! {
+    /// What an inbound webhook source may send: events and contact changes, or bounces and
+    /// complaints for the suppression list.
+    WebhookSourceKind {
+        Events => "events",
+        Suppressions => "suppressions",
+    }
+}
+
+impl WebhookSourceKind {
+    /// What a request signed by such a source may do.
+    pub fn permissions(self) -> &'static [Permission] {
+        match self {
+            Self::Events => &[Permission::EventsWrite, Permission::ProfilesWrite],
+            Self::Suppressions => &[Permission::MailSend],
+        }
+    }
+}
+
+/// An inbound webhook source as admins configured it; its secret is kept apart.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebhookSource {
+    pub key: Key,
+    pub kind: WebhookSourceKind,
+    pub created_at: DateTime<Utc>,
+}
+
+/// How far a signed request's timestamp may be from now (Standard Webhooks suggests 5 minutes).
+pub const TIMESTAMP_TOLERANCE: chrono::Duration = chrono::Duration::minutes(5);
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WebhookEndpoint {

@@ -13,7 +13,8 @@ use super::{
 use crate::{
     domain::{
         access::Permission,
-        webhook::{WebhookDeliveryStatus, WebhookEndpoint, WebhookEventType},
+        key::Key,
+        webhook::{WebhookDeliveryStatus, WebhookEndpoint, WebhookEventType, WebhookSource, WebhookSourceKind},
     },
     service::webhooks::{DeliveryLog, NewWebhookEndpoint, WebhookEndpointChanges},
 };
@@ -185,6 +186,55 @@ fn parse_description(raw: &str) -> GqlResult<String> {
     parse_arg("input.description", crate::domain::clean_text(raw, 200))
 }
 
+#[derive(Enum, Clone, Copy, PartialEq, Eq)]
+#[graphql(name = "WebhookSourceKind")]
+pub enum SourceKindValue {
+    /// Events (`{"type": "event"}`) and contact changes (`{"type": "contact"}`).
+    Events,
+    /// Bounces and complaints (`{"type": "bounce" | "complaint"}`) for the suppression list.
+    Suppressions,
+}
+
+impl From<SourceKindValue> for WebhookSourceKind {
+    fn from(kind: SourceKindValue) -> Self {
+        match kind {
+            SourceKindValue::Events => Self::Events,
+            SourceKindValue::Suppressions => Self::Suppressions,
+        }
+    }
+}
+
+impl From<WebhookSourceKind> for SourceKindValue {
+    fn from(kind: WebhookSourceKind) -> Self {
+        match kind {
+            WebhookSourceKind::Events => Self::Events,
+            WebhookSourceKind::Suppressions => Self::Suppressions,
+        }
+    }
+}
+
+/// A system allowed to post to `/hooks/{key}`.
+#[derive(SimpleObject)]
+#[graphql(name = "WebhookSource")]
+pub struct WebhookSourceNode {
+    key: String,
+    kind: SourceKindValue,
+    created_at: DateTime<Utc>,
+}
+
+impl From<WebhookSource> for WebhookSourceNode {
+    fn from(source: WebhookSource) -> Self {
+        Self { key: source.key.as_str().to_owned(), kind: source.kind.into(), created_at: source.created_at }
+    }
+}
+
+#[derive(SimpleObject)]
+pub struct CreateWebhookSourcePayload {
+    source: WebhookSourceNode,
+    /// `whsec_…`: the sender signs with it. Shown this once.
+    secret: String,
+}
+
 #[derive(Default)]
 pub struct WebhookQuery;
 
@@ -194,6 +244,12 @@ impl WebhookQuery {
     async fn webhook_endpoints(&self, ctx: &Context<'_>) -> GqlResult<Vec<WebhookEndpointNode>> {
         let endpoints = services_of(ctx)?.webhook_endpoints(request_of(ctx)?).await?;
         Ok(endpoints.into_iter().map(WebhookEndpointNode::from).collect())
+    }
+
+    #[graphql(guard = "Allow::to(Permission::WebhooksManage)")]
+    async fn webhook_sources(&self, ctx: &Context<'_>) -> GqlResult<Vec<WebhookSourceNode>> {
+        let sources = services_of(ctx)?.webhook_sources(request_of(ctx)?).await?;
+        Ok(sources.into_iter().map(WebhookSourceNode::from).collect())
     }
 
     /// An endpoint's deliveries, newest first, each with its attempts.
@@ -258,6 +314,26 @@ impl WebhookMutation {
     async fn delete_webhook_endpoint(&self, ctx: &Context<'_>, id: ID) -> GqlResult<bool> {
         let id = parse_uuid("id", &id)?;
         services_of(ctx)?.delete_webhook_endpoint(request_of(ctx)?, id).await?;
+        Ok(true)
+    }
+
+    /// Lets a system post to `/hooks/{key}`, signing with the secret returned this once.
+    #[graphql(guard = "Allow::to(Permission::WebhooksManage)")]
+    async fn create_webhook_source(
+        &self,
+        ctx: &Context<'_>,
+        key: String,
+        kind: SourceKindValue,
+    ) -> GqlResult<CreateWebhookSourcePayload> {
+        let key = parse_arg("key", Key::parse(&key))?;
+        let (source, secret) = services_of(ctx)?.create_webhook_source(request_of(ctx)?, key, kind.into()).await?;
+        Ok(CreateWebhookSourcePayload { source: source.into(), secret })
+    }
+
+    #[graphql(guard = "Allow::to(Permission::WebhooksManage)")]
+    async fn delete_webhook_source(&self, ctx: &Context<'_>, key: String) -> GqlResult<bool> {
+        let key = parse_arg("key", Key::parse(&key))?;
+        services_of(ctx)?.delete_webhook_source(request_of(ctx)?, &key).await?;
         Ok(true)
     }
 

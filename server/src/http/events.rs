@@ -185,7 +185,7 @@ struct RawContact {
     email: Option<String>,
 }
 
-fn parse_event(raw: Value) -> service::Result<IngestEvent> {
+pub(super) fn parse_event(raw: Value) -> service::Result<IngestEvent> {
     let raw: JsonEvent = serde_json::from_value(raw).map_err(|error| Error::validation("event", error))?;
     let invalid = |field: &str, error: &dyn std::fmt::Display| Error::validation(field, error);
     let contact = match (raw.contact.id, raw.contact.external_id, raw.contact.email) {
@@ -220,7 +220,7 @@ fn parse_event(raw: Value) -> service::Result<IngestEvent> {
 
 /// Contact changes as `upsertContact` takes them: a field left out is kept, `null` clears it,
 /// and custom fields go in `attributes` (checked against their definitions by the service).
-fn identify_changes(fields: Map<String, Value>) -> service::Result<ContactChanges> {
+pub(super) fn identify_changes(fields: Map<String, Value>) -> service::Result<ContactChanges> {
     let mut changes = ContactChanges::default();
     for (name, value) in fields {
         match name.as_str() {

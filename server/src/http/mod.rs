@@ -10,6 +10,7 @@ mod forms;
 mod graphiql;
 mod graphql;
 mod health;
+mod hooks;
 mod pages;
 mod preferences;
 mod rate_limit;
@@ -91,6 +92,7 @@ pub fn router(state: AppState) -> Router {
         .route("/assets/preferences.js", get(pages::preferences_script))
         .route("/preferences", get(preferences::manage).post(preferences::request_link))
         .route("/forms/{key}", axum::routing::post(forms::submit))
+        .route("/hooks/{source}", axum::routing::post(hooks::receive))
         .route("/v1/events", axum::routing::post(events::ingest))
         .route("/confirm/{token}", get(forms::show_confirmation).post(forms::confirm))
         .route("/preferences/{token}", get(preferences::show).post(preferences::save))

@@ -12,6 +12,7 @@ pub mod error;
 pub mod events;
 pub mod fields;
 pub mod forms;
+pub mod hooks;
 pub mod preferences;
 pub mod privacy;
 pub mod sending;

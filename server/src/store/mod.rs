@@ -12,6 +12,7 @@ pub mod emails;
 pub mod events;
 pub mod fields;
 pub mod forms;
+pub mod hooks;
 pub mod keys;
 pub mod outbox;
 pub mod preferences;

@@ -1,0 +1,85 @@
+//! Inbound webhook sources and the `webhook-id`s they recently sent.
+
+use chrono::{DateTime, Utc};
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, sea_query::OnConflict,
+};
+
+use super::{
+    StoreError, StoreResult,
+    entity::{inbound_webhook as seen, webhook_source as source},
+};
+use crate::{
+    crypto::WrappedKey,
+    domain::{key::Key, webhook::WebhookSource},
+};
+
+fn to_domain(model: source::Model) -> StoreResult<WebhookSource> {
+    let corrupt = |column| StoreError::Corrupt { table: "webhook_source", column };
+    Ok(WebhookSource {
+        key: Key::parse(&model.key).map_err(|_| corrupt("key"))?,
+        kind: model.kind.parse().map_err(|_| corrupt("kind"))?,
+        created_at: model.created_at,
+    })
+}
+
+pub async fn insert(conn: &impl ConnectionTrait, hook: &WebhookSource, secret: &WrappedKey) -> StoreResult<()> {
+    source::Entity::insert(source::ActiveModel {
+        key: Set(hook.key.as_str().to_owned()),
+        kind: Set(hook.kind.as_str().to_owned()),
+        secret_key_id: Set(secret.master_key_id.clone()),
+        secret_wrapped: Set(secret.wrapped.clone()),
+        created_at: Set(hook.created_at),
+    })
+    .exec_without_returning(conn)
+    .await?;
+    Ok(())
+}
+
+pub async fn delete(conn: &impl ConnectionTrait, key: &Key) -> StoreResult<bool> {
+    Ok(source::Entity::delete_by_id(key.as_str()).exec(conn).await?.rows_affected == 1)
+}
+
+pub async fn all(conn: &impl ConnectionTrait) -> StoreResult<Vec<WebhookSource>> {
+    source::Entity::find().order_by_asc(source::Column::Key).all(conn).await?.into_iter().map(to_domain).collect()
+}
+
+/// The source and its wrapped secret.
+pub async fn find(conn: &impl ConnectionTrait, key: &Key) -> StoreResult<Option<(WebhookSource, WrappedKey)>> {
+    let Some(model) = source::Entity::find_by_id(key.as_str()).one(conn).await? else {
+        return Ok(None);
+    };
+    let wrapped = WrappedKey { master_key_id: model.secret_key_id.clone(), wrapped: model.secret_wrapped.clone() };
+    Ok(Some((to_domain(model)?, wrapped)))
+}
+
+/// Remembers `webhook_id` from `source_key`; false if it was already remembered (a replay).
+/// Ids older than `forget_before` are forgotten first: their timestamps no longer pass.
+pub async fn remember(
+    conn: &impl ConnectionTrait,
+    source_key: &Key,
+    webhook_id: &str,
+    at: DateTime<Utc>,
+    forget_before: DateTime<Utc>,
+) -> StoreResult<bool> {
+    seen::Entity::delete_many().filter(seen::Column::ReceivedAt.lt(forget_before)).exec(conn).await?;
+    let inserted = seen::Entity::insert(seen::ActiveModel {
+        source_key: Set(source_key.as_str().to_owned()),
+        webhook_id: Set(webhook_id.to_owned()),
+        received_at: Set(at),
+    })
+    .on_conflict(OnConflict::columns([seen::Column::SourceKey, seen::Column::WebhookId]).do_nothing().to_owned())
+    .exec_without_returning(conn)
+    .await?;
+    Ok(inserted == 1)
+}
+
+/// Forgets an id whose request failed, so that the sender's retry is taken.
+pub async fn forget(conn: &impl ConnectionTrait, source_key: &Key, webhook_id: &str) -> StoreResult<()> {
+    seen::Entity::delete_many()
+        .filter(seen::Column::SourceKey.eq(source_key.as_str()))
+        .filter(seen::Column::WebhookId.eq(webhook_id))
+        .exec(conn)
+        .await?;
+    Ok(())
+}
