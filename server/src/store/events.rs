@@ -137,6 +137,10 @@ pub async fn stored_ids(
 pub async fn record_activity(conn: &impl ConnectionTrait, additions: &[ContactActivity]) -> StoreResult<()> {
     // Ties go to the batch: of two events at the same instant, the later-received one is last.
     let newer = "excluded.last_seen_at >= contact_activity.last_seen_at";
+    // Every writer locks the rows in id order, so that concurrent batches over the same contacts
+    // queue on PostgreSQL instead of deadlocking.
+    let mut additions: Vec<&ContactActivity> = additions.iter().collect();
+    additions.sort_by_key(|addition| addition.contact_id.as_uuid());
     for chunk in additions.chunks(ROWS_PER_STATEMENT) {
         let mut upsert = Query::insert();
         upsert
