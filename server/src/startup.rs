@@ -65,6 +65,7 @@ impl Application {
         let state = AppState {
             services: services.clone(),
             schema: build_schema(Some(services.clone())),
+            subscription_schema: crate::graphql::subscriptions::build_subscription_schema(services.clone()),
             authenticator,
             limiters: Arc::new(Limiters::new(settings.rate_limit_ip, settings.rate_limit_credential)?),
             smtp_configured: settings.smtp_url.is_some(),

@@ -20,6 +20,7 @@ mod mail;
 mod preferences;
 mod privacy;
 mod rate_limit;
+mod subscriptions;
 mod topics;
 mod tracking;
 mod webhooks;

@@ -16,10 +16,11 @@ pub mod pagination;
 pub mod preferences;
 pub mod privacy;
 pub mod sending;
+pub mod subscriptions;
 pub mod topics;
 pub mod webhooks;
 
-use async_graphql::{Context, EmptySubscription, MergedObject, Schema};
+use async_graphql::{Context, MergedObject, Schema};
 
 use self::{
     error::{GqlError, GqlResult},
@@ -59,7 +60,7 @@ pub struct MutationRoot(
     webhooks::WebhookMutation,
 );
 
-pub type AppSchema = Schema<QueryRoot, MutationRoot, EmptySubscription>;
+pub type AppSchema = Schema<QueryRoot, MutationRoot, subscriptions::SubscriptionRoot>;
 
 /// Deep enough for GraphiQL's introspection query, shallow enough to stop abusive nesting.
 pub const MAX_DEPTH: usize = 16;
@@ -70,7 +71,7 @@ pub const MAX_COMPLEXITY: usize = 10_000;
 /// The schema with its limits; request data (services, request context, loaders) is added per
 /// request by the HTTP layer.
 pub fn build_schema(services: Option<Services>) -> AppSchema {
-    let builder = Schema::build(QueryRoot::default(), MutationRoot::default(), EmptySubscription)
+    let builder = Schema::build(QueryRoot::default(), MutationRoot::default(), subscriptions::SubscriptionRoot)
         .limit_depth(MAX_DEPTH)
         .limit_complexity(MAX_COMPLEXITY);
     match services {

@@ -393,6 +393,64 @@ fn respond(media_type: MediaType, status: StatusCode, body: &Value) -> Response 
     response
 }
 
+/// `GET /graphql/ws`: subscriptions over `graphql-transport-ws` (or the older
+/// `subscriptions-transport-ws`). The credential comes with the upgrade request
+/// (`Authorization: Bearer …`) or, as browsers cannot set that header, in the
+/// `connection_init` payload as `{"Authorization": "Bearer …"}`; without a valid one the socket
+/// is closed before anything is served.
+pub async fn subscriptions(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    protocol: async_graphql_axum::GraphQLProtocol,
+    upgrade: axum::extract::WebSocketUpgrade,
+) -> Response {
+    let upfront = if headers.contains_key(header::AUTHORIZATION) {
+        match authenticate(&state, &headers, MediaType::Json).await {
+            Ok(actor) => Some(actor),
+            Err(response) => return *response,
+        }
+    } else {
+        None
+    };
+    let request_id = request_id(&headers);
+    let user_agent = headers
+        .get(header::USER_AGENT)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| UserAgent::parse(value).ok());
+    upgrade.protocols(async_graphql::http::ALL_WEBSOCKET_PROTOCOLS).on_upgrade(move |socket| {
+        let schema = state.subscription_schema.clone();
+        async_graphql_axum::GraphQLWebSocket::new(socket, schema, protocol)
+            .on_connection_init(move |payload: Value| async move {
+                let actor = match upfront {
+                    Some(actor) => actor,
+                    None => {
+                        let presented = ["Authorization", "authorization"]
+                            .iter()
+                            .find_map(|name| payload.get(*name).and_then(Value::as_str))
+                            .and_then(|value| HeaderValue::from_str(value).ok());
+                        let mut presented_headers = HeaderMap::new();
+                        if let Some(value) = presented {
+                            presented_headers.insert(header::AUTHORIZATION, value);
+                        }
+                        state
+                            .authenticator
+                            .authenticate(&state.services, &presented_headers)
+                            .await
+                            .map_err(|_| async_graphql::Error::new("authentication required"))?
+                    }
+                };
+                if actor == Actor::Anonymous {
+                    return Err(async_graphql::Error::new("authentication required"));
+                }
+                let mut data = async_graphql::Data::default();
+                data.insert(RequestContext { actor, request_id, ip: Some(peer.ip()), user_agent });
+                Ok(data)
+            })
+            .serve()
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

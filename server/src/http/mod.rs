@@ -45,6 +45,7 @@ const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub struct AppState {
     pub services: Services,
     pub schema: AppSchema,
+    pub subscription_schema: crate::graphql::subscriptions::SubscriptionSchema,
     pub authenticator: Authenticator,
     pub limiters: Arc<Limiters>,
     pub smtp_configured: bool,
@@ -79,6 +80,7 @@ pub fn router(state: AppState) -> Router {
 
     Router::new()
         .route("/graphql", get(graphql::get).post(graphql::post))
+        .route("/graphql/ws", get(graphql::subscriptions))
         .route("/graphql/graphiql/{file}", get(graphiql::asset))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))

@@ -10,6 +10,7 @@ pub mod delivery;
 pub mod emails;
 pub mod error;
 pub mod events;
+pub mod feed;
 pub mod fields;
 pub mod forms;
 pub mod hooks;
@@ -61,6 +62,7 @@ pub struct Services {
     /// `RAPPORT_PUBLIC_URL` without a trailing slash: the base of links in emails.
     public_url: Arc<str>,
     catalog: Arc<catalog::CatalogCache>,
+    feed: Arc<feed::ChangeFeed>,
 }
 
 impl Services {
@@ -74,6 +76,7 @@ impl Services {
             mail_wakeup: Arc::new(tokio::sync::Notify::new()),
             public_url: Arc::from(crate::config::Settings::default().public_url.as_str()),
             catalog: Arc::default(),
+            feed: Arc::default(),
         }
     }
 
