@@ -210,7 +210,7 @@ struct Rapport {
 
 impl Rapport {
     async fn start(target: &'static str, database_url: &str) -> anyhow::Result<Self> {
-        let process = InProcess::start(target, database_url).await?;
+        let process = InProcess::start(target, database_url, |_| {}).await?;
         Ok(Self { target, url: format!("{}/graphql", process.address), services: process.services.clone(), process })
     }
 

@@ -316,7 +316,7 @@ struct CheckedPages {
 
 impl Rapport {
     async fn start(database: &'static str, database_url: &str) -> anyhow::Result<Self> {
-        let process = InProcess::start(&format!("Rapport on {database}"), database_url).await?;
+        let process = InProcess::start(&format!("Rapport on {database}"), database_url, |_| {}).await?;
         Ok(Self { database, base_url: process.address.clone(), services: process.services.clone(), process })
     }
 

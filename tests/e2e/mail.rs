@@ -234,6 +234,40 @@ on_both_databases! {
         assert_eq!(smtp.received().len(), 1, "delivered once");
     }
 
+    // Both servers on the database post webhooks, so both may reach the loopback receiver.
+    #[settings(|settings: &mut Settings| settings.webhooks.allow_private_networks = true)]
+    async fn sent_and_bounced_messages_reach_the_webhooks_that_asked_for_them(app) {
+        let smtp = SmtpServer::start().await;
+        let app = delivering(&app, &smtp, |_| {}).await;
+        let mut receiver = rapport_e2e::webhooks::WebhookReceiver::start(0).await;
+        let create = "mutation($input: CreateWebhookEndpointInput!) { createWebhookEndpoint(input: $input) { secret } }";
+        let input = json!({ "url": receiver.url(), "eventTypes": ["email.sent", "email.bounced"] });
+        let created = app.data(create, json!({ "input": input })).await;
+        receiver.set_secret(created["createWebhookEndpoint"]["secret"].as_str().unwrap()).await;
+        let welcome = email(&app, "TRANSACTIONAL", "Welcome", "<p>Welcome</p>", false).await;
+        let kept = contact(&app, "kim@example.com", Some("Kim"), false).await;
+        let refused = contact(&app, "reject-lou@example.com", Some("Lou"), false).await;
+        let sent = send(&app, &welcome, &kept, None).await["send"]["id"].as_str().unwrap().to_owned();
+        settled(&app, &sent, "SENT").await;
+        let bounced = send(&app, &welcome, &refused, None).await["send"]["id"].as_str().unwrap().to_owned();
+        settled(&app, &bounced, "BOUNCED").await;
+        let test = "mutation($input: SendTestEmailInput!) { sendTestEmail(input: $input) { id } }";
+        let input = json!({ "emailId": welcome, "contact": { "id": kept }, "to": ["staff@example.com"] });
+        app.data(test, json!({ "input": input })).await;
+
+        let received = receiver.wait_for(2).await;
+        let bodies: Vec<&Value> = received.iter().map(|report| &report["body"]).collect();
+        assert_eq!(bodies[0]["type"], "email.sent", "{bodies:#?}");
+        assert_eq!(bodies[0]["data"], json!({ "sendId": sent, "contactId": kept, "emailId": welcome }));
+        assert_eq!(bodies[1]["type"], "email.bounced", "{bodies:#?}");
+        assert_eq!(bodies[1]["data"]["sendId"], json!(bounced));
+        assert_eq!(bodies[1]["data"]["contactId"], json!(refused));
+        assert!(bodies[1]["data"]["reply"].as_str().unwrap().contains("550"), "{}", bodies[1]);
+        smtp.wait_for(2).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(receiver.delivered().len(), 2, "a test send announces nothing");
+    }
+
     async fn a_550_bounces_suppresses_the_address_and_is_never_retried(app) {
         let smtp = SmtpServer::start().await;
         let app = delivering(&app, &smtp, |_| {}).await;

@@ -139,6 +139,34 @@ on_both_databases! {
         assert_eq!(missing["errors"][0]["extensions"]["code"], "NOT_FOUND", "{missing}");
     }
 
+    #[settings(local_and_quick)]
+    async fn stored_events_go_out_as_event_received_and_duplicates_do_not(app) {
+        let mut receiver = WebhookReceiver::start(0).await;
+        register(&app, &mut receiver, &["event.received"]).await;
+        let contact = app.upsert_contact(json!({ "email": "lin@example.com" })).await;
+        let id = contact["id"].as_str().unwrap();
+        let track = "mutation($events: [TrackEventInput!]!) { trackEvents(events: $events) { status eventId } }";
+        let events = json!([
+            { "contact": { "id": id }, "type": "order.placed", "properties": { "total": 42 }, "idempotencyKey": "o-1" },
+            { "contact": { "id": id }, "type": "page.viewed", "properties": { "path": "/sale" } },
+        ]);
+        let tracked = app.data(track, json!({ "events": events })).await["trackEvents"].clone();
+        let again = app.data(track, json!({ "events": [events[0].clone()] })).await["trackEvents"].clone();
+        assert_eq!(again[0]["status"], "DUPLICATE", "{again}");
+
+        let received = receiver.wait_for(2).await;
+        let bodies: Vec<&Value> = received.iter().map(|report| &report["body"]).collect();
+        assert!(bodies.iter().all(|body| body["type"] == "event.received" && body["data"]["contactId"] == id), "{bodies:#?}");
+        assert_eq!(bodies[0]["data"]["eventId"], tracked[0]["eventId"]);
+        assert_eq!(bodies[0]["data"]["type"], "order.placed");
+        assert_eq!(bodies[0]["data"]["properties"], json!({ "total": 42 }));
+        assert_eq!(bodies[1]["data"]["eventId"], tracked[1]["eventId"]);
+        assert_eq!(bodies[1]["data"]["properties"]["path"], "/sale");
+        assert_eq!(bodies[1]["data"]["source"], "api");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(receiver.delivered().len(), 2, "a duplicate event announces nothing");
+    }
+
     #[settings(|settings: &mut Settings| settings.webhooks.retry_base = Duration::from_secs(3600))]
     async fn private_addresses_are_refused_unless_the_operator_allows_them(app) {
         let mut receiver = WebhookReceiver::start(0).await;

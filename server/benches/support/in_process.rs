@@ -22,10 +22,11 @@ pub struct InProcess {
 }
 
 impl InProcess {
-    pub async fn start(name: &str, database_url: &str) -> anyhow::Result<Self> {
+    /// Starts Rapport with the bench settings, then whatever `configure` changes.
+    pub async fn start(name: &str, database_url: &str, configure: impl FnOnce(&mut Settings)) -> anyhow::Result<Self> {
         eprintln!("[{name}] starting Rapport");
         let unlimited = RateLimit::new(1_000_000.0, 1_000_000)?;
-        let settings = Settings {
+        let mut settings = Settings {
             database_url: database_url.to_owned(),
             listen: "127.0.0.1:0".parse()?,
             admin_token: Some(SecretString::from(ADMIN_TOKEN)),
@@ -36,6 +37,7 @@ impl InProcess {
             rate_limit_credential: unlimited,
             ..Settings::default()
         };
+        configure(&mut settings);
         let app = Application::build(&settings, ServeOptions::default())
             .await
             .with_context(|| format!("{name} does not start"))?;

@@ -12,14 +12,18 @@ use uuid::Uuid;
 use super::{access::Permission, key::Key, string_enum};
 
 string_enum! {
-    /// What a webhook tells about. The contact and consent ones come from the change itself, in
-    /// its transaction.
+    /// What a webhook tells about. Each is written in the transaction of what it reports: the
+    /// contact and consent ones with the change, `event.received` with the stored event, the
+    /// email ones with the delivery's outcome.
     WebhookEventType {
         ContactCreated => "contact.created",
         ContactUpdated => "contact.updated",
         ContactDeleted => "contact.deleted",
         ConsentChanged => "consent.changed",
         TopicChanged => "topic.changed",
+        EventReceived => "event.received",
+        EmailSent => "email.sent",
+        EmailBounced => "email.bounced",
     }
 }
 

@@ -18,15 +18,19 @@ pub enum ContactChangeType {
     TopicChanged,
 }
 
-impl From<WebhookEventType> for ContactChangeType {
-    fn from(kind: WebhookEventType) -> Self {
-        match kind {
+impl ContactChangeType {
+    /// The contact change a webhook type reports; events and mail are not contact changes.
+    fn of(kind: WebhookEventType) -> Option<Self> {
+        Some(match kind {
             WebhookEventType::ContactCreated => Self::ContactCreated,
             WebhookEventType::ContactUpdated => Self::ContactUpdated,
             WebhookEventType::ContactDeleted => Self::ContactDeleted,
             WebhookEventType::ConsentChanged => Self::ConsentChanged,
             WebhookEventType::TopicChanged => Self::TopicChanged,
-        }
+            WebhookEventType::EventReceived | WebhookEventType::EmailSent | WebhookEventType::EmailBounced => {
+                return None;
+            }
+        })
     }
 }
 
@@ -60,8 +64,7 @@ impl SubscriptionRoot {
         let receiver = services_of(ctx).map_err(async_graphql::Error::from)?.subscribe_to_changes();
         Ok(BroadcastStream::new(receiver).filter_map(move |item| {
             let wanted = match item {
-                Ok(change) => {
-                    let change_type = ContactChangeType::from(change.event_type);
+                Ok(change) => ContactChangeType::of(change.event_type).and_then(|change_type| {
                     let contact_matches = contact_id.as_ref().is_none_or(|id| id.as_str() == change.contact_id);
                     let type_matches = types.as_ref().is_none_or(|types| types.contains(&change_type));
                     (contact_matches && type_matches).then(|| ContactChangeEvent {
@@ -71,7 +74,7 @@ impl SubscriptionRoot {
                         changes: async_graphql::Json(change.changes.clone()),
                         occurred_at: change.occurred_at,
                     })
-                }
+                }),
                 Err(BroadcastStreamRecvError::Lagged(missed)) => {
                     tracing::warn!(missed, "a contact change subscriber fell behind");
                     None

@@ -147,7 +147,8 @@ pub struct CreateWebhookEndpointInput {
     #[graphql(default)]
     description: String,
     /// `contact.created`, `contact.updated`, `contact.deleted`, `consent.changed`,
-    /// `topic.changed`; empty or left out means every type.
+    /// `topic.changed`, `event.received`, `email.sent`, `email.bounced`; empty or left out means
+    /// every type.
     #[graphql(default)]
     event_types: Vec<String>,
 }

@@ -34,6 +34,7 @@ use crate::{
         delivery::{SendStatus, Suppression, SuppressionReason, retry_delay},
         email::{EmailType, EmailVersion},
         topic::{Topic, TopicSubscription},
+        webhook::WebhookEventType,
     },
     mail::{
         message::{self, Addressing, Dkim},
@@ -43,7 +44,7 @@ use crate::{
         text,
         tracking::{self, TrackedSend, Tracking, TrackingKeys},
     },
-    store::{self, outbox::Settlement},
+    store::{self, outbox::Settlement, webhooks::NewMessage},
 };
 
 /// Sends claimed at once. Large enough that the per-batch reads cost little per message, small
@@ -114,12 +115,15 @@ struct Outgoing {
     bytes: Vec<u8>,
     address_index: String,
     contact_id: Option<ContactId>,
+    email_id: Uuid,
 }
 
-/// A settlement, and the suppression that a hard bounce adds with it.
+/// A settlement, the suppression that a hard bounce adds with it, and the webhook that tells
+/// subscribers about it (a contact's message sent or bounced; tests tell nobody).
 struct Outcome {
     settlement: Settlement,
     bounced: Option<(String, Suppression)>,
+    announced: Option<Box<NewMessage>>,
 }
 
 impl DeliveryWorker {
@@ -361,6 +365,9 @@ impl DeliveryWorker {
         let result = self.pool.send(&outgoing.envelope, &outgoing.bytes).await;
         let now = self.services.now();
         let settled = |status, attempted, detail: Option<String>, next_attempt_at| Outcome {
+            announced: outgoing.contact_id.and_then(|contact_id| {
+                send_webhook(status, outgoing.send_id, contact_id, outgoing.email_id, detail.as_deref()).map(Box::new)
+            }),
             settlement: Settlement { id: outgoing.send_id, status, attempted, next_attempt_at, detail },
             bounced: None,
         };
@@ -474,6 +481,7 @@ impl DeliveryWorker {
                     detail: Some(detail.to_owned()),
                 },
                 bounced: None,
+                announced: None,
             })
         };
         let contact = send.contact_id.and_then(|id| batch.contacts.get(&id));
@@ -512,6 +520,7 @@ impl DeliveryWorker {
                     detail: send.detail.clone(),
                 },
                 bounced: None,
+                announced: None,
             });
         }
         None
@@ -567,6 +576,9 @@ async fn settle(services: &Services, owner: Uuid, outcomes: &[Outcome]) -> Resul
     }
     let settlements: Vec<Settlement> = outcomes.iter().map(|outcome| outcome.settlement.clone()).collect();
     store::outbox::settle(&tx, owner, now, &settlements).await?;
+    let announced: Vec<NewMessage> =
+        outcomes.iter().filter_map(|outcome| outcome.announced.as_deref().cloned()).collect();
+    store::webhooks::record_all(&tx, announced, now).await?;
     tx.commit().await?;
     Ok(())
 }
@@ -604,6 +616,7 @@ impl Batch {
                     detail: Some(detail),
                 },
                 bounced: None,
+                announced: None,
             })
         };
         let Some(compiled) = self.compiled.get(&send.email_version_id) else {
@@ -691,10 +704,31 @@ impl Batch {
                 address_index: self.indexes.get(&send.id).cloned().unwrap_or_default(),
                 // A test's bounce is of a staff address, not of the contact it was rendered for.
                 contact_id: if is_test { None } else { send.contact_id },
+                email_id: send.email_id,
             })),
             Err(error) => skip(error.to_string()),
         }
     }
+}
+
+/// The `email.sent` or `email.bounced` webhook of a contact's send, for those outcomes.
+fn send_webhook(
+    status: SendStatus,
+    send_id: Uuid,
+    contact_id: ContactId,
+    email_id: Uuid,
+    reply: Option<&str>,
+) -> Option<NewMessage> {
+    let (event_type, reply) = match status {
+        SendStatus::Sent => (WebhookEventType::EmailSent, None),
+        SendStatus::Bounced => (WebhookEventType::EmailBounced, reply),
+        _ => return None,
+    };
+    let mut data = serde_json::json!({ "sendId": send_id, "contactId": contact_id.to_string(), "emailId": email_id });
+    if let Some(reply) = reply {
+        data["reply"] = reply.into();
+    }
+    Some(NewMessage { event_type, ordering_key: contact_id.to_string(), data })
 }
 
 /// "First Last", or whichever of them the contact has.

@@ -24,8 +24,9 @@ use crate::{
         contact::{ContactId, ContactRef},
         event::{ContactActivity, Event, EventProperties, EventType, IdempotencyKey, TimelineKey},
         key::Key,
+        webhook::WebhookEventType,
     },
-    store::{self, events::Insertion},
+    store::{self, events::Insertion, webhooks::NewMessage},
 };
 
 /// Events per `trackEvents` call: GraphQL answers with one object per event.
@@ -329,6 +330,13 @@ impl Services {
         }
         let activity: Vec<ContactActivity> = created_by_contact.into_values().filter_map(ContactActivity::of).collect();
         store::events::record_activity(&tx, &activity).await?;
+        let received: Vec<NewMessage> = to_insert
+            .iter()
+            .zip(&insertions)
+            .filter(|(_, insertion)| matches!(insertion, Insertion::Created(_)))
+            .map(|(event, _)| received_webhook(event))
+            .collect();
+        store::webhooks::record_all(&tx, received, now).await?;
         // One entry per batch, with counts: events are facts about contacts rather than changes
         // made by the caller, and one entry per event would double every insert.
         let created = insertions.iter().filter(|insertion| matches!(insertion, Insertion::Created(_))).count();
@@ -376,6 +384,23 @@ impl Services {
         page: &PageRequest<TimelineKey>,
     ) -> Result<Page<Event>> {
         Ok(store::events::timeline(self.db.connection(), contact_id, event_type, page).await?)
+    }
+}
+
+/// The `event.received` webhook of a stored event: the event as the API shows it.
+fn received_webhook(event: &Event) -> NewMessage {
+    NewMessage {
+        event_type: WebhookEventType::EventReceived,
+        ordering_key: event.contact_id.to_string(),
+        data: serde_json::json!({
+            "eventId": event.id,
+            "contactId": event.contact_id.to_string(),
+            "type": event.event_type.as_str(),
+            "properties": event.properties.as_map(),
+            "occurredAt": event.occurred_at.to_rfc3339(),
+            "receivedAt": event.received_at.to_rfc3339(),
+            "source": event.source.as_str(),
+        }),
     }
 }
 

@@ -114,15 +114,28 @@ pub type StoreResult<T> = Result<T, StoreError>;
 #[derive(Clone)]
 pub struct Database {
     connection: DatabaseConnection,
+    /// Where write transactions run. On SQLite, a pool of one connection: SQLite has one writer
+    /// at a time anyway, and writers that queue for this connection wait their turn in order,
+    /// where writers on separate connections poll SQLite's busy handler with sleeps of up to
+    /// 100 ms each (seconds of delay under concurrent batches). On PostgreSQL, the same pool.
+    writer: DatabaseConnection,
     statements: Arc<AtomicU64>,
     keys: Option<Arc<KeyRing>>,
 }
 
 impl Database {
     pub async fn connect(url: &str) -> Result<Self, DbErr> {
+        let sqlite = url.starts_with("sqlite:");
+        let statements = Arc::new(AtomicU64::new(0));
+        let connection = Self::pool(url, if sqlite { 8 } else { 16 }, &statements).await?;
+        let writer = if sqlite { Self::pool(url, 1, &statements).await? } else { connection.clone() };
+        Ok(Self { connection, writer, statements, keys: None })
+    }
+
+    async fn pool(url: &str, size: u32, statements: &Arc<AtomicU64>) -> Result<DatabaseConnection, DbErr> {
         let mut options = ConnectOptions::new(url.to_owned());
         options
-            .max_connections(if url.starts_with("sqlite:") { 8 } else { 16 })
+            .max_connections(size)
             .connect_timeout(Duration::from_secs(10))
             .sqlx_logging(false)
             .map_sqlx_sqlite_opts(|sqlite| {
@@ -138,12 +151,11 @@ impl Database {
                     .pragma("secure_delete", "on")
             });
         let mut connection = SeaDatabase::connect(options).await?;
-        let statements = Arc::new(AtomicU64::new(0));
-        let counter = Arc::clone(&statements);
+        let counter = Arc::clone(statements);
         connection.set_metric_callback(move |_| {
             counter.fetch_add(1, Ordering::Relaxed);
         });
-        Ok(Self { connection, statements, keys: None })
+        Ok(connection)
     }
 
     /// The same handle, sealing and opening personal fields with `keys` (see `keys::open`).
@@ -171,7 +183,7 @@ impl Database {
     /// (`BEGIN IMMEDIATE`): a deferred transaction that reads first and writes later fails
     /// outright when another writer got in between, instead of waiting its turn.
     pub async fn begin_write(&self) -> Result<DatabaseTransaction, DbErr> {
-        self.connection
+        self.writer
             .begin_with_options(TransactionOptions {
                 sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
                 ..TransactionOptions::default()
@@ -195,6 +207,9 @@ impl Database {
     }
 
     pub async fn close(self) -> Result<(), DbErr> {
+        if self.backend() == DbBackend::Sqlite {
+            self.writer.close().await?;
+        }
         self.connection.close().await
     }
 }

@@ -107,6 +107,15 @@ pub async fn endpoint_secret(conn: &impl ConnectionTrait, id: Uuid) -> StoreResu
         .map(|model| WrappedKey { master_key_id: model.secret_key_id, wrapped: model.secret_wrapped }))
 }
 
+/// One webhook to write: what it tells about, the key that orders it among its contact's
+/// webhooks (the contact id), and its `data`.
+#[derive(Debug, Clone)]
+pub struct NewMessage {
+    pub event_type: WebhookEventType,
+    pub ordering_key: String,
+    pub data: Value,
+}
+
 /// Writes the webhook of a change, and a delivery to each enabled endpoint that wants its type,
 /// in the caller's transaction; nothing when no endpoint wants it. `ordering_key` (the contact)
 /// keeps one contact's webhooks in order per endpoint.
@@ -117,32 +126,56 @@ pub async fn record(
     data: Value,
     at: DateTime<Utc>,
 ) -> StoreResult<Option<Uuid>> {
-    let targets: Vec<Uuid> = endpoints(conn)
-        .await?
-        .into_iter()
-        .filter(|endpoint| endpoint.wants(event_type))
-        .map(|endpoint| endpoint.id)
-        .collect();
-    if targets.is_empty() {
-        return Ok(None);
-    }
-    let id = Uuid::now_v7();
-    let body = json!({ "type": event_type.as_str(), "timestamp": at.to_rfc3339(), "data": data }).to_string();
-    message::Entity::insert(message::ActiveModel {
-        id: Set(id),
-        event_type: Set(event_type.as_str().to_owned()),
-        body: Set(body),
-        created_at: Set(at),
-    })
-    .exec_without_returning(conn)
-    .await?;
-    delivery::Entity::insert_many(
-        targets.into_iter().map(|endpoint_id| new_delivery(Uuid::now_v7(), id, endpoint_id, ordering_key, at)),
-    )
-    .exec_without_returning(conn)
-    .await?;
-    Ok(Some(id))
+    let message = NewMessage { event_type, ordering_key: ordering_key.to_owned(), data };
+    Ok(record_all(conn, vec![message], at).await?.into_iter().next())
 }
+
+/// Like [`record`] for many webhooks at once (a batch of events, a round of sends), in a few
+/// statements; the ids of the messages some endpoint wanted, in order.
+pub async fn record_all(
+    conn: &impl ConnectionTrait,
+    messages: Vec<NewMessage>,
+    at: DateTime<Utc>,
+) -> StoreResult<Vec<Uuid>> {
+    if messages.is_empty() {
+        return Ok(Vec::new());
+    }
+    let endpoints = endpoints(conn).await?;
+    let mut ids = Vec::new();
+    let mut message_rows = Vec::new();
+    let mut delivery_rows = Vec::new();
+    let timestamp = at.to_rfc3339();
+    for message in messages {
+        let targets = endpoints.iter().filter(|endpoint| endpoint.wants(message.event_type));
+        let mut targets = targets.peekable();
+        if targets.peek().is_none() {
+            continue;
+        }
+        let id = Uuid::now_v7();
+        ids.push(id);
+        for endpoint in targets {
+            delivery_rows.push(new_delivery(Uuid::now_v7(), id, endpoint.id, &message.ordering_key, at));
+        }
+        let body = json!({ "type": message.event_type.as_str(), "timestamp": timestamp, "data": message.data });
+        message_rows.push(message::ActiveModel {
+            id: Set(id),
+            event_type: Set(message.event_type.as_str().to_owned()),
+            body: Set(body.to_string()),
+            created_at: Set(at),
+        });
+    }
+    // Rows per statement stay well under SQLite's limit of bound parameters.
+    for chunk in message_rows.chunks(ROWS_PER_INSERT) {
+        message::Entity::insert_many(chunk.to_vec()).exec_without_returning(conn).await?;
+    }
+    for chunk in delivery_rows.chunks(ROWS_PER_INSERT) {
+        delivery::Entity::insert_many(chunk.to_vec()).exec_without_returning(conn).await?;
+    }
+    Ok(ids)
+}
+
+/// Rows per multi-row INSERT: a delivery row binds 12 parameters.
+const ROWS_PER_INSERT: usize = 500;
 
 fn new_delivery(
     id: Uuid,
