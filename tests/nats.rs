@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use async_nats::jetstream::{self, consumer::PullConsumer, context::Publish, stream};
+use async_nats::jetstream::{self, consumer::PullConsumer, message::PublishMessage, stream};
 use futures_util::future::try_join_all;
 use rapport::config::NatsSettings;
 use secrecy::SecretString;
@@ -62,7 +62,7 @@ impl TestStream {
         let mut sequences = Vec::new();
         let mut pending = Vec::new();
         for (message_id, body) in messages {
-            let mut publish = Publish::build().payload(body.into());
+            let mut publish = PublishMessage::build().payload(body.into());
             if let Some(id) = message_id {
                 publish = publish.message_id(id);
             }
