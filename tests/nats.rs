@@ -34,10 +34,55 @@ pub struct TestStream {
     pub settings: NatsSettings,
 }
 
+/// A NATS server of the test's own (Debian's `nats-server`, which tests/run installs), for a
+/// test that stops and restarts the broker; the shared one must stay up for the others.
+pub struct NatsServer {
+    child: Option<tokio::process::Child>,
+    pub port: u16,
+    pub dir: std::path::PathBuf,
+}
+
+impl NatsServer {
+    /// Starts one with JetStream on `port` (a free one if none), storing in `dir`, and waits
+    /// until it listens.
+    pub async fn start(port: Option<u16>, dir: &std::path::Path) -> Self {
+        let port = port.unwrap_or_else(|| {
+            let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+            probe.local_addr().expect("port").port()
+        });
+        let child = tokio::process::Command::new("nats-server")
+            .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
+            .arg(dir)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("nats-server is installed (tests/run installs it)");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+            assert!(tokio::time::Instant::now() < deadline, "nats-server did not start on port {port}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Self { child: Some(child), port, dir: dir.to_path_buf() }
+    }
+
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// Kills the server the hard way, as a crash would.
+    pub async fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.start_kill().expect("SIGKILL");
+            child.wait().await.expect("killed");
+        }
+    }
+}
+
 impl TestStream {
     /// Connects; the stream itself is made by Rapport, or by `create` as an operator would.
     pub async fn connect(settings: NatsSettings) -> Self {
-        let url = nats_url();
+        let url = secrecy::ExposeSecret::expose_secret(&settings.url).to_owned();
         let client = async_nats::ConnectOptions::new()
             .connection_timeout(Duration::from_secs(5))
             .connect(url.as_str())
@@ -118,12 +163,17 @@ async fn acked(pending: Vec<jetstream::context::PublishAckFuture>) -> Vec<u64> {
 impl Drop for TestStream {
     fn drop(&mut self) {
         let name = self.settings.stream.clone();
+        let url = secrecy::ExposeSecret::expose_secret(&self.settings.url).to_owned();
         // Drop runs outside any async context we could borrow: use a runtime and a connection of
         // its own (the test's connection lives on the test's runtime).
         let deleted = std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
             runtime.block_on(async {
-                let client = async_nats::connect(nats_url()).await.ok()?;
+                let client = async_nats::ConnectOptions::new()
+                    .connection_timeout(Duration::from_secs(2))
+                    .connect(url.as_str())
+                    .await
+                    .ok()?;
                 jetstream::new(client).delete_stream(&name).await.ok()
             })
         });

@@ -1,17 +1,19 @@
 //! The NATS JetStream consumer end to end, against a real NATS server: events published to the
 //! subject land on their contacts once and are acknowledged, repeated idempotency keys and bad
-//! messages are settled without blocking the stream, and a Rapport killed mid-stream stores every
-//! event exactly once after its restart.
+//! messages are settled without blocking the stream, the consumer carries on after the broker is
+//! killed and restarted, and a Rapport killed mid-stream stores every event exactly once after
+//! its restart.
 
 use std::{collections::BTreeSet, time::Duration};
 
 use rapport_e2e::{
     Settings, TestApp,
-    nats::{TestStream, unique_settings},
-    on_both_databases,
+    nats::{NatsServer, TestStream, unique_settings},
+    on_both_databases, respawn,
 };
 use sea_orm::{ConnectionTrait, Database, Statement};
 use secrecy::ExposeSecret;
+use secrecy::SecretString;
 use serde_json::{Value, json};
 
 use crate::rapport_binary;
@@ -107,6 +109,37 @@ on_both_databases! {
         let actors = column(&app, "SELECT actor_kind || ':' || actor_id FROM audit_entry WHERE action = 'events.tracked'").await;
         assert!(!actors.is_empty());
         assert!(actors.iter().all(|actor| *actor == format!("stream:{}", stream.settings.stream)), "{actors:?}");
+    }
+
+    async fn the_consumer_carries_on_after_the_broker_is_killed_and_restarted(app) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut broker = NatsServer::start(None, dir.path()).await;
+        let mut nats = unique_settings();
+        nats.url = SecretString::from(broker.url());
+        let consumer = respawn(&app, Settings { nats: Some(nats.clone()), ..app.settings.clone() }).await;
+        app.upsert_contact(json!({ "externalId": "ann" })).await;
+        wait_for_status(&consumer, |status| status["status"] == "consuming").await;
+        let event = |n: usize| (None, json!({ "contact": { "externalId": "ann" }, "type": "page.viewed", "properties": { "n": n } }).to_string());
+        TestStream::connect(nats.clone()).await.publish_all((0..100).map(event)).await;
+        wait_for_status(&consumer, |status| status["stored"] == 100).await;
+
+        broker.kill().await;
+        let broker = NatsServer::start(Some(broker.port), &broker.dir).await;
+        // The stream and the consumer's position were on the broker's disk; a new connection
+        // publishes the rest.
+        let stream = TestStream::connect(nats.clone()).await;
+        // JetStream reads its streams back from disk after it starts listening.
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        while stream.context.get_stream(&nats.stream).await.is_err() {
+            assert!(tokio::time::Instant::now() < deadline, "the stream did not come back after the restart");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        stream.publish_all((100..200).map(event)).await;
+        let status = wait_for_status(&consumer, |status| status["stored"] == 200).await;
+        assert_eq!(status["status"], "consuming");
+        assert_eq!(stored_events(&app).await, 200);
+        assert_eq!(event_count(&app, "ann").await, 200);
+        drop((stream, broker));
     }
 
     async fn a_rapport_killed_mid_stream_stores_every_event_exactly_once_after_its_restart(app) {
