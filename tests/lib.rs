@@ -5,6 +5,7 @@
 //! PostgreSQL is found through `RAPPORT_TEST_POSTGRES_URL` (default: the local server on
 //! 127.0.0.1:5432 as user postgres). A missing PostgreSQL fails the tests; it never skips them.
 
+pub mod nats;
 pub mod smtp;
 pub mod webhooks;
 

@@ -26,6 +26,41 @@ pub struct Settings {
     pub rate_limit_credential: RateLimit,
     pub mail: MailSettings,
     pub webhooks: WebhookSettings,
+    /// The JetStream consumer, when `RAPPORT_NATS_URL` is set.
+    pub nats: Option<NatsSettings>,
+}
+
+/// Where the stream consumer reads events from and how. `Debug` shows no secret: the URL, which
+/// may carry a user and password or a token, is a `SecretString`.
+#[derive(Debug, Clone)]
+pub struct NatsSettings {
+    pub url: SecretString,
+    /// The subject events are published to; it may hold wildcards (`events.>`).
+    pub subject: String,
+    /// The stream to create when none covers the subject yet.
+    pub stream: String,
+    /// The durable pull consumer, made if missing: its position in the stream outlives restarts.
+    pub consumer: String,
+    /// Messages stored per transaction, at most.
+    pub batch_size: usize,
+    /// How long the broker waits for an acknowledgement before delivering a message again;
+    /// applies to a consumer this process creates.
+    pub ack_wait: Duration,
+    /// Create the contacts events name by external id or email when they do not exist yet, as
+    /// `?createContacts=true` does for `POST /v1/events`.
+    pub create_contacts: bool,
+}
+
+impl NatsSettings {
+    pub const DEFAULT_STREAM: &'static str = "RAPPORT_EVENTS";
+    pub const DEFAULT_CONSUMER: &'static str = "rapport";
+    pub const DEFAULT_BATCH_SIZE: usize = 1_000;
+    pub const DEFAULT_ACK_WAIT: Duration = Duration::from_secs(30);
+
+    /// The URL without any password, for logs.
+    pub fn url_display(&self) -> String {
+        redact_url_password(secrecy::ExposeSecret::expose_secret(&self.url))
+    }
 }
 
 /// How outbound webhooks are sent.
@@ -113,6 +148,7 @@ impl std::fmt::Debug for Settings {
             .field("rate_limit_credential", &self.rate_limit_credential)
             .field("mail", &self.mail)
             .field("webhooks", &self.webhooks)
+            .field("nats", &self.nats)
             .finish()
     }
 }
@@ -191,6 +227,7 @@ impl Default for Settings {
             rate_limit_credential: DEFAULT_RATE_LIMIT_CREDENTIAL,
             mail: MailSettings::default(),
             webhooks: WebhookSettings::default(),
+            nats: None,
         }
     }
 }
@@ -235,6 +272,13 @@ struct FileSettings {
     webhook_allow_private_networks: Option<bool>,
     webhook_retry_base_seconds: Option<f64>,
     webhook_lease_seconds: Option<f64>,
+    nats_url: Option<SecretString>,
+    nats_subject: Option<String>,
+    nats_stream: Option<String>,
+    nats_consumer: Option<String>,
+    nats_batch_size: Option<i64>,
+    nats_ack_wait_seconds: Option<f64>,
+    nats_create_contacts: Option<bool>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -291,10 +335,14 @@ impl Settings {
         if let Some(value) = secret("RAPPORT_ADMIN_TOKEN") {
             file.admin_token = Some(value);
         }
+        if let Some(value) = secret("RAPPORT_NATS_URL") {
+            file.nats_url = Some(value);
+        }
 
         let defaults = Settings::default();
         let mail = mail_settings(&env, &file)?;
         let webhooks = webhook_settings(&env, &file)?;
+        let nats = nats_settings(&env, &file)?;
         let listen = match file.listen {
             Some(raw) => raw.parse().map_err(|_| ConfigError::Invalid {
                 key: "listen".to_owned(),
@@ -353,6 +401,7 @@ impl Settings {
         Ok(Settings {
             mail,
             webhooks,
+            nats,
             database_url,
             listen,
             public_url: file.public_url.unwrap_or(defaults.public_url),
@@ -456,6 +505,93 @@ fn webhook_settings(
             .unwrap_or(defaults.allow_private_networks),
         retry_base,
     })
+}
+
+fn nats_settings(
+    env: &impl Fn(&str) -> Option<String>,
+    file: &FileSettings,
+) -> Result<Option<NatsSettings>, ConfigError> {
+    let invalid = |key: &str, reason: &str| ConfigError::Invalid { key: key.to_owned(), reason: reason.to_owned() };
+    let text = |key: &str, from_file: &Option<String>| {
+        env(&format!("RAPPORT_{}", key.to_ascii_uppercase()))
+            .or_else(|| from_file.clone())
+            .map(|value| value.trim().to_owned())
+            .filter(|value| !value.is_empty())
+    };
+    let url = file.nats_url.clone().filter(|url| !secrecy::ExposeSecret::expose_secret(url).trim().is_empty());
+    let subject = text("nats_subject", &file.nats_subject);
+    let (url, subject) = match (url, subject) {
+        (None, None) => return Ok(None),
+        (Some(url), Some(subject)) => (url, subject),
+        (Some(_), None) => {
+            return Err(invalid("nats_subject", "is required with nats_url: name the subject to consume"));
+        }
+        (None, Some(_)) => {
+            return Err(invalid("nats_url", "is required with nats_subject, e.g. nats://127.0.0.1:4222"));
+        }
+    };
+    let exposed = secrecy::ExposeSecret::expose_secret(&url).trim();
+    if !["nats://", "tls://", "nats+tls://"].iter().any(|scheme| exposed.starts_with(scheme)) && exposed.contains("://")
+    {
+        return Err(invalid("nats_url", "must be a nats:// or tls:// URL, e.g. nats://127.0.0.1:4222"));
+    }
+    if !is_subject(&subject) {
+        return Err(invalid(
+            "nats_subject",
+            "must be a NATS subject: tokens separated by dots, no spaces, `*` and `>` as whole tokens",
+        ));
+    }
+    let name = |key: &str, from_file: &Option<String>, default: &str| {
+        let name = text(key, from_file).unwrap_or_else(|| default.to_owned());
+        if is_name(&name) {
+            Ok(name)
+        } else {
+            Err(invalid(key, "must be a JetStream name: letters, digits, `-` and `_`, at most 32 characters"))
+        }
+    };
+    let stream = name("nats_stream", &file.nats_stream, NatsSettings::DEFAULT_STREAM)?;
+    let consumer = name("nats_consumer", &file.nats_consumer, NatsSettings::DEFAULT_CONSUMER)?;
+    let batch_size =
+        number(env, "nats_batch_size", file.nats_batch_size)?.unwrap_or(NatsSettings::DEFAULT_BATCH_SIZE as i64);
+    // The batch API's own limit: one batch is one call to the same use case.
+    if !(1..=crate::service::events::MAX_EVENTS_PER_REQUEST as i64).contains(&batch_size) {
+        return Err(invalid("nats_batch_size", "must be between 1 and 10000"));
+    }
+    let ack_wait = number(env, "nats_ack_wait_seconds", file.nats_ack_wait_seconds)?.map_or(
+        Ok(NatsSettings::DEFAULT_ACK_WAIT),
+        |seconds| {
+            Duration::try_from_secs_f64(seconds)
+                .ok()
+                .filter(|wait| *wait >= Duration::from_secs(1) && *wait <= Duration::from_secs(3_600))
+                .ok_or_else(|| invalid("nats_ack_wait_seconds", "must be between 1 and 3600"))
+        },
+    )?;
+    Ok(Some(NatsSettings {
+        url,
+        subject,
+        stream,
+        consumer,
+        batch_size: batch_size as usize,
+        ack_wait,
+        create_contacts: number(env, "nats_create_contacts", file.nats_create_contacts)?.unwrap_or(false),
+    }))
+}
+
+/// A subject as NATS takes it: non-empty dot-separated tokens without whitespace, where `*` and
+/// `>` stand alone and `>` comes last.
+fn is_subject(subject: &str) -> bool {
+    let tokens: Vec<&str> = subject.split('.').collect();
+    tokens.iter().enumerate().all(|(index, token)| {
+        !token.is_empty()
+            && !token.chars().any(char::is_whitespace)
+            && (!token.contains('*') || *token == "*")
+            && (!token.contains('>') || (*token == ">" && index == tokens.len() - 1))
+    })
+}
+
+/// Stream and consumer names become tokens of API subjects and, on the server, file names.
+fn is_name(name: &str) -> bool {
+    name.len() <= 32 && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
 }
 
 fn mail_settings(env: &impl Fn(&str) -> Option<String>, file: &FileSettings) -> Result<MailSettings, ConfigError> {
@@ -584,6 +720,39 @@ mod tests {
         assert!(refused(&[("RAPPORT_MAIL_RATE_PER_SECOND", "-1")]).starts_with("mail_rate_per_second:"));
         assert!(refused(&[("RAPPORT_DKIM_SELECTOR", "s1")]).starts_with("dkim:"));
         assert!(refused(&[("RAPPORT_MAIL_MAX_ATTEMPTS", "many")]).starts_with("mail_max_attempts:"));
+    }
+
+    #[test]
+    fn the_stream_consumer_is_off_until_a_nats_url_and_subject_are_given() {
+        assert!(Settings::load_from(None, env(&[])).unwrap().nats.is_none());
+        let config = file("nats_subject = \"shop.events.>\"\nnats_batch_size = 500\n");
+        let env_vars =
+            [("RAPPORT_NATS_URL", "nats://app:hunter2@127.0.0.1:4222"), ("RAPPORT_NATS_ACK_WAIT_SECONDS", "5")];
+        let settings = Settings::load_from(Some(config.path()), env(&env_vars)).unwrap();
+        let nats = settings.nats.clone().unwrap();
+        assert_eq!(nats.subject, "shop.events.>");
+        assert_eq!((nats.stream.as_str(), nats.consumer.as_str()), ("RAPPORT_EVENTS", "rapport"));
+        assert_eq!((nats.batch_size, nats.ack_wait, nats.create_contacts), (500, Duration::from_secs(5), false));
+        assert_eq!(nats.url_display(), "nats://app:***@127.0.0.1:4222");
+        assert!(!format!("{settings:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn a_half_or_malformed_stream_consumer_setting_is_rejected_with_its_key() {
+        let refused = |vars: &[(&str, &str)]| Settings::load_from(None, env(vars)).unwrap_err().to_string();
+        let url = ("RAPPORT_NATS_URL", "nats://127.0.0.1:4222");
+        let subject = ("RAPPORT_NATS_SUBJECT", "events");
+        assert!(refused(&[url]).starts_with("nats_subject:"));
+        assert!(refused(&[subject]).starts_with("nats_url:"));
+        assert!(refused(&[("RAPPORT_NATS_URL", "http://127.0.0.1:4222"), subject]).starts_with("nats_url:"));
+        for bad in ["a b", "events..x", "events.>.x", "ev*"] {
+            assert!(refused(&[url, ("RAPPORT_NATS_SUBJECT", bad)]).starts_with("nats_subject:"), "{bad}");
+        }
+        assert!(refused(&[url, subject, ("RAPPORT_NATS_STREAM", "a.b")]).starts_with("nats_stream:"));
+        assert!(refused(&[url, subject, ("RAPPORT_NATS_CONSUMER", "x>")]).starts_with("nats_consumer:"));
+        assert!(refused(&[url, subject, ("RAPPORT_NATS_BATCH_SIZE", "0")]).starts_with("nats_batch_size:"));
+        assert!(refused(&[url, subject, ("RAPPORT_NATS_ACK_WAIT_SECONDS", "0")]).starts_with("nats_ack_wait_seconds:"));
+        assert!(refused(&[url, subject, ("RAPPORT_NATS_CREATE_CONTACTS", "yes")]).starts_with("nats_create_contacts:"));
     }
 
     #[test]

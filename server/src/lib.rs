@@ -10,4 +10,5 @@ pub mod mail;
 pub mod service;
 pub mod startup;
 pub mod store;
+pub mod stream;
 pub mod telemetry;

@@ -25,6 +25,7 @@ use crate::{
     },
     service::{self, Actor, RequestContext, Services, SystemClock, delivery::DeliveryWorker, webhooks::WebhookWorker},
     store::Database,
+    stream::StreamConsumer,
 };
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -41,6 +42,7 @@ pub struct Application {
     services: Services,
     delivery: Option<DeliveryWorker>,
     webhooks: Option<WebhookWorker>,
+    stream: Option<StreamConsumer>,
 }
 
 impl Application {
@@ -62,6 +64,10 @@ impl Application {
                 "no admin user exists and RAPPORT_ADMIN_TOKEN is not set: create one with `rapport admin create --email …`"
             );
         }
+        let stream = settings.nats.clone().map(|nats| {
+            tracing::info!(url = %nats.url_display(), subject = %nats.subject, "consuming events from NATS");
+            StreamConsumer::new(services.clone(), nats)
+        });
         let state = AppState {
             services: services.clone(),
             schema: build_schema(Some(services.clone())),
@@ -69,6 +75,7 @@ impl Application {
             authenticator,
             limiters: Arc::new(Limiters::new(settings.rate_limit_ip, settings.rate_limit_credential)?),
             smtp_configured: settings.smtp_url.is_some(),
+            stream_status: stream.as_ref().map(StreamConsumer::status),
         };
         let delivery = delivery_worker(settings, &services)?;
         let webhooks = if settings.webhooks.deliver {
@@ -82,7 +89,7 @@ impl Application {
         let listener = TcpListener::bind(settings.listen)
             .await
             .with_context(|| format!("cannot listen on {}", settings.listen))?;
-        Ok(Self { listener, router: http::router(state), services, delivery, webhooks })
+        Ok(Self { listener, router: http::router(state), services, delivery, webhooks, stream })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -93,13 +100,14 @@ impl Application {
         &self.services
     }
 
-    /// Serves (and delivers mail) until `shutdown` completes, then lets in-flight requests and
-    /// the mail batches in hand finish.
+    /// Serves (and delivers mail, and consumes the event stream) until `shutdown` completes, then
+    /// lets in-flight requests, the mail batches and the event batch in hand finish.
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         let address = self.local_addr();
         tracing::info!(graphql = %format!("http://{address}/graphql"), "listening on http://{address}");
         let (stop_delivery, delivery_stopped) = tokio::sync::watch::channel(false);
         let delivery = self.delivery.map(|worker| tokio::spawn(worker.run(delivery_stopped.clone())));
+        let stream = self.stream.map(|consumer| tokio::spawn(consumer.run(delivery_stopped.clone())));
         let webhooks = self.webhooks.map(|worker| tokio::spawn(worker.run(delivery_stopped)));
         let served = axum::serve(self.listener, self.router.into_make_service_with_connect_info::<SocketAddr>())
             .with_graceful_shutdown(shutdown)
@@ -111,6 +119,9 @@ impl Application {
         }
         if let Some(webhooks) = webhooks {
             let _ = webhooks.await;
+        }
+        if let Some(stream) = stream {
+            let _ = stream.await;
         }
         served?;
         tracing::info!("stopped");

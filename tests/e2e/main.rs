@@ -17,6 +17,7 @@ mod graphql_http;
 mod hooks;
 mod http;
 mod mail;
+mod nats;
 mod preferences;
 mod privacy;
 mod rate_limit;

@@ -102,6 +102,7 @@ pub fn actor_parts(actor: &Actor) -> (&'static str, Option<String>) {
         Actor::Contact { contact_id, .. } => ("contact_token", Some(contact_id.to_string())),
         Actor::Cli => ("system", Some("cli".to_owned())),
         Actor::WebhookSource { key, .. } => ("webhook_source", Some(key.clone())),
+        Actor::Stream { name } => ("stream", Some(name.clone())),
         Actor::Anonymous => ("anonymous", None),
     }
 }

@@ -29,6 +29,10 @@ pub enum Actor {
     /// A system posting to `/hooks/{source}`, proven by its signature; it may do what its
     /// source's kind allows.
     WebhookSource { key: String, kind: WebhookSourceKind },
+    /// The NATS JetStream consumer, storing what was published to the stream of this name. The
+    /// operator who configured it vouches for what is published there, as for an API key with
+    /// `events:write` and `profiles:write`.
+    Stream { name: String },
     /// A caller without credentials, who may only sign in, or follow a tracking link from an
     /// email (recording an open or a click on the contact it was sent to).
     Anonymous,
@@ -43,6 +47,7 @@ impl Actor {
             Actor::User { role, .. } => role.may(permission),
             Actor::ApiKey { scopes, .. } => scopes.contains(permission),
             Actor::WebhookSource { kind, .. } => kind.permissions().contains(&permission),
+            Actor::Stream { .. } => matches!(permission, Permission::EventsWrite | Permission::ProfilesWrite),
             Actor::Contact { .. } | Actor::Anonymous => false,
         }
     }
@@ -61,7 +66,11 @@ impl Actor {
         match self {
             Actor::Bootstrap | Actor::Cli => Some(Role::Owner),
             Actor::User { role, .. } => Some(*role),
-            Actor::ApiKey { .. } | Actor::Contact { .. } | Actor::WebhookSource { .. } | Actor::Anonymous => None,
+            Actor::ApiKey { .. }
+            | Actor::Contact { .. }
+            | Actor::WebhookSource { .. }
+            | Actor::Stream { .. }
+            | Actor::Anonymous => None,
         }
     }
 }

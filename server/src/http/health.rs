@@ -21,10 +21,24 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) 
     } else {
         json!({ "status": "not_configured", "detail": "mail is queued, not sent: set RAPPORT_SMTP_URL" })
     };
+    // Reported, not required: a broker outage delays events but leaves the API serving, and the
+    // consumer catches up from its durable position when the broker is back.
+    let nats = match &state.stream_status {
+        Some(status) => {
+            let status = status.borrow().clone();
+            json!({
+                "status": status.state.as_str(),
+                "stored": status.stored,
+                "duplicates": status.duplicates,
+                "skipped": status.skipped,
+            })
+        }
+        None => json!({ "status": "not_configured" }),
+    };
     let status = if database_up { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     let body = json!({
         "status": if database_up { "ready" } else { "unavailable" },
-        "checks": { "database": database, "smtp": smtp },
+        "checks": { "database": database, "smtp": smtp, "nats": nats },
     });
     (status, Json(body))
 }

@@ -16,12 +16,13 @@ use axum::{
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use super::{AppState, error::ApiError, events, page_context};
+use super::{AppState, error::ApiError, page_context};
 use crate::{
     domain::contact::{EmailAddress, ExternalId},
     service::{
         Actor, Error,
         contacts::UpsertKey,
+        event_items,
         hooks::{InboundPayload, Received, SignedRequest},
     },
 };
@@ -84,12 +85,13 @@ fn parse(body: &[u8]) -> Result<InboundPayload, Error> {
         .map_err(|error| Error::validation("body", format!("is not an envelope {{\"type\", \"data\"}}: {error}")))?;
     let data = envelope.data;
     match envelope.kind.as_str() {
-        "event" => events::parse_event(data).map(InboundPayload::Event).map_err(|error| error.within("data")),
+        "event" => event_items::parse_event(data).map(InboundPayload::Event).map_err(|error| error.within("data")),
         "contact" => {
             let contact: ContactEnvelope =
                 serde_json::from_value(data).map_err(|error| Error::validation("data", error))?;
             let key = upsert_key(&contact.contact).map_err(|error| error.within("data.contact"))?;
-            let changes = events::identify_changes(contact.changes).map_err(|error| error.within("data.changes"))?;
+            let changes =
+                event_items::identify_changes(contact.changes).map_err(|error| error.within("data.changes"))?;
             Ok(InboundPayload::Contact { key, changes })
         }
         kind @ ("bounce" | "complaint") => {

@@ -49,6 +49,8 @@ pub struct AppState {
     pub authenticator: Authenticator,
     pub limiters: Arc<Limiters>,
     pub smtp_configured: bool,
+    /// The NATS stream consumer's state, when one runs.
+    pub stream_status: Option<tokio::sync::watch::Receiver<crate::domain::stream::ConsumerStatus>>,
 }
 
 pub fn router(state: AppState) -> Router {

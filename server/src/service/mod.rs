@@ -9,6 +9,7 @@ pub mod contacts;
 pub mod delivery;
 pub mod emails;
 pub mod error;
+pub mod event_items;
 pub mod events;
 pub mod feed;
 pub mod fields;
