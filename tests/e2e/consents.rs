@@ -202,7 +202,7 @@ on_both_databases! {
                     "ip": "203.0.113.7",
                     "userAgent": "Mozilla/5.0 (X11; Linux x86_64) Firefox/128.0",
                     "wordingId": "newsletter-signup",
-                    "wordingVersion": 3,
+                    "wordingVersion": "3",
                 },
             }),
         )
@@ -211,7 +211,7 @@ on_both_databases! {
             "ip": "203.0.113.7",
             "userAgent": "Mozilla/5.0 (X11; Linux x86_64) Firefox/128.0",
             "wordingId": "newsletter-signup",
-            "wordingVersion": 3,
+            "wordingVersion": "3",
         });
         assert_eq!(recorded["proof"], proof);
         assert_eq!(recorded["capturedAt"], "2024-05-01T09:30:00+00:00");
@@ -225,11 +225,11 @@ on_both_databases! {
             &app,
             json!({
                 "contactId": contact, "purpose": "marketing", "channel": "SMS", "status": "DENIED",
-                "proof": { "ip": " 2001:0db8:0000:0000:0000:0000:0000:0001 ", "wordingVersion": 7 },
+                "proof": { "ip": " 2001:0db8:0000:0000:0000:0000:0000:0001 ", "wordingVersion": "7" },
             }),
         )
         .await;
-        assert_eq!(recorded["proof"], json!({ "ip": "2001:db8::1", "userAgent": null, "wordingId": null, "wordingVersion": 7 }));
+        assert_eq!(recorded["proof"], json!({ "ip": "2001:db8::1", "userAgent": null, "wordingId": null, "wordingVersion": "7" }));
         let stored = history(&app, &contact, json!({ "channel": "SMS" })).await;
         assert_eq!(stored["edges"][0]["node"], recorded);
     }

@@ -17,6 +17,7 @@ pub mod page;
 pub mod preferences;
 pub mod privacy;
 pub mod request;
+pub mod texts;
 pub mod topic;
 pub mod webhook;
 
