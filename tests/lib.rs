@@ -11,13 +11,19 @@ pub mod webhooks;
 
 use std::{
     path::PathBuf,
-    sync::{Arc, Once},
+    sync::{
+        Arc, Once,
+        atomic::{AtomicI64, Ordering},
+    },
 };
 
 pub use rapport::config::Settings;
 use rapport::{
-    crypto::MasterKey,
-    service::Services,
+    crypto::{
+        MasterKey, MasterKeys,
+        tokens::{Audience, TokenSigner},
+    },
+    service::{Clock, Services},
     startup::{Application, ServeOptions},
 };
 use sea_orm::{ConnectionTrait, Database};
@@ -132,6 +138,26 @@ impl Drop for Storage {
     }
 }
 
+/// The real time moved ahead by what tests asked for, so that they can see links and requests
+/// expire without waiting for it. Only the server's services read it: signed tokens still expire
+/// by the real time, as their signatures say.
+#[derive(Debug, Default)]
+pub struct TestClock {
+    ahead_ms: AtomicI64,
+}
+
+impl TestClock {
+    pub fn advance(&self, by: chrono::Duration) {
+        self.ahead_ms.fetch_add(by.num_milliseconds(), Ordering::SeqCst);
+    }
+}
+
+impl Clock for TestClock {
+    fn now(&self) -> chrono::DateTime<chrono::Utc> {
+        chrono::Utc::now() + chrono::Duration::milliseconds(self.ahead_ms.load(Ordering::SeqCst))
+    }
+}
+
 pub struct TestApp {
     pub address: String,
     pub client: reqwest::Client,
@@ -140,6 +166,8 @@ pub struct TestApp {
     pub database_url: String,
     /// What the server was started with, master key included.
     pub settings: Settings,
+    /// The server's clock: the real time, until a test moves it ahead.
+    pub clock: Arc<TestClock>,
     stop: Option<oneshot::Sender<()>>,
     // Declared last: the server stops before its database is dropped.
     _storage: Arc<Storage>,
@@ -179,7 +207,9 @@ pub async fn respawn(app: &TestApp, settings: Settings) -> TestApp {
 /// Starts a server on `storage` with exactly these settings.
 pub async fn spawn_on(storage: Arc<Storage>, settings: Settings) -> TestApp {
     let backend = storage.backend();
-    let app = Application::build(&settings, ServeOptions::default()).await.expect("application starts");
+    let clock = Arc::new(TestClock::default());
+    let options = ServeOptions { clock: Some(Arc::clone(&clock) as Arc<dyn Clock>), ..ServeOptions::default() };
+    let app = Application::build(&settings, options).await.expect("application starts");
     let address = format!("http://{}", app.local_addr());
     let services = app.services().clone();
     let (stop, stopped) = oneshot::channel::<()>();
@@ -193,6 +223,7 @@ pub async fn spawn_on(storage: Arc<Storage>, settings: Settings) -> TestApp {
         backend,
         database_url: storage.url(),
         settings,
+        clock,
         stop: Some(stop),
         _storage: storage,
     }
@@ -283,6 +314,24 @@ impl TestApp {
     }
 }
 
+impl TestApp {
+    /// A contact token (`purpose` as its claim says: `preferences`, `unsubscribe`,
+    /// `confirm_opt_in`) signed with the server's own key for any time span, such as one that
+    /// has already ended.
+    pub fn contact_token(
+        &self,
+        contact_id: &str,
+        purpose: &str,
+        issued_at: chrono::DateTime<chrono::Utc>,
+        expires_at: chrono::DateTime<chrono::Utc>,
+    ) -> String {
+        let master = self.settings.master_key.as_ref().expect("master key");
+        let master = MasterKey::parse(secrecy::ExposeSecret::expose_secret(master)).expect("master key parses");
+        let signer = TokenSigner::new(&MasterKeys::new(master, None));
+        signer.sign(Audience::Contact, contact_id, json!({ "purpose": purpose }), issued_at, expires_at)
+    }
+}
+
 /// A password that admin users made by the harness sign in with.
 pub const PASSWORD: &str = "correct horse battery staple";
 
@@ -368,4 +417,13 @@ const SNAPSHOT_QUERY: &str = r#"{
 /// The repository's root directory.
 pub fn repository_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("repository root").to_path_buf()
+}
+
+/// The wording version consent proof records for `text` shown: the language Rapport translated it
+/// into, if it did, and the first 12 hex digits of the text's SHA-256. Written out here rather
+/// than called, so that a change on the server's side shows.
+pub fn wording_version(language: Option<&str>, text: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let hash: String = Sha256::digest(text.as_bytes()).iter().take(6).map(|byte| format!("{byte:02x}")).collect();
+    language.map_or(hash.clone(), |language| format!("{language}:{hash}"))
 }

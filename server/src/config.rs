@@ -24,6 +24,9 @@ pub struct Settings {
     pub rate_limit_ip: RateLimit,
     /// Requests carrying one `Authorization: Bearer` credential, whether valid or not.
     pub rate_limit_credential: RateLimit,
+    /// Public writes from one client address: signup form posts and requests for a preferences
+    /// link, on top of the address's limit.
+    pub rate_limit_form: RateLimit,
     pub mail: MailSettings,
     pub webhooks: WebhookSettings,
     /// The JetStream consumer, when `RAPPORT_NATS_URL` is set.
@@ -146,6 +149,7 @@ impl std::fmt::Debug for Settings {
             .field("log_format", &self.log_format)
             .field("rate_limit_ip", &self.rate_limit_ip)
             .field("rate_limit_credential", &self.rate_limit_credential)
+            .field("rate_limit_form", &self.rate_limit_form)
             .field("mail", &self.mail)
             .field("webhooks", &self.webhooks)
             .field("nats", &self.nats)
@@ -225,6 +229,7 @@ impl Default for Settings {
             log_format: LogFormat::Text,
             rate_limit_ip: DEFAULT_RATE_LIMIT_IP,
             rate_limit_credential: DEFAULT_RATE_LIMIT_CREDENTIAL,
+            rate_limit_form: DEFAULT_RATE_LIMIT_FORM,
             mail: MailSettings::default(),
             webhooks: WebhookSettings::default(),
             nats: None,
@@ -241,6 +246,11 @@ const DEFAULT_RATE_LIMIT_CREDENTIAL: RateLimit =
     RateLimit { per_second: 100.0, burst: NonZeroU32::new(200).expect("non-zero") };
 const DEFAULT_RATE_LIMIT_IP: RateLimit =
     RateLimit { per_second: 200.0, burst: NonZeroU32::new(400).expect("non-zero") };
+/// A person signs up or asks for a link a few times at most; a household or office behind one
+/// address a few more. Ten a minute (bursts of twenty) leaves them room and keeps a script from
+/// filling the contacts with addresses or mailboxes with confirmation mail.
+const DEFAULT_RATE_LIMIT_FORM: RateLimit =
+    RateLimit { per_second: 10.0 / 60.0, burst: NonZeroU32::new(20).expect("non-zero") };
 
 /// The keys `rapport.toml` may hold; each is also `RAPPORT_<KEY>` in the environment.
 #[derive(Debug, Default, Deserialize)]
@@ -259,6 +269,8 @@ struct FileSettings {
     rate_limit_ip_burst: Option<i64>,
     rate_limit_credential_per_second: Option<f64>,
     rate_limit_credential_burst: Option<i64>,
+    rate_limit_form_per_second: Option<f64>,
+    rate_limit_form_burst: Option<i64>,
     smtp_connections: Option<i64>,
     mail_rate_per_second: Option<f64>,
     mail_domain_rate_per_second: Option<f64>,
@@ -398,6 +410,13 @@ impl Settings {
             file.rate_limit_credential_burst,
             defaults.rate_limit_credential,
         )?;
+        let rate_limit_form = rate_limit(
+            &env,
+            "rate_limit_form",
+            file.rate_limit_form_per_second,
+            file.rate_limit_form_burst,
+            defaults.rate_limit_form,
+        )?;
         Ok(Settings {
             mail,
             webhooks,
@@ -413,6 +432,7 @@ impl Settings {
             log_format,
             rate_limit_ip,
             rate_limit_credential,
+            rate_limit_form,
         })
     }
 
@@ -804,6 +824,7 @@ mod tests {
         let settings = Settings::load_from(None, env(&[])).unwrap();
         assert_eq!(settings.rate_limit_credential, RateLimit::new(100.0, 200).unwrap());
         assert_eq!(settings.rate_limit_ip, RateLimit::new(200.0, 400).unwrap());
+        assert_eq!(settings.rate_limit_form, RateLimit::new(10.0 / 60.0, 20).unwrap());
     }
 
     #[test]

@@ -23,17 +23,22 @@ use crate::{
         message::Dkim,
         smtp::{Relay, SmtpPool},
     },
-    service::{self, Actor, RequestContext, Services, SystemClock, delivery::DeliveryWorker, webhooks::WebhookWorker},
+    service::{
+        self, Actor, Clock, RequestContext, Services, SystemClock, delivery::DeliveryWorker, webhooks::WebhookWorker,
+    },
     store::Database,
     stream::StreamConsumer,
 };
 
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Clone, Default)]
 pub struct ServeOptions {
     /// Leave the schema as it is (operators who migrate in a separate step).
     pub skip_migrations: bool,
     /// Allow running without `RAPPORT_ADMIN_TOKEN`: every caller is then the owner.
     pub insecure_dev: bool,
+    /// Where the services' "now" comes from; the system clock when unset. Tests move it ahead to
+    /// see what time does (links and opt-in requests expiring) without waiting for it.
+    pub clock: Option<Arc<dyn Clock>>,
 }
 
 pub struct Application {
@@ -58,7 +63,8 @@ impl Application {
             migrate(&database).await?;
         }
         let database = open_keys(database, masters).await?;
-        let services = Services::new(database, Arc::new(SystemClock)).with_public_url(&settings.public_url);
+        let clock = options.clock.clone().unwrap_or_else(|| Arc::new(SystemClock));
+        let services = Services::new(database, clock).with_public_url(&settings.public_url);
         if settings.admin_token.is_none() && !options.insecure_dev && !services.any_user_exists().await? {
             tracing::warn!(
                 "no admin user exists and RAPPORT_ADMIN_TOKEN is not set: create one with `rapport admin create --email …`"
@@ -73,7 +79,11 @@ impl Application {
             schema: build_schema(Some(services.clone())),
             subscription_schema: crate::graphql::subscriptions::build_subscription_schema(services.clone()),
             authenticator,
-            limiters: Arc::new(Limiters::new(settings.rate_limit_ip, settings.rate_limit_credential)?),
+            limiters: Arc::new(Limiters::new(
+                settings.rate_limit_ip,
+                settings.rate_limit_credential,
+                settings.rate_limit_form,
+            )?),
             smtp_configured: settings.smtp_url.is_some(),
             stream_status: stream.as_ref().map(StreamConsumer::status),
         };

@@ -520,7 +520,7 @@ on_both_databases! {
         let token = issued["issueContactToken"]["token"].as_str().unwrap().to_owned();
         let forged = "mutation($id: ID!) { setConsent(input: { contactId: $id, purpose: \"marketing\", channel: EMAIL, status: GRANTED,
             legalBasis: LEGITIMATE_INTERESTS, source: ADMIN, capturedAt: \"2020-01-01T00:00:00Z\",
-            proof: { ip: \"10.1.2.3\", userAgent: \"Rapport admin console\", wordingId: \"footer\", wordingVersion: 3 } }) { status } }";
+            proof: { ip: \"10.1.2.3\", userAgent: \"Rapport admin console\", wordingId: \"footer\", wordingVersion: \"3\" } }) { status } }";
         let response = app.client.post(app.url("/graphql")).bearer_auth(&token).header("user-agent", "Mozilla/5.0 (test)")
             .json(&json!({ "query": forged, "variables": { "id": a } })).send().await.unwrap();
         let body: Value = response.json().await.unwrap();
@@ -530,7 +530,7 @@ on_both_databases! {
         assert_eq!(consent["source"], "PREFERENCE_CENTER");
         assert_eq!(consent["legalBasis"], "CONSENT");
         assert_ne!(consent["capturedAt"], "2020-01-01T00:00:00Z");
-        assert_eq!(consent["proof"], json!({ "ip": "127.0.0.1", "userAgent": "Mozilla/5.0 (test)", "wordingId": "footer", "wordingVersion": 3 }));
+        assert_eq!(consent["proof"], json!({ "ip": "127.0.0.1", "userAgent": "Mozilla/5.0 (test)", "wordingId": "footer", "wordingVersion": "3" }));
     }
 
     async fn an_admin_email_is_redacted_in_the_audit_log(app) {

@@ -405,7 +405,7 @@ const PUBLIC_URL: &str = "https://prefs.example.com";
 const PREFERENCES_STATE: &str = "query($id: ID!) { contact(by: { id: $id }) {
   firstName attributes
   topics { topic { key } status frequency }
-  consents { purpose channel status source proof { userAgent } }
+  consents { purpose channel status source proof { userAgent wordingVersion } }
 } }";
 
 /// A preference center as an admin sets it up (three topics, a custom field `city` that
@@ -514,8 +514,9 @@ fn current_consent(state: &Value, purpose: &str, channel: &str) -> Value {
 }
 
 /// What the changes made on the page (offers ticked at daily, news unticked, text messages for
-/// marketing allowed, the first name Adele) must have stored, with the browser's proof.
-async fn assert_changes_stored(center: &Center, contact: &str) {
+/// marketing allowed, the first name Adele) must have stored, with the browser's proof and the
+/// wording the page showed in `language`.
+async fn assert_changes_stored(center: &Center, contact: &str, language: &str) {
     let stored = center.state(contact).await;
     assert_eq!(stored["firstName"], "Adele", "{stored:#}");
     assert_eq!(subscription(&stored, "news").0, "UNSUBSCRIBED");
@@ -524,6 +525,8 @@ async fn assert_changes_stored(center: &Center, contact: &str) {
     let sms = current_consent(&stored, "marketing", "SMS");
     assert_eq!((&sms["status"], &sms["source"]), (&json!("GRANTED"), &json!("PREFERENCE_CENTER")), "{sms}");
     assert!(sms["proof"]["userAgent"].as_str().unwrap_or_default().contains("Chrome"), "the browser's own: {sms}");
+    let version = sms["proof"]["wordingVersion"].as_str().unwrap_or_default();
+    assert!(version.starts_with(&format!("{language}:")) && version.len() == language.len() + 13, "{sms}");
     let email = current_consent(&stored, "marketing", "EMAIL");
     assert_eq!((&email["status"], &email["source"]), (&json!("GRANTED"), &json!("API")), "left as it was: {email}");
     assert_eq!(current_consent(&stored, "analytics", "EMAIL"), Value::Null, "nothing recorded for boxes left alone");
@@ -531,13 +534,18 @@ async fn assert_changes_stored(center: &Center, contact: &str) {
 
 /// The page's title and saved notice in one language.
 struct Texts {
+    language: &'static str,
     title: &'static str,
     saved: &'static str,
 }
 
-const ENGLISH: Texts = Texts { title: "Your email preferences · Café Example", saved: "Your preferences are saved." };
-const GERMAN: Texts =
-    Texts { title: "Ihre E-Mail-Einstellungen · Café Example", saved: "Ihre Einstellungen sind gespeichert." };
+const ENGLISH: Texts =
+    Texts { language: "en", title: "Your email preferences · Café Example", saved: "Your preferences are saved." };
+const GERMAN: Texts = Texts {
+    language: "de",
+    title: "Ihre E-Mail-Einstellungen · Café Example",
+    saved: "Ihre Einstellungen sind gespeichert.",
+};
 
 /// Opens a mailed link, changes topics, a frequency, a consent and the first name with the
 /// mouse, saves, reloads and sees what was stored; then reads it back through GraphQL. The
@@ -595,7 +603,7 @@ async fn preferences_saved_from_a_mailed_link(app: TestApp, javascript: bool, lo
     let after_reload: Vec<&Value> = (12..=18).map(|step| outcome.result(step)).collect();
     let expected = [json!(false), json!(true), json!("daily"), json!(true), json!(true), json!("Adele"), json!(false)];
     assert_eq!(after_reload, expected.iter().collect::<Vec<_>>(), "the page shows what was stored");
-    assert_changes_stored(&center, &contact).await;
+    assert_changes_stored(&center, &contact, texts.language).await;
 }
 
 on_both_databases! {
@@ -684,7 +692,7 @@ on_both_databases! {
             .filter(|line| controls.iter().any(|role| line.starts_with(role)) && !line.contains('"'))
             .collect();
         assert!(unnamed.is_empty(), "controls without a name: {unnamed:#?}");
-        assert_changes_stored(&center, &contact).await;
+        assert_changes_stored(&center, &contact, "en").await;
     }
 
     async fn a_forged_preferences_link_offers_a_fresh_link_and_changes_nothing(app) {

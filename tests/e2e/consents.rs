@@ -202,7 +202,7 @@ on_both_databases! {
                     "ip": "203.0.113.7",
                     "userAgent": "Mozilla/5.0 (X11; Linux x86_64) Firefox/128.0",
                     "wordingId": "newsletter-signup",
-                    "wordingVersion": 3,
+                    "wordingVersion": "3",
                 },
             }),
         )
@@ -211,7 +211,7 @@ on_both_databases! {
             "ip": "203.0.113.7",
             "userAgent": "Mozilla/5.0 (X11; Linux x86_64) Firefox/128.0",
             "wordingId": "newsletter-signup",
-            "wordingVersion": 3,
+            "wordingVersion": "3",
         });
         assert_eq!(recorded["proof"], proof);
         assert_eq!(recorded["capturedAt"], "2024-05-01T09:30:00+00:00");
@@ -225,11 +225,11 @@ on_both_databases! {
             &app,
             json!({
                 "contactId": contact, "purpose": "marketing", "channel": "SMS", "status": "DENIED",
-                "proof": { "ip": " 2001:0db8:0000:0000:0000:0000:0000:0001 ", "wordingVersion": 7 },
+                "proof": { "ip": " 2001:0db8:0000:0000:0000:0000:0000:0001 ", "wordingVersion": "7" },
             }),
         )
         .await;
-        assert_eq!(recorded["proof"], json!({ "ip": "2001:db8::1", "userAgent": null, "wordingId": null, "wordingVersion": 7 }));
+        assert_eq!(recorded["proof"], json!({ "ip": "2001:db8::1", "userAgent": null, "wordingId": null, "wordingVersion": "7" }));
         let stored = history(&app, &contact, json!({ "channel": "SMS" })).await;
         assert_eq!(stored["edges"][0]["node"], recorded);
     }
@@ -632,5 +632,56 @@ on_both_databases! {
             assert_eq!(error["extensions"]["code"], "BAD_USER_INPUT", "{error:#}");
             assert_eq!(error["extensions"]["field"], field, "{error:#}");
         }
+    }
+}
+
+/// A database whose consent history holds a numeric wording version, moved on by the migration
+/// that makes versions text: the number reads back as its decimal text, and an empty one as none.
+async fn numeric_wording_versions_become_their_decimal_text(backend: rapport_e2e::Backend) {
+    use migration::{Migrator, MigratorTrait};
+    use sea_orm::{ConnectOptions, ConnectionTrait, Database, Statement};
+    let storage = rapport_e2e::Storage::create(backend).await;
+    // One connection: the foreign keys are switched off for it alone, to store history rows
+    // without the contacts they would belong to.
+    let db = Database::connect(ConnectOptions::new(storage.url()).max_connections(1).to_owned()).await.unwrap();
+    Migrator::up(&db, Some(15)).await.unwrap();
+    let off = if backend == rapport_e2e::Backend::Postgres {
+        "SET session_replication_role = replica"
+    } else {
+        "PRAGMA foreign_keys = OFF"
+    };
+    db.execute_unprepared(off).await.unwrap();
+    for (id, version) in
+        [("0193a000-0000-7000-8000-000000000001", "3"), ("0193a000-0000-7000-8000-000000000002", "NULL")]
+    {
+        db.execute_unprepared(&format!(
+            "INSERT INTO consent_change (id, contact_id, purpose, channel, status, legal_basis, source, captured_at, recorded_at, wording_version) \
+             VALUES ('{id}', '0193a000-0000-7000-8000-0000000000ff', 'marketing', 'email', 'granted', 'consent', 'api', '2026-01-01T00:00:00Z', '2026-01-01T00:00:00Z', {version})"
+        ))
+        .await
+        .unwrap();
+    }
+    Migrator::up(&db, None).await.unwrap();
+    let rows = db
+        .query_all_raw(Statement::from_string(
+            db.get_database_backend(),
+            "SELECT wording_version FROM consent_change ORDER BY id",
+        ))
+        .await
+        .unwrap();
+    let versions: Vec<Option<String>> = rows.iter().map(|row| row.try_get("", "wording_version").unwrap()).collect();
+    assert_eq!(versions, [Some("3".to_owned()), None]);
+    db.close().await.unwrap();
+}
+
+mod numeric_wording_versions_become_their_decimal_text {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sqlite() {
+        super::numeric_wording_versions_become_their_decimal_text(rapport_e2e::Backend::Sqlite).await
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres() {
+        super::numeric_wording_versions_become_their_decimal_text(rapport_e2e::Backend::Postgres).await
     }
 }

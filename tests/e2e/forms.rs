@@ -4,7 +4,8 @@
 //! And the failures other tools are known for: a granted consent is never downgraded by a new
 //! submission, a known contact signing up to a confirming form still gets the confirmation, a
 //! pending submission is not mailed twice, and contacts made pending through the API can be
-//! sent the confirmation on request.
+//! sent the confirmation on request. Requests left unconfirmed for seven days expire (the test
+//! moves the server's clock ahead), and confirming a signup after an unsubscribe lifts it.
 
 use rapport_e2e::{TestApp, on_both_databases, respawn, smtp::SmtpServer};
 use secrecy::SecretString;
@@ -31,11 +32,14 @@ async fn setup(app: &TestApp, smtp: &SmtpServer) -> TestApp {
     )
     .await;
     let create = "mutation($input: CreateSignupFormInput!) { createSignupForm(input: $input) { key doubleOptIn } }";
-    let wording = "Yes, send me the newsletter. I can unsubscribe at any time.";
+    let wording = WORDING;
     app.data(create, json!({ "input": { "key": "newsletter", "name": "Newsletter", "topics": ["news", "offers"], "wording": wording } })).await;
     app.data(create, json!({ "input": { "key": "quick", "name": "Quick", "topics": ["offers"], "wording": wording, "doubleOptIn": false } })).await;
     app
 }
+
+/// The consent wording of both forms.
+const WORDING: &str = "Yes, send me the newsletter. I can unsubscribe at any time.";
 
 async fn submit(app: &TestApp, form: &str, fields: &[(&str, &str)]) -> (u16, String) {
     let response = app
@@ -52,7 +56,7 @@ async fn submit(app: &TestApp, form: &str, fields: &[(&str, &str)]) -> (u16, Str
 const STATE: &str = "query($email: String!) { contact(by: { email: $email }) {
   id firstName
   topics { topic { key } status }
-  consents { purpose channel status source proof { ip userAgent wordingId } }
+  consents { purpose channel status source proof { ip userAgent wordingId wordingVersion } }
   events { nodes { type properties } }
 } }";
 
@@ -104,7 +108,8 @@ on_both_databases! {
         let consent = marketing_email(&pending);
         assert_eq!(consent["status"], "PENDING");
         assert_eq!(consent["source"], "FORM");
-        assert_eq!(consent["proof"], json!({ "ip": "127.0.0.1", "userAgent": "Signup/1.0", "wordingId": "form:newsletter" }));
+        let wording = rapport_e2e::wording_version(None, WORDING);
+        assert_eq!(consent["proof"], json!({ "ip": "127.0.0.1", "userAgent": "Signup/1.0", "wordingId": "form:newsletter", "wordingVersion": wording }));
         assert!(subscribed(&pending).is_empty(), "topics wait for the confirmation");
         assert_eq!(pending["events"]["nodes"][0], json!({ "type": "form.submitted", "properties": { "form": "newsletter" } }));
 
@@ -137,6 +142,7 @@ on_both_databases! {
         assert_eq!(requests[0]["status"], "CONFIRMED");
         assert_eq!(requests[0]["submittedUserAgent"], "Signup/1.0", "and the request holds the proof of the submission");
         assert_eq!(consent["proof"]["wordingId"], format!("opt-in:{}", requests[0]["id"].as_str().unwrap()), "which the decision names");
+        assert_eq!(consent["proof"]["wordingVersion"], wording, "with the version of the form's wording");
 
         // The link again: nothing left to confirm.
         let again = app.client.post(app.url(&path)).send().await.unwrap();
@@ -260,5 +266,81 @@ on_both_databases! {
         let after = state(&app, "imported@example.com").await;
         assert_eq!(marketing_email(&after)["status"], "GRANTED");
         assert_eq!(subscribed(&after), ["news", "offers"]);
+    }
+
+    async fn an_unconfirmed_request_expires_after_seven_days_and_a_new_submission_mails_a_fresh_link(app) {
+        let smtp = SmtpServer::start().await;
+        let app = setup(&app, &smtp).await;
+        submit(&app, "newsletter", &[("email", "late@example.com"), ("topic", "news")]).await;
+        let first = confirmation_path(&smtp.wait_for(1).await[0]);
+        let id = state(&app, "late@example.com").await["id"].as_str().unwrap().to_owned();
+        let requests = "query($id: ID!) { optInRequests(contactId: $id) { id status expiresAt } }";
+        assert_eq!(app.data(requests, json!({ "id": id })).await["optInRequests"][0]["status"], "PENDING");
+
+        app.clock.advance(chrono::Duration::days(7) + chrono::Duration::minutes(1));
+        let listed = app.data(requests, json!({ "id": id })).await["optInRequests"].clone();
+        assert_eq!(listed[0]["status"], "EXPIRED", "{listed}");
+        // The link itself is still signed as valid (its signature says seven days from the real
+        // time): the request it would confirm has expired, and that decides.
+        let followed = app.client.post(app.url(&first)).header("user-agent", "Mailbox/2.0").send().await.unwrap();
+        assert_eq!(followed.status(), 200);
+        let page = followed.text().await.unwrap();
+        assert!(page.contains("nothing left to confirm") && page.contains("more than seven days old"), "{page}");
+        let after = state(&app, "late@example.com").await;
+        assert_eq!(marketing_email(&after)["status"], "PENDING", "an expired request grants nothing");
+        assert!(subscribed(&after).is_empty());
+        assert_eq!(app.data(requests, json!({ "id": id })).await["optInRequests"][0]["status"], "EXPIRED");
+
+        // Signing up again opens a new request and mails a fresh link, which works.
+        submit(&app, "newsletter", &[("email", "late@example.com"), ("topic", "offers")]).await;
+        let messages = smtp.wait_for(2).await;
+        assert_eq!(messages[1].rcpt_to, ["late@example.com"]);
+        let second = confirmation_path(&messages[1]);
+        assert_ne!(second, first);
+        let listed = app.data(requests, json!({ "id": id })).await["optInRequests"].clone();
+        assert_eq!((listed[0]["status"].as_str(), listed[1]["status"].as_str()), (Some("PENDING"), Some("EXPIRED")), "{listed}");
+        let confirmed = app.client.post(app.url(&second)).send().await.unwrap();
+        assert!(confirmed.text().await.unwrap().contains("your subscription is confirmed"));
+        let after = state(&app, "late@example.com").await;
+        assert_eq!(marketing_email(&after)["status"], "GRANTED");
+        assert_eq!(subscribed(&after), ["offers"], "only the open request's topics");
+        assert_eq!(app.data(requests, json!({ "id": id })).await["optInRequests"][1]["status"], "EXPIRED", "the old request stays expired");
+
+        // A confirmation link signed more than seven days ago is turned away by its signature.
+        let now = chrono::Utc::now();
+        let old = app.contact_token(&id, "confirm_opt_in", now - chrono::Duration::days(8), now - chrono::Duration::days(1));
+        for response in [app.client.get(app.url(&format!("/confirm/{old}"))).send().await.unwrap(), app.client.post(app.url(&format!("/confirm/{old}"))).send().await.unwrap()] {
+            assert_eq!(response.status(), 404);
+            assert!(response.text().await.unwrap().contains("This link does not work any more"));
+        }
+    }
+
+    async fn confirming_a_signup_after_a_one_click_unsubscribe_lifts_the_unsubscribe(app) {
+        let smtp = SmtpServer::start().await;
+        let app = setup(&app, &smtp).await;
+        let id = app
+            .upsert_contact(json!({ "email": "back@example.com", "consents": [{ "purpose": "marketing", "channel": "EMAIL", "status": "GRANTED" }] }))
+            .await["id"].as_str().unwrap().to_owned();
+        let issue = "mutation($id: ID!) { issueContactToken(contactId: $id, purpose: UNSUBSCRIBE) { token } }";
+        let token = app.data(issue, json!({ "id": id })).await["issueContactToken"]["token"].as_str().unwrap().to_owned();
+        let unsubscribed = app.client.post(app.url(&format!("/unsubscribe/{token}"))).body("List-Unsubscribe=One-Click").send().await.unwrap();
+        assert_eq!(unsubscribed.status(), 200);
+        let suppressions = "{ suppressions(address: \"back@example.com\") { reason } }";
+        assert_eq!(app.data(suppressions, json!({})).await["suppressions"], json!([{ "reason": "UNSUBSCRIBE" }]));
+
+        // Anyone can fill in a single opt-in form with her address: that lifts nothing.
+        submit(&app, "quick", &[("email", "back@example.com")]).await;
+        assert_eq!(app.data(suppressions, json!({})).await["suppressions"], json!([{ "reason": "UNSUBSCRIBE" }]), "a form proves nothing about the mailbox");
+
+        submit(&app, "newsletter", &[("email", "back@example.com"), ("topic", "news")]).await;
+        let message = smtp.wait_for(1).await.remove(0);
+        assert_eq!(app.data(suppressions, json!({})).await["suppressions"], json!([{ "reason": "UNSUBSCRIBE" }]), "nor does a submission");
+        let confirmed = app.client.post(app.url(&confirmation_path(&message))).send().await.unwrap();
+        assert!(confirmed.text().await.unwrap().contains("your subscription is confirmed"));
+        let after = state(&app, "back@example.com").await;
+        assert_eq!(marketing_email(&after)["status"], "GRANTED");
+        assert_eq!(app.data(suppressions, json!({})).await["suppressions"], json!([]), "following the link from her mailbox does");
+        let log = app.data("{ auditLog(filter: { action: \"address.unsuppressed\" }) { nodes { actor { kind id } } } }", json!({})).await;
+        assert_eq!(log["auditLog"]["nodes"][0]["actor"], json!({ "kind": "contact_token", "id": id }), "{log:#}");
     }
 }

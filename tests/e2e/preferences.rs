@@ -1,8 +1,9 @@
 //! The preference center over plain HTTP, as a browser without JavaScript uses it: the page of a
 //! preferences link, saving the form (redirect after post), what the save stored (read back
 //! through GraphQL, with its consent proof and audit actor), bad input, "unsubscribe from
-//! everything", forged links, and asking for a fresh link by address. The page in a real browser
-//! is in `browser.rs`.
+//! everything", forged and expired links, the branding admins set, resubscribing after a one-click
+//! unsubscribe, and asking for a fresh link by address. The page in a real browser is in
+//! `browser.rs`.
 
 use rapport_e2e::{TestApp, assert_rejected, on_both_databases, smtp::SmtpServer};
 use serde_json::{Value, json};
@@ -77,8 +78,49 @@ async fn post_form(app: &TestApp, path: &str, form: &[(&str, &str)]) -> reqwest:
 const STATE: &str = "query($id: ID!) { contact(by: { id: $id }) {
   firstName attributes
   topics { topic { key } status frequency }
-  consents { purpose channel status source proof { ip userAgent wordingId } }
+  consents { purpose channel status source proof { ip userAgent wordingId wordingVersion } }
 } }";
+
+/// The wording version of a purpose shown as `label` and `description`.
+fn wording_version(language: Option<&str>, label: &str, description: &str) -> String {
+    rapport_e2e::wording_version(language, &format!("{label}\n{description}"))
+}
+
+const MARKETING_EN: (&str, &str) = ("Marketing", "Newsletters, offers and other promotional messages.");
+const MARKETING_DE: (&str, &str) = ("Werbung", "Newsletter, Angebote und andere Werbenachrichten.");
+
+/// A token of `purpose` for the contact that expired a day ago (issued 31 days ago).
+fn expired_token(app: &TestApp, contact: &str, purpose: &str) -> String {
+    let now = chrono::Utc::now();
+    app.contact_token(contact, purpose, now - chrono::Duration::days(31), now - chrono::Duration::days(1))
+}
+
+async fn suppressions(app: &TestApp, address: &str) -> Vec<String> {
+    let query = "query($address: String!) { suppressions(address: $address) { reason } }";
+    let found = app.data(query, json!({ "address": address })).await;
+    found["suppressions"].as_array().unwrap().iter().map(|entry| entry["reason"].as_str().unwrap().to_owned()).collect()
+}
+
+async fn one_click_unsubscribe(app: &TestApp, token: &str) -> reqwest::Response {
+    no_redirects()
+        .post(app.url(&format!("/unsubscribe/{token}")))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("List-Unsubscribe=One-Click")
+        .send()
+        .await
+        .expect("unsubscribe posted")
+}
+
+async fn issue(app: &TestApp, contact: &str, purpose: &str) -> String {
+    app.data(
+        "mutation($id: ID!, $purpose: ContactTokenPurpose!) { issueContactToken(contactId: $id, purpose: $purpose) { token } }",
+        json!({ "id": contact, "purpose": purpose }),
+    )
+    .await["issueContactToken"]["token"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
 
 async fn state(app: &TestApp, id: &str) -> Value {
     app.data(STATE, json!({ "id": id })).await["contact"].clone()
@@ -149,8 +191,11 @@ on_both_databases! {
         let email = consent(&stored, "marketing", "EMAIL");
         assert_eq!(email["status"], "DENIED");
         assert_eq!(email["source"], "PREFERENCE_CENTER");
-        assert_eq!(email["proof"], json!({ "ip": "127.0.0.1", "userAgent": "Browser/1.0", "wordingId": "purpose:marketing" }));
+        let (label, description) = MARKETING_EN;
+        let english = wording_version(Some("en"), label, description);
+        assert_eq!(email["proof"], json!({ "ip": "127.0.0.1", "userAgent": "Browser/1.0", "wordingId": "purpose:marketing", "wordingVersion": english }));
         assert_eq!(consent(&stored, "marketing", "SMS")["status"], "GRANTED");
+        assert_eq!(consent(&stored, "marketing", "SMS")["proof"]["wordingVersion"], english, "the English page words it");
         assert_eq!(consent(&stored, "analytics", "EMAIL"), Value::Null, "nothing recorded for boxes left as they were");
 
         let log = app.data("query($id: String!) { auditLog(filter: { targetId: $id }) { nodes { action actor { kind id } } } }", json!({ "id": contact })).await;
@@ -360,5 +405,147 @@ on_both_databases! {
         assert!(page_html.contains("Your email preferences"));
         let (status, _, _) = page(&app, &links[1].replace("https://prefs.example.com", "")).await;
         assert_eq!(status, 200);
+    }
+
+    async fn expired_links_get_the_friendly_page_and_change_nothing(app) {
+        let Setup { contact, .. } = setup(&app).await;
+        let expired = expired_token(&app, &contact, "preferences");
+        let before = state(&app, &contact).await;
+
+        let (status, html, _) = page(&app, &format!("/preferences/{expired}")).await;
+        assert_eq!(status, 404);
+        assert!(html.contains("This link does not work any more"), "{html}");
+        assert!(html.contains("name=\"address\"") && html.contains("Send me a link"), "it offers to mail a fresh link: {html}");
+        assert!(!html.contains("Ada") && !html.contains("field.first_name"), "and shows nothing of the contact: {html}");
+        let response = post_form(&app, &format!("/preferences/{expired}"), &[("topic", "offers"), ("field.first_name", "Mallory"), ("action", "save")]).await;
+        assert_eq!(response.status(), 404);
+        assert!(response.text().await.unwrap().contains("name=\"address\""));
+        let response = post_form(&app, &format!("/preferences/{expired}"), &[("action", "unsubscribe_all")]).await;
+        assert_eq!(response.status(), 404);
+
+        let expired = expired_token(&app, &contact, "unsubscribe");
+        let response = one_click_unsubscribe(&app, &expired).await;
+        assert_eq!(response.status(), 404);
+        assert!(response.text().await.unwrap().contains("This link does not work any more"));
+        let shown = app.client.get(app.url(&format!("/unsubscribe/{expired}"))).send().await.unwrap();
+        assert_eq!(shown.status(), 404);
+        assert!(shown.text().await.unwrap().contains("The latest email from us has a link that works"));
+
+        assert_eq!(state(&app, &contact).await, before, "nothing changed through an expired link");
+        assert!(suppressions(&app, "ada@example.com").await.is_empty(), "and the address was not suppressed");
+        // The same tokens, unexpired, work: only their age turned them away.
+        let now = chrono::Utc::now();
+        let current = app.contact_token(&contact, "preferences", now, now + chrono::Duration::days(1));
+        assert_eq!(page(&app, &format!("/preferences/{current}")).await.0, 200);
+    }
+
+    async fn the_page_shows_the_branding_and_the_wording_admins_wrote(app) {
+        let Setup { contact, token } = setup(&app).await;
+        let logo = "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg==";
+        app.data(UPDATE_CENTER, json!({ "input": {
+            "logo": logo,
+            "footerText": "Café Example Ltd · 1 High Street & Co, Leeds",
+            "privacyPolicyUrl": "https://cafe.example.com/privacy",
+        } })).await;
+        let define = "mutation($input: DefinePurposeInput!) { defineConsentPurpose(input: $input) { key builtIn } }";
+        let (label, description) = ("Partner offers", "Offers from our partners, sent by us. We never pass your address on.");
+        let defined = app.data(define, json!({ "input": { "key": "partners", "label": label, "description": description } })).await;
+        assert_eq!(defined["defineConsentPurpose"]["builtIn"], false);
+
+        let path = format!("/preferences/{token}");
+        for language in ["en", "de"] {
+            let response = app.client.get(app.url(&path)).header("accept-language", language).send().await.unwrap();
+            assert_eq!(response.status(), 200);
+            // The templates escape `/` in attributes as `&#x2f;`, which browsers read as `/`.
+            let html = response.text().await.unwrap().replace("&#x2f;", "/");
+            assert!(html.contains(&format!(r#"<img class="logo" src="{logo}" alt="Café Example">"#)), "{language}: {html}");
+            assert!(html.contains("<p>Café Example Ltd · 1 High Street &amp; Co, Leeds</p>"), "the footer, escaped: {html}");
+            let privacy = if language == "de" { "Datenschutzerklärung" } else { "Privacy policy" };
+            assert!(html.contains(&format!(r#"<a href="https://cafe.example.com/privacy">{privacy}</a>"#)), "{language}: {html}");
+            assert!(html.contains("<legend>Partner offers</legend>"), "an admin's purpose is shown as written, in every language: {html}");
+            assert!(html.contains(r#"<p class="hint" id="purpose-partners-hint">Offers from our partners, sent by us. We never pass your address on.</p>"#), "{html}");
+            assert!(html.contains(r#"value="partners.email" id="consent-partners-email""#), "{html}");
+            assert!(html.contains(&format!(r#"<input type="hidden" name="language" value="{language}">"#)), "{html}");
+        }
+
+        // Ticking the boxes on the German page records which wording each one showed.
+        let response = post_form(&app, &path, &[
+            ("language", "de"),
+            ("topic", "news"),
+            ("frequency.news", "weekly"),
+            ("consent", "marketing.email"),
+            ("consent", "partners.email"),
+            ("field.first_name", "Ada"),
+            ("action", "save"),
+        ]).await;
+        assert_eq!(response.status(), 303);
+        let stored = state(&app, &contact).await;
+        let partners = consent(&stored, "partners", "EMAIL");
+        assert_eq!(partners["status"], "GRANTED");
+        assert_eq!(partners["proof"]["wordingId"], "purpose:partners");
+        assert_eq!(partners["proof"]["wordingVersion"], wording_version(None, label, description), "an admin's text has no language");
+        // Marketing was granted before; unticking and ticking it again on the German page is a
+        // new decision worded in German.
+        post_form(&app, &path, &[("language", "de"), ("consent", "partners.email"), ("field.first_name", "Ada"), ("action", "save")]).await;
+        post_form(&app, &path, &[("language", "de"), ("consent", "marketing.email"), ("consent", "partners.email"), ("field.first_name", "Ada"), ("action", "save")]).await;
+        let marketing = consent(&state(&app, &contact).await, "marketing", "EMAIL");
+        let (label, description) = MARKETING_DE;
+        assert_eq!(marketing["status"], "GRANTED");
+        assert_eq!(marketing["proof"]["wordingVersion"], wording_version(Some("de"), label, description), "{marketing}");
+        let refused = post_form(&app, &path, &[("language", "fr"), ("consent", "marketing.email"), ("action", "save")]).await;
+        assert_eq!(refused.status(), 400, "a language the pages do not speak is no wording anyone saw");
+    }
+
+    async fn granting_email_marketing_again_on_the_page_lifts_the_unsubscribe_and_mail_flows_again(app) {
+        let smtp = SmtpServer::start().await;
+        let mut settings = app.settings.clone();
+        settings.smtp_url = Some(secrecy::SecretString::from(smtp.url()));
+        let app = rapport_e2e::respawn(&app, settings).await;
+        let Setup { contact, token } = setup(&app).await;
+        let unsubscribe = issue(&app, &contact, "UNSUBSCRIBE").await;
+        assert_eq!(one_click_unsubscribe(&app, &unsubscribe).await.status(), 200);
+        assert_eq!(consent(&state(&app, &contact).await, "marketing", "EMAIL")["status"], "DENIED");
+        assert_eq!(suppressions(&app, "ada@example.com").await, ["UNSUBSCRIBE"]);
+
+        // Bea unsubscribed too, and her mailbox bounced for good since: that stays whatever she ticks.
+        let bea = app
+            .upsert_contact(json!({ "email": "bea@example.com", "consents": [{ "purpose": "marketing", "channel": "EMAIL", "status": "GRANTED" }] }))
+            .await["id"].as_str().unwrap().to_owned();
+        assert_eq!(one_click_unsubscribe(&app, &issue(&app, &bea, "UNSUBSCRIBE").await).await.status(), 200);
+        app.data("mutation { suppressAddress(address: \"bea@example.com\", reason: HARD_BOUNCE) }", json!({})).await;
+
+        // An admin granting consent through the API proves nothing about who holds the mailbox.
+        app.data("mutation($id: ID!) { setConsent(input: { contactId: $id, purpose: \"marketing\", channel: EMAIL, status: GRANTED }) { id } }", json!({ "id": contact })).await;
+        assert_eq!(suppressions(&app, "ada@example.com").await, ["UNSUBSCRIBE"], "the API leaves the list alone");
+
+        // Ada saves her own page with the box ticked (the admin's grant shows it ticked already):
+        // her own decision, recorded anew.
+        let response = post_form(&app, &format!("/preferences/{token}"), &[("topic", "news"), ("frequency.news", "weekly"), ("consent", "marketing.email"), ("field.first_name", "Ada"), ("action", "save")]).await;
+        assert_eq!(response.status(), 303);
+        let renewed = consent(&state(&app, &contact).await, "marketing", "EMAIL");
+        assert_eq!((&renewed["status"], &renewed["source"]), (&json!("GRANTED"), &json!("PREFERENCE_CENTER")), "{renewed}");
+        assert!(suppressions(&app, "ada@example.com").await.is_empty(), "her own decision lifts her unsubscribe");
+        let log = app.data("{ auditLog(filter: { action: \"address.unsuppressed\" }) { nodes { actor { kind id } changes } } }", json!({})).await;
+        let lifted = &log["auditLog"]["nodes"][0];
+        assert_eq!(lifted["actor"], json!({ "kind": "contact_token", "id": contact }), "{log:#}");
+        assert!(lifted["changes"].to_string().contains("unsubscribe"), "{log:#}");
+
+        // Bea ticks the box again over GraphQL, as the page's script saves: her bounce stays.
+        let bea_token = issue(&app, &bea, "PREFERENCES").await;
+        let save = "mutation($input: SavePreferencesInput!) { savePreferences(input: $input) }";
+        let input = json!({ "input": { "subscribed": [], "frequencies": [], "granted": [{ "purpose": "marketing", "channel": "EMAIL" }], "fields": [], "language": "en" } });
+        let (status, body) = app.graphql_as(Some(&bea_token), save, input).await;
+        assert_eq!((status, &body["data"]["savePreferences"]), (200, &json!(true)), "{body}");
+        assert_eq!(suppressions(&app, "bea@example.com").await, ["HARD_BOUNCE"], "only the unsubscribe is lifted");
+
+        // And marketing mail reaches Ada again.
+        let create = "mutation($input: CreateEmailInput!) { createEmail(input: $input) { email { id } } }";
+        let email = app
+            .data(create, json!({ "input": { "name": "News", "type": "MARKETING", "subject": "News", "html": "<p>News</p>", "from": { "address": "news@example.com" } } }))
+            .await["createEmail"]["email"]["id"].clone();
+        let send = "mutation($input: SendEmailInput!) { sendEmail(input: $input) { created } }";
+        app.data(send, json!({ "input": { "emailId": email, "contact": { "id": contact } } })).await;
+        let message = smtp.wait_for(1).await.remove(0);
+        assert_eq!(message.rcpt_to, ["ada@example.com"]);
     }
 }

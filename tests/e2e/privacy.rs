@@ -56,7 +56,7 @@ async fn create_ada(app: &TestApp) -> String {
     for decision in [
         json!({ "purpose": "marketing", "channel": "EMAIL", "status": "GRANTED", "source": "FORM",
                 "capturedAt": "2026-01-10T09:00:00Z",
-                "proof": { "ip": "203.0.113.7", "userAgent": "Mozilla/5.0", "wordingId": "newsletter", "wordingVersion": 3 } }),
+                "proof": { "ip": "203.0.113.7", "userAgent": "Mozilla/5.0", "wordingId": "newsletter", "wordingVersion": "3" } }),
         json!({ "purpose": "marketing", "channel": "EMAIL", "status": "DENIED", "capturedAt": "2026-03-01T09:00:00Z" }),
         json!({ "purpose": "analytics", "channel": "EMAIL", "status": "GRANTED", "legalBasis": "LEGITIMATE_INTERESTS" }),
     ] {
@@ -167,7 +167,7 @@ on_both_databases! {
         assert_eq!(history[0]["source"], "FORM");
         assert_eq!(history[0]["legalBasis"], "CONSENT");
         assert_eq!(history[0]["capturedAt"], "2026-01-10T09:00:00+00:00");
-        assert_eq!(history[0]["proof"], json!({ "ip": "203.0.113.7", "userAgent": "Mozilla/5.0", "wordingId": "newsletter", "wordingVersion": 3 }));
+        assert_eq!(history[0]["proof"], json!({ "ip": "203.0.113.7", "userAgent": "Mozilla/5.0", "wordingId": "newsletter", "wordingVersion": "3" }));
         assert_eq!(history[1]["status"], "DENIED");
         assert_eq!(history[2]["legalBasis"], "LEGITIMATE_INTERESTS");
         assert!(history.iter().all(|decision| decision["recordedAt"].is_string() && decision["channel"] == "EMAIL"));

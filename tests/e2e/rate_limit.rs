@@ -1,6 +1,7 @@
 //! Rate limits per client address and per credential: 429 with `Retry-After` and a
 //! `RATE_LIMITED` error shaped for the route, separate buckets per credential under one address
-//! bucket, recovery after the announced wait, and probes that are never limited. Each test sets
+//! bucket, recovery after the announced wait, and probes that are never limited; and the tighter
+//! per-address limit on public writes (signup forms, asking for a preferences link). Each test sets
 //! limits so slow to refill (one request per 1,000 s) that only its own requests count.
 
 use std::time::Duration;
@@ -159,5 +160,40 @@ on_both_databases! {
         let elsewhere = reqwest::Client::builder().local_address(std::net::IpAddr::from([127, 0, 0, 2])).build().unwrap();
         let response = elsewhere.post(app.url("/graphql")).json(&json!({ "query": "{ __typename }" })).send().await.unwrap();
         assert_eq!(response.status(), 401);
+    }
+
+    #[settings(|settings: &mut Settings| settings.rate_limit_form = burst(3))]
+    async fn signup_forms_and_link_requests_share_a_tighter_limit_per_address(app) {
+        let create = "mutation($input: CreateSignupFormInput!) { createSignupForm(input: $input) { key } }";
+        app.data(create, json!({ "input": { "key": "newsletter", "name": "Newsletter", "topics": [], "wording": "Yes.", "doubleOptIn": false } })).await;
+        let form = |client: &reqwest::Client, email: &str| {
+            client.post(app.url("/forms/newsletter")).form(&[("email", email.to_owned())]).send()
+        };
+        for n in 0..2 {
+            assert_eq!(form(&app.client, &format!("person{n}@example.com")).await.unwrap().status(), 200);
+        }
+        let link = app.client.post(app.url("/preferences")).form(&[("address", "person0@example.com")]).send().await.unwrap();
+        assert_eq!(link.status(), 200, "asking for a link spends from the same bucket");
+
+        for refused in [
+            form(&app.client, "person3@example.com").await.unwrap(),
+            app.client.post(app.url("/preferences")).form(&[("address", "person0@example.com")]).send().await.unwrap(),
+            app.client.post(app.url("/forms/newsletter")).json(&json!({ "email": "json@example.com" })).send().await.unwrap(),
+        ] {
+            assert_eq!(refused.status(), 429);
+            let seconds = retry_after(&refused);
+            assert!((999..=1000).contains(&seconds), "Retry-After: {seconds}");
+            assert!(refused.headers().contains_key("x-request-id"));
+            let body: Value = refused.json().await.unwrap();
+            assert_eq!(body["error"]["code"], "RATE_LIMITED", "{body}");
+        }
+        let known = app.data("query { contacts(first: 10) { nodes { email } } }", json!({})).await;
+        assert_eq!(known["contacts"]["nodes"].as_array().unwrap().len(), 2, "a refused submission stores nothing: {known}");
+
+        // Reading pages, the API and other addresses go on as before.
+        assert_eq!(app.client.get(app.url("/preferences")).send().await.unwrap().status(), 200);
+        assert_eq!(query(&app, Some(ADMIN_TOKEN)).await.status(), 200);
+        let elsewhere = reqwest::Client::builder().local_address(std::net::IpAddr::from([127, 0, 0, 3])).build().unwrap();
+        assert_eq!(form(&elsewhere, "person4@example.com").await.unwrap().status(), 200);
     }
 }

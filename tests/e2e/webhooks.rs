@@ -3,6 +3,8 @@
 //! the change; a receiver that fails at first gets each message exactly once; one that never
 //! accepts gets its endpoint disabled, and a replay sends the message again; private addresses
 //! are refused unless allowed; a server killed with a delivery pending delivers it after restart.
+//! What people change on their own pages (the preference page, a one-click unsubscribe) is
+//! announced like any other change.
 
 use std::time::Duration;
 
@@ -54,6 +56,48 @@ async fn wait_for_status(app: &TestApp, endpoint: &str, status: &str) -> Vec<Val
 }
 
 on_both_databases! {
+    #[settings(local_and_quick)]
+    async fn saving_the_preference_page_and_one_click_unsubscribing_send_webhooks(app) {
+        let mut receiver = WebhookReceiver::start(0).await;
+        register(&app, &mut receiver, &["consent.changed", "topic.changed"]).await;
+        app.data("mutation { defineTopic(input: { key: \"news\", name: \"News\" }) { key } }", json!({})).await;
+        let contact = app.upsert_contact(json!({ "email": "ada@example.com" })).await;
+        let id = contact["id"].as_str().unwrap();
+        let issue = "mutation($id: ID!, $purpose: ContactTokenPurpose!) { issueContactToken(contactId: $id, purpose: $purpose) { token } }";
+        let mut tokens = Vec::new();
+        for purpose in ["PREFERENCES", "UNSUBSCRIBE"] {
+            let issued = app.data(issue, json!({ "id": id, "purpose": purpose })).await;
+            tokens.push(issued["issueContactToken"]["token"].as_str().unwrap().to_owned());
+        }
+        let (preferences, unsubscribe) = (&tokens[0], &tokens[1]);
+
+        let saved = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap()
+            .post(app.url(&format!("/preferences/{preferences}")))
+            .form(&[("topic", "news"), ("frequency.news", "weekly"), ("consent", "marketing.email"), ("action", "save")])
+            .send().await.unwrap();
+        assert_eq!(saved.status(), 303);
+        let received = receiver.wait_for(2).await;
+        let mut types: Vec<&str> = received.iter().map(|report| report["body"]["type"].as_str().unwrap()).collect();
+        types.sort_unstable();
+        assert_eq!(types, ["consent.changed", "topic.changed"], "{received:#?}");
+        let granted = received.iter().find(|report| report["body"]["type"] == "consent.changed").unwrap();
+        assert_eq!(granted["body"]["data"]["contactId"], id);
+        assert_eq!(granted["body"]["data"]["changes"]["status"]["after"], "granted", "{granted}");
+        assert_eq!(granted["body"]["data"]["changes"]["source"]["after"], "preference_center", "{granted}");
+
+        let unsubscribed = app.client.post(app.url(&format!("/unsubscribe/{unsubscribe}")))
+            .body("List-Unsubscribe=One-Click").send().await.unwrap();
+        assert_eq!(unsubscribed.status(), 200);
+        let received = receiver.wait_for(3).await;
+        let denied = &received[2];
+        assert_eq!(denied["body"]["type"], "consent.changed");
+        assert_eq!(denied["body"]["data"]["contactId"], id);
+        assert_eq!(denied["body"]["data"]["changes"]["status"]["after"], "denied", "{denied}");
+        assert_eq!(denied["body"]["data"]["changes"]["source"]["after"], "unsubscribe", "{denied}");
+        assert!(!received.iter().any(|report| report.to_string().contains("ada@example.com")), "personal values stay out");
+        assert!(receiver.reports().iter().all(|report| report["outcome"] == "delivered"), "{:#?}", receiver.reports());
+    }
+
     #[settings(local_and_quick)]
     async fn changes_arrive_signed_in_order_and_only_where_subscribed(app) {
         let mut everything = WebhookReceiver::start(0).await;

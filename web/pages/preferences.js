@@ -21,6 +21,7 @@
         input.granted.push({ purpose: value.slice(0, at), channel: value.slice(at + 1).toUpperCase() });
       } else if (name.startsWith("frequency.")) input.frequencies.push({ topic: name.slice(10), frequency: value.toUpperCase() });
       else if (name.startsWith("field.")) input.fields.push({ key: name.slice(6), value: value });
+      else if (name === "language") input.language = value;
     }
     // Unticked checkbox fields are not in FormData; the server reads a missing one as unticked.
     // Marked busy rather than disabled: disabling the focused button would drop keyboard focus

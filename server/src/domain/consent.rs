@@ -69,7 +69,7 @@ pub struct ConsentProof {
     pub ip: Option<IpAddr>,
     pub user_agent: Option<UserAgent>,
     pub wording_id: Option<WordingId>,
-    pub wording_version: Option<i32>,
+    pub wording_version: Option<WordingVersion>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -92,6 +92,22 @@ pub struct WordingId(String);
 impl WordingId {
     pub fn parse(raw: &str) -> Result<Self, TextError> {
         clean_text(raw, 200).map(Self)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Which version of the wording the person saw. Rapport records `<language>:<hash>` for the
+/// texts it translates and `<hash>` for texts admins wrote (the first 12 hex digits of the text's
+/// SHA-256), so the exact text can be matched in a dispute; callers of the API may send their own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WordingVersion(String);
+
+impl WordingVersion {
+    pub fn parse(raw: &str) -> Result<Self, TextError> {
+        clean_text(raw, 100).map(Self)
     }
 
     pub fn as_str(&self) -> &str {

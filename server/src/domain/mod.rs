@@ -18,6 +18,7 @@ pub mod preferences;
 pub mod privacy;
 pub mod request;
 pub mod stream;
+pub mod texts;
 pub mod topic;
 pub mod webhook;
 

@@ -126,6 +126,9 @@ pub struct PreferencesForm {
     pub granted: Vec<(Key, Channel)>,
     /// Editable fields as typed; empty clears.
     pub fields: Vec<(String, String)>,
+    /// The language the page was shown in (one the pages speak), which words the built-in
+    /// consent purposes: the proof of a decision names it.
+    pub language: Option<&'static str>,
 }
 
 #[cfg(test)]

@@ -181,7 +181,7 @@ fn consent_json(consent: &ConsentChange) -> Value {
             "ip": proof.ip.map(|ip| ip.to_string()),
             "userAgent": proof.user_agent.as_ref().map(|agent| agent.as_str()),
             "wordingId": proof.wording_id.as_ref().map(|wording| wording.as_str()),
-            "wordingVersion": proof.wording_version,
+            "wordingVersion": proof.wording_version.as_ref().map(|version| version.as_str()),
         },
     })
 }

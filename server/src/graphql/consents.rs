@@ -16,7 +16,7 @@ use super::{
 use crate::{
     domain::{
         clean_text,
-        consent::{self, ConsentChange, ConsentProof, Purpose, UserAgent, WordingId},
+        consent::{self, ConsentChange, ConsentProof, Purpose, UserAgent, WordingId, WordingVersion},
         key::Key,
     },
     service::consents::{ConsentDecision, NewPurpose},
@@ -126,8 +126,8 @@ impl ProofNode<'_> {
         self.0.wording_id.as_ref().map(WordingId::as_str)
     }
 
-    async fn wording_version(&self) -> Option<i32> {
-        self.0.wording_version
+    async fn wording_version(&self) -> Option<&str> {
+        self.0.wording_version.as_ref().map(WordingVersion::as_str)
     }
 }
 
@@ -159,7 +159,8 @@ pub struct ConsentProofInput {
     ip: Option<String>,
     user_agent: Option<String>,
     wording_id: Option<String>,
-    wording_version: Option<i32>,
+    /// Which version of the wording: any text up to 100 characters (`3`, `2024-05`, `en:3f2a…`).
+    wording_version: Option<String>,
 }
 
 /// A consent decision with its proof.
@@ -194,7 +195,10 @@ impl ConsentInput {
                     .wording_id
                     .map(|raw| parse_arg(&field("proof.wordingId"), WordingId::parse(&raw)))
                     .transpose()?,
-                wording_version: proof.wording_version,
+                wording_version: proof
+                    .wording_version
+                    .map(|raw| parse_arg(&field("proof.wordingVersion"), WordingVersion::parse(&raw)))
+                    .transpose()?,
             },
         };
         Ok(ConsentDecision {

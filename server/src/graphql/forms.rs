@@ -123,8 +123,10 @@ impl FormQuery {
     #[graphql(guard = "Allow::to(Permission::ProfilesRead)")]
     async fn opt_in_requests(&self, ctx: &Context<'_>, contact_id: ID) -> GqlResult<Vec<OptInRequestNode>> {
         let contact_id = parse_contact_id("contactId", &contact_id)?;
-        let now = Utc::now();
-        let requests = services_of(ctx)?.opt_in_requests(request_of(ctx)?, contact_id).await?;
+        let services = services_of(ctx)?;
+        // The services' clock decides expiry, as it did when the request was made.
+        let now = services.now();
+        let requests = services.opt_in_requests(request_of(ctx)?, contact_id).await?;
         Ok(requests.into_iter().map(|request| OptInRequestNode::new(request, now)).collect())
     }
 }

@@ -17,6 +17,7 @@ use crate::{
         contact::EmailAddress,
         key::Key,
         preferences::{PreferenceCenter, PreferencesForm, parse_color, parse_logo, parse_page_text},
+        texts,
     },
     service::preferences::PreferenceCenterUpdate,
 };
@@ -102,6 +103,9 @@ pub struct SavePreferencesInput {
     /// Consents ticked; a granted one left out is denied.
     granted: Vec<GrantedConsentInput>,
     fields: Vec<FieldValueInput>,
+    /// The language the page was shown in (`en`, `de`), which words the built-in consent
+    /// purposes; the consent proof names it. Left out, the contact's locale decides.
+    language: Option<String>,
 }
 
 #[derive(Default)]
@@ -189,6 +193,12 @@ impl PreferenceMutation {
                 })
                 .collect::<GqlResult<_>>()?,
             fields: input.fields.into_iter().map(|field| (field.key, field.value)).collect(),
+            language: input
+                .language
+                .map(|raw| {
+                    texts::spoken(&raw).ok_or_else(|| GqlError::bad_input("input.language", "is not spoken here"))
+                })
+                .transpose()?,
         };
         services_of(ctx)?.save_preferences(request_of(ctx)?, form).await?;
         Ok(true)

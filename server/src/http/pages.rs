@@ -2,7 +2,7 @@
 //! the binary), in the customer's language, under a Content-Security-Policy that allows nothing
 //! but this server's own stylesheet and forms posting back to it.
 
-use std::{collections::BTreeMap, sync::LazyLock};
+use std::sync::LazyLock;
 
 use axum::extract::State;
 use axum::{
@@ -13,7 +13,7 @@ use minijinja::Environment;
 use serde::Serialize;
 
 use super::AppState;
-use crate::domain::preferences::PreferenceCenter;
+use crate::domain::{preferences::PreferenceCenter, texts};
 
 /// Logos are `data:` URLs (see `parse_logo`); scripts and requests go to this server only.
 const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; style-src 'self'; img-src 'self' data:; script-src 'self'; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
@@ -32,36 +32,14 @@ const TEMPLATES: [(&str, &str); 8] = [
 const STYLESHEET: &str = include_str!("../../../web/pages/page.css");
 const PREFERENCES_SCRIPT: &str = include_str!("../../../web/pages/preferences.js");
 
-/// The languages the pages are written in; the first is the fallback.
-const TEXTS: [(&str, &str); 2] =
-    [("en", include_str!("../../../web/pages/i18n/en.toml")), ("de", include_str!("../../../web/pages/i18n/de.toml"))];
-
-/// One language's texts, by key.
-type Texts = BTreeMap<String, String>;
-
-struct Pages {
-    environment: Environment<'static>,
-    texts: Vec<(&'static str, Texts)>,
-}
-
-static PAGES: LazyLock<Pages> = LazyLock::new(|| {
+static PAGES: LazyLock<Environment<'static>> = LazyLock::new(|| {
     let mut environment = Environment::new();
     for (name, source) in TEMPLATES {
         if let Err(error) = environment.add_template(name, source) {
             tracing::error!(template = name, %error, "a page template does not compile");
         }
     }
-    let texts = TEXTS
-        .iter()
-        .map(|(language, source)| {
-            let texts = toml::from_str::<Texts>(source).unwrap_or_else(|error| {
-                tracing::error!(language, %error, "a page text file does not parse");
-                Texts::new()
-            });
-            (*language, texts)
-        })
-        .collect();
-    Pages { environment, texts }
+    environment
 });
 
 /// Who the pages speak for, as admins set it.
@@ -76,11 +54,7 @@ struct Brand<'a> {
 /// The language to answer in: the contact's own locale if the pages speak it, else the first
 /// language of `Accept-Language` (by quality) that they speak, else English.
 pub fn language(contact_locale: Option<&str>, headers: &HeaderMap) -> &'static str {
-    let spoken = |tag: &str| {
-        let primary = tag.split(['-', '_']).next().unwrap_or_default().trim().to_ascii_lowercase();
-        TEXTS.iter().map(|(language, _)| *language).find(|language| *language == primary)
-    };
-    if let Some(language) = contact_locale.and_then(spoken) {
+    if let Some(language) = contact_locale.and_then(texts::spoken) {
         return language;
     }
     let accepted = headers.get(header::ACCEPT_LANGUAGE).and_then(|value| value.to_str().ok()).unwrap_or_default();
@@ -96,7 +70,7 @@ pub fn language(contact_locale: Option<&str>, headers: &HeaderMap) -> &'static s
         })
         .collect();
     ranked.sort_by(|a, b| b.0.total_cmp(&a.0));
-    ranked.into_iter().find_map(|(_, tag)| spoken(tag)).unwrap_or(TEXTS[0].0)
+    ranked.into_iter().find_map(|(_, tag)| texts::spoken(tag)).unwrap_or(texts::DEFAULT_LANGUAGE)
 }
 
 /// Renders page `name` in `language` with `status`, branded by `settings`, with `data` for
@@ -108,9 +82,7 @@ pub fn page(
     settings: &PreferenceCenter,
     data: minijinja::Value,
 ) -> Response {
-    let pages = &*PAGES;
-    let texts =
-        pages.texts.iter().find(|(spoken, _)| *spoken == language).or(pages.texts.first()).map(|(_, texts)| texts);
+    let texts = texts::of(language);
     let brand = Brand {
         company: &settings.company_name,
         logo: settings.logo.as_deref(),
@@ -118,7 +90,7 @@ pub fn page(
         privacy_url: settings.privacy_policy_url.as_deref(),
     };
     let context = minijinja::context! { t => texts, brand => brand, ..data };
-    let rendered = pages.environment.get_template(name).and_then(|template| template.render(context));
+    let rendered = PAGES.get_template(name).and_then(|template| template.render(context));
     match rendered {
         Ok(html) => {
             let mut response = (status, html).into_response();
@@ -169,15 +141,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn every_language_has_every_text_and_every_page_renders() {
-        let keys = |texts: &Texts| texts.keys().cloned().collect::<Vec<_>>();
-        let english = keys(&PAGES.texts[0].1);
-        assert!(!english.is_empty());
-        for (language, texts) in &PAGES.texts {
-            assert_eq!(keys(texts), english, "{language} has the same keys as English");
-        }
+    fn every_page_renders_in_every_language() {
         for (name, _) in TEMPLATES {
-            for (language, _) in TEXTS {
+            for language in texts::languages() {
                 let rendered =
                     page(StatusCode::OK, name, language, &PreferenceCenter::default(), minijinja::Value::UNDEFINED);
                 assert_eq!(rendered.status(), StatusCode::OK, "{name} in {language}");

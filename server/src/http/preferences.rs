@@ -23,6 +23,7 @@ use crate::{
         contact::EmailAddress,
         key::Key,
         preferences::PreferencesForm,
+        texts,
         topic::{Frequency, SubscriptionStatus},
     },
     service::{Actor, Error, preferences::PreferencesView},
@@ -72,13 +73,10 @@ pub async fn save(
     };
     let ctx = page_context(actor, peer, &headers);
     let everything = fields.iter().any(|(name, value)| name == "action" && value == "unsubscribe_all");
-    let saved = if everything {
-        state.services.unsubscribe_from_everything(&ctx).await
-    } else {
-        match parse_form(&fields) {
-            Ok(form) => state.services.save_preferences(&ctx, form).await,
-            Err(error) => Err(error),
-        }
+    let saved = match parse_form(&fields) {
+        Ok(form) if everything => state.services.unsubscribe_from_everything(&ctx, form.language).await,
+        Ok(form) => state.services.save_preferences(&ctx, form).await,
+        Err(error) => Err(error),
     };
     match saved {
         Ok(()) => {
@@ -241,7 +239,7 @@ fn render(
 }
 
 /// The form as the browser sends it: `topic` and `consent` once per ticked box, `frequency.<topic>`
-/// and `field.<key>` once each.
+/// and `field.<key>` once each, and `language`, the language the page was shown in.
 fn parse_form(fields: &[(String, String)]) -> Result<PreferencesForm, Error> {
     let mut form = PreferencesForm::default();
     for (name, value) in fields {
@@ -257,6 +255,9 @@ fn parse_form(fields: &[(String, String)]) -> Result<PreferencesForm, Error> {
             let topic = Key::parse(topic).map_err(|error| Error::validation(name.clone(), error))?;
             let frequency = value.parse::<Frequency>().map_err(|error| Error::validation(name.clone(), error))?;
             form.frequencies.push((topic, frequency));
+        } else if name == "language" {
+            form.language =
+                Some(texts::spoken(value).ok_or_else(|| Error::validation("language", "is not spoken here"))?);
         } else if let Some(key) = name.strip_prefix("field.") {
             form.fields.push((key.to_owned(), value.clone()));
         }

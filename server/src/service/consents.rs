@@ -13,7 +13,9 @@ use crate::{
     audit::{self, Changes},
     domain::{
         access::Permission,
-        consent::{Channel, ConsentChange, ConsentProof, ConsentSource, ConsentStatus, LegalBasis, Purpose},
+        consent::{
+            Channel, ConsentChange, ConsentProof, ConsentSource, ConsentStatus, LegalBasis, Purpose, WordingVersion,
+        },
         contact::{ContactId, ContactRef},
         key::Key,
     },
@@ -87,6 +89,9 @@ impl Services {
         }
         let change = decision.settle(contact_id, now, &store::consents::purposes(&tx).await?)?;
         append_decision(&tx, ctx, &change, now).await?;
+        if ctx.actor.own_contact() == Some(contact_id) && grants_email_marketing(&change) {
+            super::unsubscribe::lift_unsubscribe(self, &tx, ctx, contact_id, now).await?;
+        }
         tx.commit().await?;
         tracing::info!(status = %change.status, purpose = %change.purpose, channel = %change.channel, "consent recorded");
         Ok(change)
@@ -180,4 +185,25 @@ pub(super) async fn append_decision(
     let entry = audit::Entry::new("consent.recorded", "contact", change.contact_id.to_string(), changes);
     audit::append(tx, ctx, now, entry).await?;
     Ok(())
+}
+
+/// Whether the decision grants what marketing mail needs: the `marketing` purpose by email.
+pub(super) fn grants_email_marketing(change: &ConsentChange) -> bool {
+    change.status == ConsentStatus::Granted
+        && change.channel == Channel::Email
+        && change.purpose.as_str() == crate::domain::consent::MARKETING
+}
+
+/// The version of a wording as consent proof records it: the first 12 hex digits of the SHA-256
+/// of the exact text shown, after the language when Rapport's own translation was shown
+/// (`en:3f2a9c1b0d4e`). Texts admins wrote are shown as written, so they have no language.
+pub(super) fn wording_version(language: Option<&str>, text: &str) -> Option<WordingVersion> {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(text.as_bytes());
+    let hash: String = digest.iter().take(6).map(|byte| format!("{byte:02x}")).collect();
+    let version = match language {
+        Some(language) => format!("{language}:{hash}"),
+        None => hash,
+    };
+    WordingVersion::parse(&version).ok()
 }

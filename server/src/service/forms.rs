@@ -237,7 +237,8 @@ impl Services {
                 ip: ctx.ip,
                 user_agent: ctx.user_agent.clone(),
                 wording_id: WordingId::parse(&format!("form:{}", form.key.as_str())).ok(),
-                wording_version: None,
+                // A form's wording never changes, yet its hash shows which text that was.
+                wording_version: super::consents::wording_version(None, &form.wording),
             },
         }
     }
@@ -290,6 +291,9 @@ impl Services {
             }
         }
         if let Some(request) = confirming {
+            // Following the link proves the person holds the mailbox: an unsubscribe of theirs
+            // from before no longer stands in the way of the mail they now ask for.
+            super::unsubscribe::lift_unsubscribe(self, &tx, ctx, contact_id, now).await?;
             store::forms::confirm(&tx, &[request.id], now).await?;
             let mut changes = Changes::new();
             changes.field("status", Some(Value::from("pending")), Some(Value::from("confirmed")));

@@ -18,11 +18,16 @@ use crate::{
     domain::{
         Change,
         access::Permission,
-        consent::{Channel, ConsentChange, ConsentProof, ConsentSource, ConsentStatus, LegalBasis, Purpose, WordingId},
+        consent::{
+            Channel, ConsentChange, ConsentProof, ConsentSource, ConsentStatus, LegalBasis, MARKETING, Purpose,
+            WordingId,
+        },
         contact::{Contact, ContactRef, CountryCode, EmailAddress, Locale, PersonName, TimeZone},
+        delivery::SuppressionReason,
         email::{EmailContent, EmailType, Mailbox},
         field::{FieldDefinition, FieldType, FieldValue},
         preferences::{EDITABLE_PROFILE_FIELDS, PreferenceCenter, PreferencesForm},
+        texts,
         topic::{SubscriptionStatus, Topic, TopicSubscription},
     },
     store,
@@ -204,6 +209,12 @@ impl Services {
         let contact_id = view.contact.id;
         // Every value is checked before anything is written: a bad one saves nothing.
         let changes = field_changes(&view, &form, &self.catalog().await?.fields)?;
+        // The language the page was shown in, which words the built-in purposes; a form that
+        // does not say is taken to have been shown as the page would be now.
+        let language = form
+            .language
+            .or_else(|| view.contact.profile.locale.as_ref().and_then(|locale| texts::spoken(locale.as_str())))
+            .unwrap_or(texts::DEFAULT_LANGUAGE);
         for (topic, subscription) in &view.topics {
             let wanted = form.subscribed.contains(&topic.key);
             let frequency = form
@@ -227,18 +238,23 @@ impl Services {
                 self.set_subscription(ctx, contact_id, &topic.key, status, Some(frequency)).await?;
             }
         }
+        // Consent granted again by someone else (an admin, a form anyone can fill in) leaves the
+        // person's unsubscribe standing; the box they tick now is their own renewed decision.
+        let unsubscribed = self.address_unsubscribed(&view.contact).await?;
         for purpose in &view.purposes {
             for channel in Channel::ALL {
                 let ticked = form.granted.iter().any(|(key, on)| *key == purpose.key && on == channel);
                 let current = view.consent_status(purpose, *channel);
+                let renews = unsubscribed && purpose.key.as_str() == MARKETING && *channel == Channel::Email;
                 let decision = match (ticked, current) {
+                    (true, Some(ConsentStatus::Granted)) if renews => Some(ConsentStatus::Granted),
                     (true, Some(ConsentStatus::Granted))
                     | (false, None | Some(ConsentStatus::Denied | ConsentStatus::Pending)) => None,
                     (true, _) => Some(ConsentStatus::Granted),
                     (false, Some(ConsentStatus::Granted)) => Some(ConsentStatus::Denied),
                 };
                 if let Some(status) = decision {
-                    self.record_consent(ctx, contact_id, page_decision(purpose, *channel, status)).await?;
+                    self.record_consent(ctx, contact_id, page_decision(purpose, *channel, status, language)).await?;
                 }
             }
         }
@@ -248,13 +264,26 @@ impl Services {
         Ok(())
     }
 
+    /// Whether the contact's address is on the suppression list because they unsubscribed.
+    async fn address_unsubscribed(&self, contact: &Contact) -> Result<bool> {
+        let Some(address) = &contact.email else { return Ok(false) };
+        let index = store::contacts::email_index(self.db.keys()?, address);
+        let found = store::outbox::suppressions_of(self.db.connection(), std::slice::from_ref(&index)).await?;
+        Ok(found.values().flatten().any(|entry| entry.reason == SuppressionReason::Unsubscribe))
+    }
+
     /// "Unsubscribe from everything": every subscription ends and every granted consent is
     /// denied, each through its own use case.
     #[instrument(skip_all, fields(request_id = %ctx.request_id))]
-    pub async fn unsubscribe_from_everything(&self, ctx: &RequestContext) -> Result<()> {
+    pub async fn unsubscribe_from_everything(
+        &self,
+        ctx: &RequestContext,
+        language: Option<&'static str>,
+    ) -> Result<()> {
         let view = self.preferences_view(ctx).await?;
         let form = PreferencesForm {
             fields: view.fields.iter().map(|field| (field.key.clone(), field.value.clone())).collect(),
+            language,
             ..PreferencesForm::default()
         };
         self.save_preferences(ctx, form).await
@@ -309,7 +338,14 @@ const CONFIRMATION_EMAIL: (&str, &str) = (
     "<p>Hello {{ contact.first_name | default(\"there\") }},</p>\n<p>Please confirm that you want to receive emails from us:</p>\n<p><a href=\"{{ event.link }}\">Yes, subscribe me</a></p>\n<p>If you did not sign up, ignore this email and you will hear nothing more.</p>",
 );
 
-fn page_decision(purpose: &Purpose, channel: Channel, status: ConsentStatus) -> ConsentDecision {
+fn page_decision(purpose: &Purpose, channel: Channel, status: ConsentStatus, language: &str) -> ConsentDecision {
+    // The page shows built-in purposes in its language and admins' own purposes as written.
+    let translated = if purpose.built_in { texts::purpose_wording(language, purpose.key.as_str()) } else { None };
+    let (shown_in, label, description) = match translated {
+        Some((label, description)) => (Some(language), label, description),
+        None => (None, purpose.label.as_str(), purpose.description.as_deref()),
+    };
+    let text = format!("{label}\n{}", description.unwrap_or_default());
     ConsentDecision {
         purpose: purpose.key.clone(),
         channel,
@@ -318,8 +354,8 @@ fn page_decision(purpose: &Purpose, channel: Channel, status: ConsentStatus) -> 
         source: ConsentSource::PreferenceCenter,
         captured_at: None,
         proof: ConsentProof {
-            // The wording shown is the purpose's label and description as they are now.
             wording_id: WordingId::parse(&format!("purpose:{}", purpose.key.as_str())).ok(),
+            wording_version: super::consents::wording_version(shown_in, &text),
             ..ConsentProof::default()
         },
     }

@@ -184,13 +184,7 @@ impl Services {
         let index = store::contacts::email_index(self.db.keys()?, address);
         let now = self.now();
         let tx = self.db.begin_write().await?;
-        let removed = store::outbox::unsuppress(&tx, &index, reason).await?;
-        if removed > 0 {
-            let mut changes = Changes::new();
-            changes.field("reason", reason.map(|reason| Value::from(reason.as_str())), None);
-            let entry = audit::Entry::new("address.unsuppressed", "address", index, changes);
-            audit::append(&tx, ctx, now, entry).await?;
-        }
+        let removed = lift_suppression(&tx, ctx, index, reason, now).await?;
         tx.commit().await?;
         Ok(removed)
     }
@@ -252,4 +246,23 @@ pub(crate) fn new_send(
         updated_at: now,
         sent_at: None,
     }
+}
+
+/// Takes the address with blind index `index` off the list (for one reason, or all) in the
+/// caller's transaction, with an audit entry if anything went; how many entries went.
+pub(super) async fn lift_suppression(
+    tx: &impl sea_orm::ConnectionTrait,
+    ctx: &RequestContext,
+    index: String,
+    reason: Option<SuppressionReason>,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<u64> {
+    let removed = store::outbox::unsuppress(tx, &index, reason).await?;
+    if removed > 0 {
+        let mut changes = Changes::new();
+        changes.field("reason", reason.map(|reason| Value::from(reason.as_str())), None);
+        let entry = audit::Entry::new("address.unsuppressed", "address", index, changes);
+        audit::append(tx, ctx, now, entry).await?;
+    }
+    Ok(removed)
 }

@@ -104,3 +104,27 @@ impl Services {
         Ok(if changed { Unsubscribed::Now } else { Unsubscribed::Already })
     }
 }
+
+/// Someone who unsubscribed and later grants email marketing consent again through their own
+/// action, proven by a link from their mailbox (the preference page, a double opt-in
+/// confirmation), wants marketing mail again: the `UNSUBSCRIBE` entry their unsubscribing put on
+/// the suppression list goes, in the caller's transaction and audited. Bounces, complaints and
+/// entries admins made stay: those only an admin lifts. Anything else that grants consent (the
+/// API, an import, a single opt-in form anyone can fill in) proves nothing about who holds the
+/// mailbox, so it leaves the list alone.
+pub(super) async fn lift_unsubscribe(
+    services: &Services,
+    tx: &impl sea_orm::ConnectionTrait,
+    ctx: &RequestContext,
+    contact_id: ContactId,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<()> {
+    let keys = services.db.keys()?;
+    let Some(address) = store::contacts::find(tx, keys, &ContactRef::Id(contact_id)).await?.and_then(|c| c.email)
+    else {
+        return Ok(());
+    };
+    let index = store::contacts::email_index(keys, &address);
+    super::sending::lift_suppression(tx, ctx, index, Some(SuppressionReason::Unsubscribe), now).await?;
+    Ok(())
+}

@@ -15,7 +15,7 @@ use super::{
     entity::{consent, consent_change as change, consent_purpose as purpose},
 };
 use crate::domain::{
-    consent::{Channel, ConsentChange, ConsentProof, Purpose, UserAgent, WordingId},
+    consent::{Channel, ConsentChange, ConsentProof, Purpose, UserAgent, WordingId, WordingVersion},
     contact::ContactId,
     key::Key,
     page::{Direction, Page, PageRequest},
@@ -171,7 +171,7 @@ fn to_active(decision: &ConsentChange) -> change::ActiveModel {
         proof_ip: Set(decision.proof.ip.map(|ip| ip.to_string())),
         proof_user_agent: Set(decision.proof.user_agent.as_ref().map(|agent| agent.as_str().to_owned())),
         wording_id: Set(decision.proof.wording_id.as_ref().map(|wording| wording.as_str().to_owned())),
-        wording_version: Set(decision.proof.wording_version),
+        wording_version: Set(decision.proof.wording_version.as_ref().map(|version| version.as_str().to_owned())),
     }
 }
 
@@ -199,7 +199,11 @@ fn to_domain(model: change::Model) -> StoreResult<ConsentChange> {
                 .map(|wording| WordingId::parse(&wording))
                 .transpose()
                 .map_err(|_| corrupt("wording_id"))?,
-            wording_version: model.wording_version,
+            wording_version: model
+                .wording_version
+                .map(|version| WordingVersion::parse(&version))
+                .transpose()
+                .map_err(|_| corrupt("wording_version"))?,
         },
     })
 }

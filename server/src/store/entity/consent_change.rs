@@ -17,7 +17,7 @@ pub struct Model {
     pub proof_ip: Option<String>,
     pub proof_user_agent: Option<String>,
     pub wording_id: Option<String>,
-    pub wording_version: Option<i32>,
+    pub wording_version: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
