@@ -128,10 +128,15 @@ impl Services {
         repository::insert(self.db.connection(), &import).await?;
         tracing::info!(import_id = %import.id, "import started");
 
-        let outcome = self.write_batches(&mut import, &definitions, &columns, &mut receiver, &mut observe).await;
-        // Stops the parser if the writer gave up early.
+        let mut outcome = self.write_batches(&mut import, &definitions, &columns, &mut receiver, &mut observe).await;
+        // Stops the parser if the writer gave up early. A parser that died would look like the
+        // end of the file: it must fail the run instead.
         drop(receiver);
-        let _ = parser.await;
+        if let Err(error) = parser.await
+            && outcome.is_ok()
+        {
+            outcome = Err(Error::Internal(anyhow::anyhow!("the CSV parser stopped: {error}")));
+        }
 
         import.finished_at = Some(self.now());
         match &outcome {
