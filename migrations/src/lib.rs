@@ -19,6 +19,7 @@ mod m20261125_000013_contact_activity;
 mod m20261125_000014_webhooks;
 mod m20261125_000015_webhook_sources;
 mod m20261125_000016_wording_version_text;
+mod m20261203_000001_imports;
 
 pub struct Migrator;
 
@@ -42,6 +43,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261125_000014_webhooks::Migration),
             Box::new(m20261125_000015_webhook_sources::Migration),
             Box::new(m20261125_000016_wording_version_text::Migration),
+            Box::new(m20261203_000001_imports::Migration),
         ]
     }
 }

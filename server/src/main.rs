@@ -7,7 +7,11 @@ use clap::{ArgGroup, Parser, Subcommand};
 use rapport::{
     audit::Verdict,
     config::Settings,
-    domain::contact::{ContactId, ContactRef, EmailAddress},
+    domain::{
+        contact::{ContactId, ContactRef, EmailAddress},
+        import::ImportKey,
+    },
+    service::imports::ImportOptions,
     startup::{self, Application, ServeOptions},
     telemetry,
 };
@@ -57,6 +61,11 @@ enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
+    /// Bring data in from files.
+    Import {
+        #[command(subcommand)]
+        command: ImportCommand,
+    },
     /// Print what Rapport holds on someone.
     Export {
         #[command(subcommand)]
@@ -79,6 +88,46 @@ enum ExportCommand {
         #[arg(long, value_name = "ADDRESS")]
         email: Option<String>,
     },
+}
+
+#[derive(Subcommand)]
+enum ImportCommand {
+    /// Import contacts from a CSV file (with a header row), creating or updating them.
+    ///
+    /// Columns map to fields by their header names (case, spaces and separators aside): email,
+    /// externalId, phone, firstName, lastName, locale, timeZone, country, and custom fields by
+    /// key. --map overrides that; a column that matches no field stops the import before it
+    /// starts, unless --ignore-unknown. Empty cells leave fields as they are. Rows with a bad
+    /// value are skipped and written to the report (line, column, reason); the rest are
+    /// imported. Exits 0 when the file was imported, rejected rows or not; non-zero only when
+    /// the import itself failed. Run it with the server's settings (RAPPORT_DATABASE_URL,
+    /// RAPPORT_MASTER_KEY); the run is recorded as an import by actor system/cli.
+    Contacts {
+        /// The CSV file (UTF-8, comma-separated, first row the header).
+        file: PathBuf,
+        /// The field that finds the contact a row updates.
+        #[arg(long, value_enum, default_value = "email")]
+        key: KeyArg,
+        /// Fill FIELD from COLUMN (repeatable); FIELD is a contact field, a custom field key
+        /// (or attributes.KEY), or - to ignore the column.
+        #[arg(long = "map", value_name = "COLUMN=FIELD")]
+        map: Vec<String>,
+        /// Skip columns that match no field instead of refusing the file.
+        #[arg(long)]
+        ignore_unknown: bool,
+        /// Where to write the rejected rows [default: FILE with .errors.csv for .csv].
+        #[arg(long, value_name = "PATH")]
+        report: Option<PathBuf>,
+        /// Rows written per transaction.
+        #[arg(long, default_value_t = rapport::service::imports::DEFAULT_BATCH_ROWS)]
+        batch_size: usize,
+    },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum KeyArg {
+    Email,
+    ExternalId,
 }
 
 #[derive(Subcommand)]
@@ -177,8 +226,47 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{}", serde_json::to_string_pretty(&export.to_json())?);
             Ok(())
         }
+        Command::Import { command: ImportCommand::Contacts { file, key, map, ignore_unknown, report, batch_size } } => {
+            let key = match key {
+                KeyArg::Email => ImportKey::Email,
+                KeyArg::ExternalId => ImportKey::ExternalId,
+            };
+            let mut options = ImportOptions::new(file.display().to_string(), key);
+            options.ignore_unknown = ignore_unknown;
+            options.batch_rows = batch_size.max(1);
+            for pair in &map {
+                let (column, field) =
+                    pair.rsplit_once('=').ok_or_else(|| anyhow!("--map {pair:?}: write it as COLUMN=FIELD"))?;
+                options.mapping.push((column.to_owned(), field.to_owned()));
+            }
+            let report = report.unwrap_or_else(|| default_report_path(&file));
+            let summary = startup::import_contacts(&settings, &file, options, &report).await?;
+            let counts = summary.import.counts;
+            let rate = counts.rows as f64 / summary.elapsed.as_secs_f64().max(0.001);
+            println!(
+                "imported {}: {} rows, {} created, {} updated, {} unchanged, {} rejected in {:.1} s ({rate:.0} rows/s); import {}",
+                file.display(),
+                counts.rows,
+                counts.created,
+                counts.updated,
+                counts.unchanged,
+                counts.rejected,
+                summary.elapsed.as_secs_f64(),
+                summary.import.id,
+            );
+            if let Some(report) = summary.report {
+                println!("rejected rows: {}", report.display());
+            }
+            Ok(())
+        }
         Command::ExportSchema => Ok(()),
     }
+}
+
+/// `contacts.csv` → `contacts.errors.csv`, beside the file.
+fn default_report_path(file: &std::path::Path) -> PathBuf {
+    let stem = file.file_stem().map_or_else(|| "import".into(), |stem| stem.to_string_lossy().into_owned());
+    file.with_file_name(format!("{stem}.errors.csv"))
 }
 
 fn read_password() -> anyhow::Result<String> {

@@ -328,6 +328,140 @@ pub async fn export_contact(settings: &Settings, reference: &ContactRef) -> anyh
     })
 }
 
+/// What `rapport import contacts` reports when it is done.
+#[derive(Debug)]
+pub struct ImportSummary {
+    pub import: crate::domain::import::Import,
+    /// Where the rejected rows were written, if any row was rejected.
+    pub report: Option<PathBuf>,
+    pub elapsed: std::time::Duration,
+}
+
+/// `rapport import contacts`: imports a CSV file with the server's settings, recorded as the
+/// command line's (actor system/cli). Shows a progress bar on a terminal and a plain line every
+/// few seconds otherwise (both on stderr), and writes rejected rows to `report` as they come.
+pub async fn import_contacts(
+    settings: &Settings,
+    file: &Path,
+    options: service::imports::ImportOptions,
+    report: &Path,
+) -> anyhow::Result<ImportSummary> {
+    use std::io::IsTerminal;
+
+    let source = std::fs::File::open(file).with_context(|| format!("cannot open {}", file.display()))?;
+    let size = source.metadata().map(|metadata| metadata.len()).unwrap_or(0);
+    let masters = master_keys(settings)?;
+    let database = open_keys(connect(settings).await?, masters).await?;
+    let services = Services::new(database.clone(), Arc::new(SystemClock));
+    let ctx = RequestContext::internal(Actor::Cli, uuid::Uuid::now_v7().to_string());
+    let started = std::time::Instant::now();
+    let mut progress = ImportProgressDisplay::new(size, std::io::stderr().is_terminal());
+    let mut report_writer: Option<csv::Writer<std::fs::File>> = None;
+    let mut report_error: Option<anyhow::Error> = None;
+    let outcome = services
+        .import_contacts(&ctx, source, options, |at, rejected| {
+            progress.show(at, started.elapsed());
+            if rejected.is_empty() || report_error.is_some() {
+                return;
+            }
+            if let Err(error) = write_rejections(&mut report_writer, report, rejected) {
+                report_error = Some(error);
+            }
+        })
+        .await;
+    progress.finish();
+    database.close().await.context("closing the database")?;
+    let import = outcome.map_err(|error| match error {
+        service::Error::Validation { reason, .. } => anyhow!("{}: {reason}", file.display()),
+        other => anyhow::Error::from(other),
+    })?;
+    if let Some(mut writer) = report_writer.take() {
+        writer.flush().with_context(|| format!("cannot write the report {}", report.display()))?;
+    }
+    if let Some(error) = report_error {
+        return Err(error);
+    }
+    let report = (import.counts.rejected > 0).then(|| report.to_path_buf());
+    Ok(ImportSummary { import, report, elapsed: started.elapsed() })
+}
+
+/// Appends rejected rows (line, column, reason) to the report, creating it on the first one.
+fn write_rejections(
+    writer: &mut Option<csv::Writer<std::fs::File>>,
+    path: &Path,
+    rejected: &[crate::domain::import::RowError],
+) -> anyhow::Result<()> {
+    let cannot = || format!("cannot write the report {}", path.display());
+    if writer.is_none() {
+        let mut created = csv::Writer::from_path(path).with_context(cannot)?;
+        created.write_record(["line", "column", "reason"]).with_context(cannot)?;
+        *writer = Some(created);
+    }
+    if let Some(writer) = writer.as_mut() {
+        for error in rejected {
+            let line = error.line.to_string();
+            writer
+                .write_record([line.as_str(), error.column.as_deref().unwrap_or(""), error.reason.as_str()])
+                .with_context(cannot)?;
+        }
+    }
+    Ok(())
+}
+
+/// Progress of an import on stderr: a bar of bytes read on a terminal, otherwise a line at most
+/// every few seconds, so that logs of unattended runs stay short.
+struct ImportProgressDisplay {
+    bar: Option<indicatif::ProgressBar>,
+    size: u64,
+    last_line: Option<std::time::Instant>,
+}
+
+impl ImportProgressDisplay {
+    const LINE_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
+    fn new(size: u64, terminal: bool) -> Self {
+        let bar = terminal.then(|| {
+            let bar = indicatif::ProgressBar::new(size);
+            bar.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "importing [{bar:40}] {bytes}/{total_bytes} {msg} ({eta} left)",
+                )
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            );
+            bar
+        });
+        Self { bar, size, last_line: None }
+    }
+
+    fn show(&mut self, at: &service::imports::ImportProgress, elapsed: std::time::Duration) {
+        let rows = at.counts.rows;
+        let rate = rows as f64 / elapsed.as_secs_f64().max(0.001);
+        match &self.bar {
+            Some(bar) => {
+                bar.set_position(at.bytes_read);
+                bar.set_message(format!("{rows} rows, {rate:.0} rows/s"));
+            }
+            None => {
+                if self.last_line.is_some_and(|last| last.elapsed() < Self::LINE_EVERY) {
+                    return;
+                }
+                self.last_line = Some(std::time::Instant::now());
+                let percent = if self.size == 0 { 100.0 } else { at.bytes_read as f64 * 100.0 / self.size as f64 };
+                eprintln!(
+                    "imported {rows} rows ({percent:.0} % of the file), {rate:.0} rows/s, {} rejected",
+                    at.counts.rejected
+                );
+            }
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
+}
+
 /// Applies pending migrations, reporting each one as it goes.
 pub async fn migrate(database: &Database) -> anyhow::Result<()> {
     let connection = database.connection();

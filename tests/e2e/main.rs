@@ -16,6 +16,7 @@ mod forms;
 mod graphql_http;
 mod hooks;
 mod http;
+mod imports;
 mod mail;
 mod nats;
 mod preferences;

@@ -1,5 +1,5 @@
 //! Which contacts a list should show: a conjunction of conditions on attributes, consents and
-//! topics. The segment engine grows out of this; every condition here can be checked in SQL.
+//! topics, or membership of an import. The segment engine grows out of this; every condition here can be checked in SQL.
 
 use super::{
     consent::{Channel, ConsentStatus},
@@ -12,6 +12,8 @@ pub struct ContactFilter {
     pub attributes: Vec<AttributeCondition>,
     pub consents: Vec<ConsentCondition>,
     pub topics: Vec<TopicCondition>,
+    /// Only the contacts that this import created or updated.
+    pub import: Option<uuid::Uuid>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -12,6 +12,7 @@ pub mod event;
 pub mod field;
 pub mod filter;
 pub mod forms;
+pub mod import;
 pub mod key;
 pub mod page;
 pub mod preferences;

@@ -258,6 +258,8 @@ pub struct ContactFilter {
     attributes: Option<Vec<AttributeFilter>>,
     consents: Option<Vec<ConsentFilter>>,
     topics: Option<Vec<TopicFilter>>,
+    /// Only the contacts that this import created or updated (or found unchanged).
+    import_id: Option<ID>,
 }
 
 /// Each condition is a subquery; a filter is for people, not for thousands of conditions.
@@ -303,6 +305,10 @@ impl ContactFilter {
                 subscribed: condition.subscribed,
             });
         }
+        request.import = self
+            .import_id
+            .map(|id| parse_arg("filter.importId", Uuid::parse_str(&id).map_err(|_| "is not an import id")))
+            .transpose()?;
         Ok(request)
     }
 }

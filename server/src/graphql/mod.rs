@@ -11,6 +11,7 @@ pub mod events;
 pub mod fields;
 pub mod forms;
 pub mod guard;
+pub mod imports;
 pub mod loaders;
 pub mod pagination;
 pub mod preferences;
@@ -42,6 +43,7 @@ pub struct QueryRoot(
     preferences::PreferenceQuery,
     forms::FormQuery,
     webhooks::WebhookQuery,
+    imports::ImportQuery,
 );
 
 #[derive(MergedObject, Default)]
@@ -58,6 +60,7 @@ pub struct MutationRoot(
     preferences::PreferenceMutation,
     forms::FormMutation,
     webhooks::WebhookMutation,
+    imports::ImportMutation,
 );
 
 pub type AppSchema = Schema<QueryRoot, MutationRoot, subscriptions::SubscriptionRoot>;

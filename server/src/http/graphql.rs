@@ -76,7 +76,13 @@ pub async fn get(
         Err(response) => return *response,
     };
     let parsed = parse_get_params(params);
-    handle(state, peer, actor, headers, media_type, parsed, true).await
+    if parsed.as_ref().is_ok_and(is_mutation) {
+        let mut response =
+            request_error(media_type, StatusCode::METHOD_NOT_ALLOWED, "mutations must be sent with POST");
+        response.headers_mut().insert(header::ALLOW, HeaderValue::from_static("POST"));
+        return response;
+    }
+    handle(state, peer, actor, headers, media_type, parsed.map(Params::into_request)).await
 }
 
 pub async fn post(
@@ -99,6 +105,10 @@ pub async fn post(
     let body_limit = if anonymous { MAX_ANONYMOUS_BODY_BYTES } else { MAX_BODY_BYTES };
     if anonymous && announced_length(&headers).is_none_or(|length| length > body_limit) {
         return unauthenticated(media_type);
+    }
+    if !anonymous && is_multipart(&headers) {
+        let request = receive_multipart(&headers, body).await;
+        return handle(state, peer, actor, headers, media_type, request).await;
     }
     if let Err(message) = check_content_type(&headers) {
         return if anonymous {
@@ -126,7 +136,34 @@ pub async fn post(
     if anonymous && !parsed.as_ref().is_ok_and(only_signs_in) {
         return unauthenticated(media_type);
     }
-    handle(state, peer, actor, headers, media_type, parsed, false).await
+    handle(state, peer, actor, headers, media_type, parsed.map(Params::into_request)).await
+}
+
+/// Files uploaded with a mutation (GraphQL multipart request spec) are spooled to temporary
+/// files as they arrive, never held in memory, so this limit is about disk, not memory.
+pub const MAX_UPLOAD_BYTES: u64 = 1024 * 1024 * 1024;
+
+fn is_multipart(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|raw| raw.split(';').next())
+        .is_some_and(|mime| mime.trim().eq_ignore_ascii_case("multipart/form-data"))
+}
+
+/// A GraphQL multipart request (operations, map, and one file): authenticated callers only,
+/// since the body is read before the operation is known.
+async fn receive_multipart(headers: &HeaderMap, body: Body) -> Result<Request, String> {
+    use futures_util::TryStreamExt;
+
+    let content_type = headers.get(header::CONTENT_TYPE).and_then(|value| value.to_str().ok()).map(str::to_owned);
+    let reader = body.into_data_stream().map_err(std::io::Error::other).into_async_read();
+    let options = async_graphql::http::MultipartOptions::default()
+        .max_num_files(1)
+        .max_file_size(usize::try_from(MAX_UPLOAD_BYTES).unwrap_or(usize::MAX));
+    async_graphql::http::receive_body(content_type, reader, options)
+        .await
+        .map_err(|error| format!("the multipart request cannot be read: {error}"))
 }
 
 /// The parameters of one GraphQL request, checked for shape but not yet parsed as GraphQL.
@@ -136,34 +173,32 @@ struct Params {
     variables: Option<Value>,
 }
 
+impl Params {
+    fn into_request(self) -> Request {
+        let mut request = Request::new(self.query);
+        if let Some(name) = self.operation_name {
+            request = request.operation_name(name);
+        }
+        if let Some(variables) = self.variables {
+            request = request.variables(Variables::from_json(variables));
+        }
+        request
+    }
+}
+
 async fn handle(
     state: AppState,
     peer: SocketAddr,
     actor: Actor,
     headers: HeaderMap,
     media_type: MediaType,
-    params: Result<Params, String>,
-    is_get: bool,
+    request: Result<Request, String>,
 ) -> Response {
-    let params = match params {
-        Ok(params) => params,
+    let request = match request {
+        Ok(request) => request,
         Err(message) => return request_error(media_type, StatusCode::BAD_REQUEST, &message),
     };
-    if is_get && is_mutation(&params) {
-        let mut response =
-            request_error(media_type, StatusCode::METHOD_NOT_ALLOWED, "mutations must be sent with POST");
-        response.headers_mut().insert(header::ALLOW, HeaderValue::from_static("POST"));
-        return response;
-    }
-
     let request_id = request_id(&headers);
-    let mut request = Request::new(params.query);
-    if let Some(name) = params.operation_name {
-        request = request.operation_name(name);
-    }
-    if let Some(variables) = params.variables {
-        request = request.variables(Variables::from_json(variables));
-    }
     let request = request
         .data(RequestContext {
             actor,

@@ -241,7 +241,7 @@ impl Services {
 
     async fn resolve_filter(&self, request: &ContactFilterRequest) -> Result<ContactFilter> {
         let conn = self.db.connection();
-        let mut filter = ContactFilter::default();
+        let mut filter = ContactFilter { import: request.import, ..ContactFilter::default() };
         if !request.attributes.is_empty() {
             let definitions = store::fields::by_key(conn).await?;
             for (index, (raw_key, test)) in request.attributes.iter().enumerate() {
@@ -283,6 +283,7 @@ pub struct ContactFilterRequest {
     pub attributes: Vec<(String, AttributeTest)>,
     pub consents: Vec<ConsentCondition>,
     pub topics: Vec<TopicCondition>,
+    pub import: Option<uuid::Uuid>,
 }
 
 #[derive(Debug, Clone)]

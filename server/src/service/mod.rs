@@ -15,6 +15,7 @@ pub mod feed;
 pub mod fields;
 pub mod forms;
 pub mod hooks;
+pub mod imports;
 pub mod preferences;
 pub mod privacy;
 pub mod sending;

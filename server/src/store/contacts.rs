@@ -20,7 +20,7 @@ use super::{
     StoreError, StoreResult,
     entity::{
         consent, consent_change, contact as entity, contact_attribute as attribute, erased_address, event,
-        field_definition, topic, topic_subscription,
+        field_definition, import_contact, topic, topic_subscription,
     },
     keys,
 };
@@ -399,6 +399,17 @@ fn condition(filter: &ContactFilter) -> Condition {
             entity::Column::Id.not_in_subquery(subscribers)
         });
     }
+    if let Some(import_id) = filter.import {
+        all = all.add(
+            entity::Column::Id.in_subquery(
+                Query::select()
+                    .column(import_contact::Column::ContactId)
+                    .from(import_contact::Entity)
+                    .and_where(import_contact::Column::ImportId.eq(import_id))
+                    .to_owned(),
+            ),
+        );
+    }
     all
 }
 
@@ -428,6 +439,20 @@ async fn write_attributes(
     previous: &Attributes,
     current: &Attributes,
 ) -> StoreResult<()> {
+    delete_removed_attributes(conn, contact_id, previous, current).await?;
+    if current.iter().any(|(key, value)| previous.get(key) != Some(value)) {
+        let personal = personal_fields(conn).await?;
+        upsert_attribute_rows(conn, changed_attribute_rows(key, contact_id, previous, current, &personal)).await?;
+    }
+    Ok(())
+}
+
+async fn delete_removed_attributes(
+    conn: &impl ConnectionTrait,
+    contact_id: ContactId,
+    previous: &Attributes,
+    current: &Attributes,
+) -> StoreResult<()> {
     let removed: Vec<&str> = previous.keys().filter(|key| !current.contains_key(*key)).map(Key::as_str).collect();
     if !removed.is_empty() {
         attribute::Entity::delete_many()
@@ -436,21 +461,35 @@ async fn write_attributes(
             .exec(conn)
             .await?;
     }
-    let changed: Vec<(&Key, &FieldValue)> =
-        current.iter().filter(|(key, value)| previous.get(*key) != Some(*value)).collect();
-    if !changed.is_empty() {
-        let personal = personal_fields(conn).await?;
-        let changed: Vec<attribute::ActiveModel> = changed
-            .into_iter()
-            .map(|(field, value)| {
-                let mut row = to_attribute_row(contact_id, field, value);
-                if personal.contains(field.as_str()) {
-                    seal_attribute(&mut row, key, contact_id, field, value);
-                }
-                row
-            })
-            .collect();
-        attribute::Entity::insert_many(changed)
+    Ok(())
+}
+
+/// The rows of the values that differ from `previous`, personal ones sealed.
+fn changed_attribute_rows(
+    key: &DataKey,
+    contact_id: ContactId,
+    previous: &Attributes,
+    current: &Attributes,
+    personal: &HashSet<String>,
+) -> Vec<attribute::ActiveModel> {
+    current
+        .iter()
+        .filter(|(field, value)| previous.get(*field) != Some(*value))
+        .map(|(field, value)| {
+            let mut row = to_attribute_row(contact_id, field, value);
+            if personal.contains(field.as_str()) {
+                seal_attribute(&mut row, key, contact_id, field, value);
+            }
+            row
+        })
+        .collect()
+}
+
+async fn upsert_attribute_rows(conn: &impl ConnectionTrait, rows: Vec<attribute::ActiveModel>) -> StoreResult<()> {
+    let mut rows = rows.into_iter().peekable();
+    while rows.peek().is_some() {
+        let chunk: Vec<attribute::ActiveModel> = rows.by_ref().take(ROWS_PER_STATEMENT).collect();
+        attribute::Entity::insert_many(chunk)
             .on_conflict(
                 OnConflict::columns([attribute::Column::ContactId, attribute::Column::FieldKey])
                     .update_columns([
@@ -466,6 +505,144 @@ async fn write_attributes(
             .await?;
     }
     Ok(())
+}
+
+/// Rows per multi-row statement: a contact row binds 14 values, well under SQLite's limit of
+/// bound parameters at this count.
+const ROWS_PER_STATEMENT: usize = 500;
+
+/// The contacts holding any of these email addresses or external ids, in three statements
+/// whatever their number, locked until the caller's transaction ends (on PostgreSQL; a SQLite
+/// writer holds the whole database), so that a batch can decide on them and write them
+/// without another writer moving their versions on.
+pub async fn find_for_update(
+    conn: &impl ConnectionTrait,
+    keys: &KeyRing,
+    emails: &[&EmailAddress],
+    external_ids: &[&ExternalId],
+) -> StoreResult<Vec<Contact>> {
+    if emails.is_empty() && external_ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut any = Condition::any();
+    if !emails.is_empty() {
+        any = any.add(entity::Column::EmailIndex.is_in(emails.iter().map(|email| email_index(keys, email))));
+    }
+    if !external_ids.is_empty() {
+        any = any.add(entity::Column::ExternalId.is_in(external_ids.iter().map(|id| id.as_str())));
+    }
+    let models = entity::Entity::find().filter(any).lock_exclusive().all(conn).await?;
+    with_attributes(conn, keys, models).await
+}
+
+/// Which of these email addresses and phone numbers belong to erased contacts, in one statement.
+pub async fn erased_among(
+    conn: &impl ConnectionTrait,
+    keys: &KeyRing,
+    emails: &[&EmailAddress],
+    phones: &[&PhoneNumber],
+) -> StoreResult<(HashSet<EmailAddress>, HashSet<PhoneNumber>)> {
+    let mut by_index: HashMap<String, Result<&EmailAddress, &PhoneNumber>> = HashMap::new();
+    for email in emails {
+        by_index.insert(email_index(keys, email), Ok(*email));
+    }
+    for phone in phones {
+        by_index.insert(phone_index(keys, phone), Err(*phone));
+    }
+    let mut erased = (HashSet::new(), HashSet::new());
+    if by_index.is_empty() {
+        return Ok(erased);
+    }
+    let indexes: Vec<String> = erased_address::Entity::find()
+        .select_only()
+        .column(erased_address::Column::BlindIndex)
+        .filter(erased_address::Column::BlindIndex.is_in(by_index.keys().cloned()))
+        .into_tuple()
+        .all(conn)
+        .await?;
+    for index in indexes {
+        match by_index.get(&index) {
+            Some(Ok(email)) => {
+                erased.0.insert((*email).clone());
+            }
+            Some(Err(phone)) => {
+                erased.1.insert((*phone).clone());
+            }
+            None => {}
+        }
+    }
+    Ok(erased)
+}
+
+/// Inserts new contacts set-wise, each sealed under a data key of its own.
+pub async fn insert_many(conn: &impl ConnectionTrait, keys: &KeyRing, contacts: &[Contact]) -> StoreResult<()> {
+    if contacts.is_empty() {
+        return Ok(());
+    }
+    let personal = personal_fields(conn).await?;
+    let empty = Attributes::new();
+    let mut rows = Vec::with_capacity(contacts.len());
+    let mut data_keys = Vec::with_capacity(contacts.len());
+    let mut attribute_rows = Vec::new();
+    for contact in contacts {
+        let key = DataKey::generate();
+        rows.push(to_active(contact, keys, &key));
+        attribute_rows.extend(changed_attribute_rows(&key, contact.id, &empty, &contact.attributes, &personal));
+        data_keys.push((contact.id.as_uuid(), key));
+    }
+    for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+        entity::Entity::insert_many(chunk.to_vec()).exec_without_returning(conn).await?;
+    }
+    keys::store_many(conn, keys, &data_keys).await?;
+    upsert_attribute_rows(conn, attribute_rows).await
+}
+
+/// Writes new states (`after`) of stored contacts (`before`) set-wise. The caller holds them
+/// locked since it read them (`find_for_update`), so their versions cannot have moved on.
+pub async fn update_many(
+    conn: &impl ConnectionTrait,
+    keys: &KeyRing,
+    changed: &[(&Contact, Contact)],
+) -> StoreResult<()> {
+    if changed.is_empty() {
+        return Ok(());
+    }
+    let personal = personal_fields(conn).await?;
+    let mut data_keys = keys::data_keys(conn, keys, changed.iter().map(|(before, _)| before.id.as_uuid())).await?;
+    let mut rows = Vec::with_capacity(changed.len());
+    let mut attribute_rows = Vec::new();
+    for (before, after) in changed {
+        let key = data_keys
+            .remove(&after.id.as_uuid())
+            .ok_or(StoreError::Corrupt { table: "contact_key", column: "contact_id" })?;
+        rows.push(to_active(after, keys, &key));
+        attribute_rows.extend(changed_attribute_rows(&key, after.id, &before.attributes, &after.attributes, &personal));
+        delete_removed_attributes(conn, after.id, &before.attributes, &after.attributes).await?;
+    }
+    for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+        entity::Entity::insert_many(chunk.to_vec())
+            .on_conflict(
+                OnConflict::column(entity::Column::Id)
+                    .update_columns([
+                        entity::Column::ExternalId,
+                        entity::Column::Email,
+                        entity::Column::EmailIndex,
+                        entity::Column::Phone,
+                        entity::Column::PhoneIndex,
+                        entity::Column::FirstName,
+                        entity::Column::LastName,
+                        entity::Column::Locale,
+                        entity::Column::TimeZone,
+                        entity::Column::Country,
+                        entity::Column::Version,
+                        entity::Column::UpdatedAt,
+                    ])
+                    .to_owned(),
+            )
+            .exec_without_returning(conn)
+            .await?;
+    }
+    upsert_attribute_rows(conn, attribute_rows).await
 }
 
 fn to_attribute_row(contact_id: ContactId, key: &Key, value: &FieldValue) -> attribute::ActiveModel {

@@ -59,6 +59,27 @@ pub async fn store(conn: &impl ConnectionTrait, keys: &KeyRing, contact_id: Uuid
     Ok(())
 }
 
+/// Stores the data keys of new contacts set-wise, each wrapped by the current master key.
+pub async fn store_many(conn: &impl ConnectionTrait, keys: &KeyRing, data_keys: &[(Uuid, DataKey)]) -> StoreResult<()> {
+    let now = Utc::now();
+    for chunk in data_keys.chunks(ROWS_PER_STATEMENT) {
+        let rows = chunk.iter().map(|(contact_id, key)| {
+            let wrapped = key.wrap(&keys.masters, &contact_id.to_string());
+            contact_key::ActiveModel {
+                contact_id: Set(*contact_id),
+                master_key_id: Set(wrapped.master_key_id),
+                wrapped_key: Set(wrapped.wrapped),
+                created_at: Set(now),
+            }
+        });
+        contact_key::Entity::insert_many(rows).exec_without_returning(conn).await?;
+    }
+    Ok(())
+}
+
+/// Rows per multi-row INSERT of keys: well under SQLite's limit of bound parameters.
+const ROWS_PER_STATEMENT: usize = 1_000;
+
 /// Deletes a contact's data key: every ciphertext sealed with it, wherever a copy lies, can no
 /// longer be opened once no backup of this table holds the key (crypto-shredding).
 pub async fn destroy(conn: &impl ConnectionTrait, contact_id: Uuid) -> StoreResult<bool> {

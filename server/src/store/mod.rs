@@ -13,6 +13,7 @@ pub mod events;
 pub mod fields;
 pub mod forms;
 pub mod hooks;
+pub mod imports;
 pub mod keys;
 pub mod outbox;
 pub mod preferences;

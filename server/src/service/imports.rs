@@ -1,0 +1,559 @@
+//! Contact imports. A CSV file of any size is parsed on a blocking thread of its own into
+//! batches of rows, while the batch before is written set-wise in one transaction: a few
+//! statements per batch, never one per row, and never more than a few batches in memory. A bad
+//! row is reported (line, column, reason) and the rest go on; the run is recorded as one import
+//! with its counts and one audit entry, and links every contact it touched.
+
+use std::{
+    collections::{HashMap, HashSet},
+    io::Read,
+};
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use tokio::sync::mpsc;
+use tracing::instrument;
+use uuid::Uuid;
+
+use super::{Error, RequestContext, Result, Services};
+use crate::{
+    audit::{self, Changes},
+    domain::{
+        access::Permission,
+        contact::{Attributes, Contact, ContactId, EmailAddress, ExternalId, PhoneNumber, Profile},
+        field::FieldDefinition,
+        import::{ColumnMap, Import, ImportCounts, ImportKey, ImportRow, ImportStatus, MappingError, RowError, Target},
+        key::Key,
+        page::{Page, PageRequest},
+    },
+    store::{self, contacts as contacts_store, imports as repository},
+};
+
+/// Rows per transaction: large enough that the per-batch statements cost little per row, small
+/// enough that a batch holds its locks briefly and its memory stays small.
+pub const DEFAULT_BATCH_ROWS: usize = 2_000;
+
+/// Batches the parser may run ahead of the writer: both stay busy, memory stays flat.
+const BATCHES_AHEAD: usize = 2;
+
+/// How an import reads its file.
+#[derive(Debug, Clone)]
+pub struct ImportOptions {
+    /// The file's name as the operator knows it, for the record.
+    pub file_name: String,
+    pub key: ImportKey,
+    /// `(column, field)` pairs that override matching columns to fields by header name.
+    pub mapping: Vec<(String, String)>,
+    /// Drop columns that match no field instead of refusing the file.
+    pub ignore_unknown: bool,
+    pub batch_rows: usize,
+}
+
+impl ImportOptions {
+    pub fn new(file_name: impl Into<String>, key: ImportKey) -> Self {
+        Self {
+            file_name: file_name.into(),
+            key,
+            mapping: Vec::new(),
+            ignore_unknown: false,
+            batch_rows: DEFAULT_BATCH_ROWS,
+        }
+    }
+}
+
+/// Where a running import stands, told to the caller after every committed batch.
+#[derive(Debug, Clone, Copy)]
+pub struct ImportProgress {
+    /// Bytes of the file parsed so far (of its size, for a progress bar).
+    pub bytes_read: u64,
+    pub counts: ImportCounts,
+}
+
+/// What the parsing thread hands the writer.
+enum Parsed {
+    /// The header mapped (or why not); always the first message.
+    Header(std::result::Result<ColumnMap, MappingError>),
+    Batch {
+        rows: Vec<ImportRow>,
+        rejected: Vec<RowError>,
+        bytes_read: u64,
+    },
+    /// The file cannot be read on (an I/O error); what came before stays imported.
+    Unreadable(String),
+}
+
+impl Services {
+    /// Imports the contacts of a CSV file: rows upsert by `options.key`, bad rows are rejected
+    /// one by one, and `observe` hears after every committed batch (with that batch's rejected
+    /// rows, for a report). A file whose columns cannot be mapped is refused before anything is
+    /// recorded; a failure midway keeps the committed batches, and the run says so.
+    #[instrument(skip_all, fields(request_id = %ctx.request_id))]
+    pub async fn import_contacts<R: Read + Send + 'static>(
+        &self,
+        ctx: &RequestContext,
+        source: R,
+        options: ImportOptions,
+        mut observe: impl FnMut(&ImportProgress, &[RowError]) + Send,
+    ) -> Result<Import> {
+        self.require(ctx, Permission::ProfilesWrite)?;
+        let file_name = file_name(&options.file_name);
+        let definitions = store::fields::by_key(self.db.connection()).await?;
+        self.db.keys()?;
+        let (sender, mut receiver) = mpsc::channel(BATCHES_AHEAD);
+        let parser = {
+            let definitions = definitions.clone();
+            let options = options.clone();
+            tokio::task::spawn_blocking(move || parse_file(source, &definitions, &options, &sender))
+        };
+        let columns = match receiver.recv().await {
+            Some(Parsed::Header(Ok(columns))) => columns,
+            Some(Parsed::Header(Err(error))) => return Err(Error::validation("file", error)),
+            Some(Parsed::Unreadable(reason)) => return Err(Error::validation("file", reason)),
+            Some(Parsed::Batch { .. }) | None => return Err(Error::validation("file", "the file is empty")),
+        };
+        let (actor_kind, actor_id) = audit::actor_parts(&ctx.actor);
+        let mut import = Import {
+            id: Uuid::now_v7(),
+            file_name,
+            key: options.key,
+            actor_kind: actor_kind.to_owned(),
+            actor_id,
+            request_id: ctx.request_id.clone(),
+            status: ImportStatus::Running,
+            started_at: self.now(),
+            finished_at: None,
+            counts: ImportCounts::default(),
+            failure: None,
+        };
+        repository::insert(self.db.connection(), &import).await?;
+        tracing::info!(import_id = %import.id, "import started");
+
+        let mut outcome = self.write_batches(&mut import, &definitions, &columns, &mut receiver, &mut observe).await;
+        // Stops the parser if the writer gave up early. A parser that died would look like the
+        // end of the file: it must fail the run instead.
+        drop(receiver);
+        if let Err(error) = parser.await
+            && outcome.is_ok()
+        {
+            outcome = Err(Error::Internal(anyhow::anyhow!("the CSV parser stopped: {error}")));
+        }
+
+        import.finished_at = Some(self.now());
+        match &outcome {
+            Ok(()) => import.status = ImportStatus::Completed,
+            Err(error) => {
+                import.status = ImportStatus::Failed;
+                import.failure = Some(match error {
+                    Error::Validation { reason, .. } => reason.clone(),
+                    _ => format!("internal error; the log has the cause under request id {}", ctx.request_id),
+                });
+                tracing::error!(import_id = %import.id, error = ?error, "import failed");
+            }
+        }
+        let tx = self.db.begin_write().await?;
+        repository::save(&tx, &import).await?;
+        audit::append(&tx, ctx, self.now(), import_entry(&import)).await?;
+        tx.commit().await?;
+        let counts = import.counts;
+        tracing::info!(
+            import_id = %import.id, rows = counts.rows, created = counts.created, updated = counts.updated,
+            unchanged = counts.unchanged, rejected = counts.rejected, status = %import.status, "import finished"
+        );
+        outcome.map(|()| import)
+    }
+
+    pub async fn find_import(&self, ctx: &RequestContext, id: Uuid) -> Result<Option<Import>> {
+        self.require(ctx, Permission::ProfilesRead)?;
+        Ok(repository::find(self.db.connection(), id).await?)
+    }
+
+    /// Runs of imports, newest first.
+    pub async fn list_imports(&self, ctx: &RequestContext, page: &PageRequest<Uuid>) -> Result<Page<Import>> {
+        self.require(ctx, Permission::ProfilesRead)?;
+        Ok(repository::page(self.db.connection(), page).await?)
+    }
+
+    /// The rows a run rejected, in file order, after line `after_line`.
+    pub async fn import_rejections(
+        &self,
+        ctx: &RequestContext,
+        id: Uuid,
+        after_line: Option<u64>,
+        limit: u64,
+    ) -> Result<Vec<RowError>> {
+        self.require(ctx, Permission::ProfilesRead)?;
+        Ok(repository::rejections(self.db.connection(), id, after_line, limit).await?)
+    }
+
+    async fn write_batches(
+        &self,
+        import: &mut Import,
+        definitions: &HashMap<Key, FieldDefinition>,
+        columns: &ColumnMap,
+        receiver: &mut mpsc::Receiver<Parsed>,
+        observe: &mut (impl FnMut(&ImportProgress, &[RowError]) + Send),
+    ) -> Result<()> {
+        while let Some(parsed) = receiver.recv().await {
+            let (rows, rejected, bytes_read) = match parsed {
+                Parsed::Batch { rows, rejected, bytes_read } => (rows, rejected, bytes_read),
+                Parsed::Unreadable(reason) => return Err(Error::validation("file", reason)),
+                Parsed::Header(_) => continue,
+            };
+            let (counts, rejected) = self.write_batch(import, definitions, columns, &rows, rejected).await?;
+            import.counts.add(&counts);
+            observe(&ImportProgress { bytes_read, counts: import.counts }, &rejected);
+        }
+        Ok(())
+    }
+
+    /// Writes one batch, trying again from a fresh read if a concurrent writer took one of its
+    /// new identifiers between our read and our insert.
+    async fn write_batch(
+        &self,
+        import: &Import,
+        definitions: &HashMap<Key, FieldDefinition>,
+        columns: &ColumnMap,
+        rows: &[ImportRow],
+        parse_rejected: Vec<RowError>,
+    ) -> Result<(ImportCounts, Vec<RowError>)> {
+        let mut attempts_left = 3;
+        loop {
+            attempts_left -= 1;
+            match self.try_write_batch(import, definitions, columns, rows, parse_rejected.clone()).await {
+                Err(Error::Conflict { .. }) if attempts_left > 0 => {}
+                outcome => return outcome,
+            }
+        }
+    }
+
+    async fn try_write_batch(
+        &self,
+        import: &Import,
+        definitions: &HashMap<Key, FieldDefinition>,
+        columns: &ColumnMap,
+        rows: &[ImportRow],
+        mut rejected: Vec<RowError>,
+    ) -> Result<(ImportCounts, Vec<RowError>)> {
+        let keys = self.db.keys()?;
+        let now = self.now();
+        let emails: Vec<&EmailAddress> = rows.iter().filter_map(|row| row.email.as_ref()).collect();
+        let external_ids: Vec<&ExternalId> = rows.iter().filter_map(|row| row.external_id.as_ref()).collect();
+        let phones: Vec<&PhoneNumber> = rows.iter().filter_map(|row| row.profile.phone.as_ref()).collect();
+        let tx = self.db.begin_write().await?;
+        let existing = contacts_store::find_for_update(&tx, keys, &emails, &external_ids).await?;
+        let (erased_emails, erased_phones) = contacts_store::erased_among(&tx, keys, &emails, &phones).await?;
+        let mut plan = BatchPlan::new(existing, columns, definitions, now);
+        plan.erased_emails = erased_emails;
+        plan.erased_phones = erased_phones;
+        let mut counts = ImportCounts { rows: (rows.len() + rejected.len()) as u64, ..ImportCounts::default() };
+        for row in rows {
+            match plan.apply(row) {
+                Ok(Applied::Created) => counts.created += 1,
+                Ok(Applied::Updated) => counts.updated += 1,
+                Ok(Applied::Unchanged) => counts.unchanged += 1,
+                Err(error) => rejected.push(error),
+            }
+        }
+        rejected.sort_by_key(|error| error.line);
+        counts.rejected = rejected.len() as u64;
+
+        let (created, updated) = plan.changes();
+        contacts_store::insert_many(&tx, keys, &created).await?;
+        contacts_store::update_many(&tx, keys, &updated).await?;
+        repository::link(&tx, import.id, &plan.touched).await?;
+        repository::reject(&tx, import.id, &rejected).await?;
+        let mut progressed = import.clone();
+        progressed.counts.add(&counts);
+        repository::save(&tx, &progressed).await?;
+        tx.commit().await?;
+        Ok((counts, rejected))
+    }
+}
+
+/// The one audit entry of a run: what was imported and how it went, never a contact's data.
+fn import_entry(import: &Import) -> audit::Entry {
+    let mut changes = Changes::new();
+    let counts = import.counts;
+    changes
+        .field("fileName", None, Some(Value::from(import.file_name.as_str())))
+        .field("key", None, Some(Value::from(import.key.as_str())))
+        .field("status", None, Some(Value::from(import.status.as_str())))
+        .field("rows", None, Some(Value::from(counts.rows)))
+        .field("created", None, Some(Value::from(counts.created)))
+        .field("updated", None, Some(Value::from(counts.updated)))
+        .field("unchanged", None, Some(Value::from(counts.unchanged)))
+        .field("rejected", None, Some(Value::from(counts.rejected)));
+    audit::Entry::new("contacts.imported", "import", import.id.to_string(), changes)
+}
+
+/// The last component of the name the file was given, bounded, for the record.
+fn file_name(raw: &str) -> String {
+    let name = raw.rsplit(['/', '\\']).next().unwrap_or(raw).trim();
+    let name: String = name.chars().filter(|c| !c.is_control()).take(255).collect();
+    if name.is_empty() { "contacts.csv".to_owned() } else { name }
+}
+
+/// Reads the file on a blocking thread and sends batches of parsed rows until the file ends,
+/// the file cannot be read on, or the writer stops listening.
+fn parse_file(
+    source: impl Read,
+    definitions: &HashMap<Key, FieldDefinition>,
+    options: &ImportOptions,
+    sender: &mpsc::Sender<Parsed>,
+) {
+    let mut reader = csv::ReaderBuilder::new().flexible(true).has_headers(true).from_reader(source);
+    let header = match reader.byte_headers() {
+        Ok(header) => header.clone(),
+        Err(error) => {
+            let _ = sender.blocking_send(Parsed::Unreadable(unreadable(&error)));
+            return;
+        }
+    };
+    let names: std::result::Result<Vec<&str>, _> = header.iter().map(std::str::from_utf8).collect();
+    let Ok(mut names) = names else {
+        let _ = sender.blocking_send(Parsed::Unreadable("the header row is not valid UTF-8".to_owned()));
+        return;
+    };
+    if let Some(first) = names.first_mut() {
+        *first = first.trim_start_matches('\u{feff}');
+    }
+    let columns = ColumnMap::resolve(&names, &options.mapping, definitions, options.ignore_unknown, options.key);
+    let columns = match columns {
+        Ok(columns) => {
+            if sender.blocking_send(Parsed::Header(Ok(columns.clone()))).is_err() {
+                return;
+            }
+            columns
+        }
+        Err(error) => {
+            let _ = sender.blocking_send(Parsed::Header(Err(error)));
+            return;
+        }
+    };
+    let batch_rows = options.batch_rows.max(1);
+    let mut rows = Vec::with_capacity(batch_rows);
+    let mut rejected = Vec::new();
+    let mut record = csv::ByteRecord::new();
+    loop {
+        match reader.read_byte_record(&mut record) {
+            Ok(true) => {}
+            Ok(false) => break,
+            Err(error) => {
+                let _ = sender.blocking_send(Parsed::Unreadable(unreadable(&error)));
+                return;
+            }
+        }
+        let line = record.position().map_or(0, csv::Position::line);
+        let cells: std::result::Result<Vec<&str>, _> = record.iter().map(std::str::from_utf8).collect();
+        let parsed = match cells {
+            Ok(cells) => columns.parse_row(line, cells.into_iter()),
+            Err(_) => Err(RowError { line, column: None, reason: "is not valid UTF-8".to_owned() }),
+        };
+        match parsed {
+            Ok(row) => rows.push(row),
+            Err(error) => rejected.push(error),
+        }
+        if rows.len() + rejected.len() >= batch_rows {
+            let batch = Parsed::Batch {
+                rows: std::mem::replace(&mut rows, Vec::with_capacity(batch_rows)),
+                rejected: std::mem::take(&mut rejected),
+                bytes_read: reader.position().byte(),
+            };
+            if sender.blocking_send(batch).is_err() {
+                return;
+            }
+        }
+    }
+    if !rows.is_empty() || !rejected.is_empty() {
+        let _ = sender.blocking_send(Parsed::Batch { rows, rejected, bytes_read: reader.position().byte() });
+    }
+}
+
+/// Why the file cannot be read on, without quoting it.
+fn unreadable(error: &csv::Error) -> String {
+    let line = error.position().map(|position| format!(" at line {}", position.line())).unwrap_or_default();
+    match error.kind() {
+        csv::ErrorKind::Io(io) => format!("cannot read the file{line}: {io}"),
+        csv::ErrorKind::Utf8 { .. } => format!("the file is not valid UTF-8{line}"),
+        _ => format!("the file is not valid CSV{line}"),
+    }
+}
+
+/// What one row did to its contact.
+enum Applied {
+    Created,
+    Updated,
+    Unchanged,
+}
+
+/// One batch decided in memory: the contacts it reads, as each row leaves them. Later rows of
+/// the same contact build on earlier ones, so a file may name a contact twice.
+struct BatchPlan<'a> {
+    columns: &'a ColumnMap,
+    definitions: &'a HashMap<Key, FieldDefinition>,
+    now: DateTime<Utc>,
+    /// (as stored, or none for a contact this batch creates; as the rows leave it)
+    contacts: Vec<(Option<Contact>, Contact)>,
+    by_email: HashMap<EmailAddress, usize>,
+    by_external_id: HashMap<ExternalId, usize>,
+    erased_emails: HashSet<EmailAddress>,
+    erased_phones: HashSet<PhoneNumber>,
+    /// Every contact a row matched, in first-seen order.
+    touched: Vec<ContactId>,
+    seen: HashSet<ContactId>,
+}
+
+impl<'a> BatchPlan<'a> {
+    fn new(
+        existing: Vec<Contact>,
+        columns: &'a ColumnMap,
+        definitions: &'a HashMap<Key, FieldDefinition>,
+        now: DateTime<Utc>,
+    ) -> Self {
+        let mut plan = Self {
+            columns,
+            definitions,
+            now,
+            contacts: Vec::with_capacity(existing.len()),
+            by_email: HashMap::new(),
+            by_external_id: HashMap::new(),
+            erased_emails: HashSet::new(),
+            erased_phones: HashSet::new(),
+            touched: Vec::new(),
+            seen: HashSet::new(),
+        };
+        for contact in existing {
+            plan.index(plan.contacts.len(), &contact);
+            plan.contacts.push((Some(contact.clone()), contact));
+        }
+        plan
+    }
+
+    fn index(&mut self, at: usize, contact: &Contact) {
+        if let Some(email) = &contact.email {
+            self.by_email.insert(email.clone(), at);
+        }
+        if let Some(external_id) = &contact.external_id {
+            self.by_external_id.insert(external_id.clone(), at);
+        }
+    }
+
+    fn apply(&mut self, row: &ImportRow) -> std::result::Result<Applied, RowError> {
+        let found = match self.columns.key() {
+            ImportKey::Email => row.email.as_ref().and_then(|email| self.by_email.get(email)),
+            ImportKey::ExternalId => row.external_id.as_ref().and_then(|id| self.by_external_id.get(id)),
+        }
+        .copied();
+        let blank;
+        let current = match found {
+            Some(at) => &self.contacts[at].1,
+            None => {
+                blank = self.blank();
+                &blank
+            }
+        };
+        let next = row.apply(current, self.now);
+        let reject = |target: Target, reason: &str| RowError {
+            line: row.line,
+            column: self.columns.column_of(&target).map(str::to_owned),
+            reason: reason.to_owned(),
+        };
+        if let Some(email) = next.email.as_ref().filter(|email| current.email.as_ref() != Some(*email)) {
+            if self.by_email.get(email).is_some_and(|at| Some(*at) != found) {
+                return Err(reject(Target::Email, "another contact has this email address"));
+            }
+            if self.erased_emails.contains(email) {
+                return Err(reject(Target::Email, "this email address was erased at its owner's request"));
+            }
+        }
+        if let Some(id) = next.external_id.as_ref().filter(|id| current.external_id.as_ref() != Some(*id))
+            && self.by_external_id.get(id).is_some_and(|at| Some(*at) != found)
+        {
+            return Err(reject(Target::ExternalId, "another contact has this external id"));
+        }
+        if next
+            .profile
+            .phone
+            .as_ref()
+            .is_some_and(|phone| current.profile.phone.as_ref() != Some(phone) && self.erased_phones.contains(phone))
+        {
+            return Err(reject(Target::Phone, "this phone number was erased at its owner's request"));
+        }
+        if found.is_none()
+            && let Some(missing) = self
+                .definitions
+                .values()
+                .filter(|definition| definition.required && !next.attributes.contains_key(&definition.key))
+                .min_by(|a, b| a.key.cmp(&b.key))
+        {
+            return Err(RowError {
+                line: row.line,
+                column: None,
+                reason: format!("a new contact needs a value of the required field {}", missing.key),
+            });
+        }
+        let applied = match found {
+            None => Applied::Created,
+            Some(_) if next == *current => Applied::Unchanged,
+            Some(_) => Applied::Updated,
+        };
+        let at = match found {
+            Some(at) => {
+                let previous = std::mem::replace(&mut self.contacts[at].1, next.clone());
+                if previous.email != next.email
+                    && let Some(email) = &previous.email
+                {
+                    self.by_email.remove(email);
+                }
+                if previous.external_id != next.external_id
+                    && let Some(id) = &previous.external_id
+                {
+                    self.by_external_id.remove(id);
+                }
+                at
+            }
+            None => {
+                self.contacts.push((None, next.clone()));
+                self.contacts.len() - 1
+            }
+        };
+        self.index(at, &next);
+        if self.seen.insert(next.id) {
+            self.touched.push(next.id);
+        }
+        Ok(applied)
+    }
+
+    fn blank(&self) -> Contact {
+        Contact {
+            id: ContactId::generate(),
+            external_id: None,
+            email: None,
+            profile: Profile::default(),
+            attributes: Attributes::new(),
+            created_at: self.now,
+            updated_at: self.now,
+            version: 0,
+        }
+    }
+
+    /// The contacts to insert, and the (stored, new) states of those to update. A contact
+    /// changed by several rows moves on by one version, as one write.
+    fn changes(&self) -> (Vec<Contact>, Vec<(&Contact, Contact)>) {
+        let mut created = Vec::new();
+        let mut updated = Vec::new();
+        for (before, after) in &self.contacts {
+            match before {
+                None => created.push(Contact { version: 1, ..after.clone() }),
+                Some(before) => {
+                    // Rows that changed a contact and then changed it back leave it as it was.
+                    let unchanged = Contact { version: before.version, updated_at: before.updated_at, ..after.clone() };
+                    if unchanged != *before {
+                        updated.push((before, Contact { version: before.version + 1, ..after.clone() }));
+                    }
+                }
+            }
+        }
+        (created, updated)
+    }
+}

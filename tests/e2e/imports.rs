@@ -1,0 +1,280 @@
+//! Contact imports: `rapport import contacts` run as operators run it against the test's
+//! database, and the `importContacts` upload over GraphQL; the counts, the stored (decrypted)
+//! data, the report of rejected rows, the recorded run with its contacts, and its audit entry.
+
+use std::{path::Path, process::Command};
+
+use rapport_e2e::{TestApp, on_both_databases};
+use secrecy::ExposeSecret;
+use serde_json::{Value, json};
+
+use crate::rapport_binary;
+
+const DEFINE_FIELD: &str = "mutation($input: DefineFieldInput!) { defineField(input: $input) { key } }";
+
+const CONTACT: &str = "query($email: String!) { contact(by: { email: $email }) {
+    id externalId email firstName lastName country version attributes } }";
+
+const IMPORTS: &str = "{ imports(first: 10) { nodes {
+    id fileName key status actorKind actorId rows created updated unchanged rejected failure finishedAt
+    rejections { line column reason }
+    contacts(first: 50) { nodes { email } }
+} } }";
+
+async fn define_fields(app: &TestApp) {
+    for input in [
+        json!({ "key": "loyalty_tier", "label": "Tier", "type": "ENUM", "enumValues": ["gold", "silver"] }),
+        json!({ "key": "lifetime_value", "label": "LTV", "type": "NUMBER" }),
+        json!({ "key": "vip", "label": "VIP", "type": "BOOLEAN" }),
+        json!({ "key": "nickname", "label": "Nickname", "type": "STRING", "personal": true }),
+    ] {
+        app.data(DEFINE_FIELD, json!({ "input": input })).await;
+    }
+}
+
+/// Runs `rapport import contacts …` in `dir` against the app's database: (success, stdout, stderr).
+fn import(app: &TestApp, dir: &Path, args: &[&str]) -> (bool, String, String) {
+    let master_key = app.settings.master_key.as_ref().expect("master key").expose_secret().to_owned();
+    let output = Command::new(rapport_binary())
+        .args(["import", "contacts"])
+        .args(args)
+        .current_dir(dir)
+        .env_clear()
+        .env("RAPPORT_DATABASE_URL", &app.database_url)
+        .env("RAPPORT_MASTER_KEY", master_key)
+        .env("RAPPORT_LOG", "warn")
+        .output()
+        .expect("rapport runs");
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+async fn contact(app: &TestApp, email: &str) -> Value {
+    app.data(CONTACT, json!({ "email": email })).await["contact"].clone()
+}
+
+async fn imports(app: &TestApp) -> Vec<Value> {
+    app.data(IMPORTS, json!({})).await["imports"]["nodes"].as_array().expect("nodes").clone()
+}
+
+fn emails(import: &Value) -> Vec<String> {
+    let mut emails: Vec<String> = import["contacts"]["nodes"]
+        .as_array()
+        .expect("contacts")
+        .iter()
+        .map(|node| node["email"].as_str().expect("email").to_owned())
+        .collect();
+    emails.sort();
+    emails
+}
+
+const MIXED: &str = "\
+email,First Name,last_name,Loyalty Tier,lifetime_value,vip,nickname
+ada@example.com,Ada,Lovelace,gold,12.5,yes,Countess
+grace@example.com,Grace,Hopper,silver,3,no,Amazing Grace
+not-an-address,Bad,Email,,,,
+alan@example.com,Alan,Turing,platinum,,,
+edsger@example.com,Edsger,Dijkstra,,lots,,
+grace@example.com,,,gold,,,
+barbara@example.com,Barbara,Liskov,,,,
+";
+
+on_both_databases! {
+    async fn a_csv_file_is_imported_with_bad_rows_reported_and_the_good_ones_stored(app) {
+        define_fields(&app).await;
+        app.upsert_contact(json!({ "email": "ada@example.com", "firstName": "Ada", "attributes": { "loyalty_tier": "silver" } })).await;
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("contacts.csv"), MIXED).unwrap();
+
+        let (success, stdout, stderr) = import(&app, dir.path(), &["contacts.csv"]);
+        assert!(success, "stdout: {stdout}\nstderr: {stderr}");
+        assert!(
+            stdout.contains("7 rows, 2 created, 2 updated, 0 unchanged, 3 rejected"),
+            "stdout: {stdout}\nstderr: {stderr}"
+        );
+
+        // The report names line, column and reason, never the rejected value.
+        let report = std::fs::read_to_string(dir.path().join("contacts.errors.csv")).expect("report written");
+        let lines: Vec<&str> = report.lines().collect();
+        assert_eq!(lines[0], "line,column,reason");
+        assert_eq!(lines.len(), 4, "{report}");
+        assert!(lines[1].starts_with("4,email,"), "{report}");
+        assert!(lines[2].starts_with("5,Loyalty Tier,"), "{report}");
+        assert!(lines[3].starts_with("6,lifetime_value,"), "{report}");
+        for value in ["not-an-address", "platinum", "lots"] {
+            assert!(!report.contains(value), "{report}");
+            assert!(!stderr.contains(value), "{stderr}");
+        }
+
+        let ada = contact(&app, "ada@example.com").await;
+        assert_eq!(ada["lastName"], "Lovelace");
+        assert_eq!(ada["version"], 2);
+        assert_eq!(
+            ada["attributes"],
+            json!({ "loyalty_tier": "gold", "lifetime_value": 12.5, "vip": true, "nickname": "Countess" })
+        );
+        // The second row of the same address built on the first.
+        let grace = contact(&app, "grace@example.com").await;
+        assert_eq!(grace["firstName"], "Grace");
+        assert_eq!(grace["attributes"]["loyalty_tier"], "gold");
+        assert_eq!(grace["attributes"]["nickname"], "Amazing Grace");
+        assert_eq!(grace["version"], 1);
+        assert!(contact(&app, "alan@example.com").await.is_null());
+
+        let runs = imports(&app).await;
+        assert_eq!(runs.len(), 1);
+        let run = &runs[0];
+        assert_eq!(run["fileName"], "contacts.csv");
+        assert_eq!(run["key"], "EMAIL");
+        assert_eq!(run["status"], "COMPLETED");
+        assert_eq!(run["actorKind"], "system");
+        assert_eq!(run["actorId"], "cli");
+        assert!(run["finishedAt"].is_string());
+        assert_eq!(
+            [&run["rows"], &run["created"], &run["updated"], &run["unchanged"], &run["rejected"]],
+            [7, 2, 2, 0, 3]
+        );
+        let rejected_lines: Vec<&Value> = run["rejections"].as_array().unwrap().iter().map(|row| &row["line"]).collect();
+        assert_eq!(rejected_lines, [4, 5, 6]);
+        assert_eq!(run["rejections"][1]["column"], "Loyalty Tier");
+        assert_eq!(emails(run), ["ada@example.com", "barbara@example.com", "grace@example.com"]);
+
+        // Programs and segments start from the same list through the contact filter.
+        let filtered = app
+            .data("query($id: ID!) { contacts(filter: { importId: $id }) { nodes { email } } }", json!({ "id": run["id"] }))
+            .await;
+        assert_eq!(filtered["contacts"]["nodes"].as_array().unwrap().len(), 3);
+
+        // One audit entry for the whole run, none per contact.
+        let audit = app
+            .data(
+                "query($filter: AuditFilter) { auditLog(filter: $filter, first: 10) { nodes { action targetId changes } } }",
+                json!({ "filter": { "targetKind": "import" } }),
+            )
+            .await;
+        let entries = audit["auditLog"]["nodes"].as_array().unwrap();
+        assert_eq!(entries.len(), 1, "{audit:#}");
+        assert_eq!(entries[0]["action"], "contacts.imported");
+        assert_eq!(entries[0]["targetId"], run["id"]);
+        assert_eq!(entries[0]["changes"]["created"]["after"], 2);
+        assert_eq!(entries[0]["changes"]["rejected"]["after"], 3);
+    }
+
+    async fn running_the_same_import_again_changes_nothing_and_duplicates_no_one(app) {
+        define_fields(&app).await;
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("contacts.csv"),
+            "email,first_name,loyalty_tier\nada@example.com,Ada,gold\ngrace@example.com,Grace,silver\ngrace@example.com,,silver\nbad-address,,\n",
+        )
+        .unwrap();
+        let (success, stdout, stderr) = import(&app, dir.path(), &["contacts.csv"]);
+        assert!(success, "{stdout}{stderr}");
+        assert!(stdout.contains("4 rows, 2 created, 0 updated, 1 unchanged, 1 rejected"), "{stdout}{stderr}");
+        // Small batches this time: grace's second row lands in another batch than her first.
+        let (success, stdout, stderr) = import(&app, dir.path(), &["contacts.csv", "--batch-size", "2"]);
+        assert!(success, "{stdout}{stderr}");
+        assert!(stdout.contains("4 rows, 0 created, 0 updated, 3 unchanged, 1 rejected"), "{stdout}{stderr}");
+        let all = app.data("{ contacts(first: 100) { nodes { email version } } }", json!({})).await;
+        let nodes = all["contacts"]["nodes"].as_array().unwrap();
+        assert_eq!(nodes.len(), 2, "{all:#}");
+        assert!(nodes.iter().all(|node| node["version"] == 1), "{all:#}");
+        let runs = imports(&app).await;
+        assert_eq!(runs.len(), 2);
+        assert_eq!(emails(&runs[0]), ["ada@example.com", "grace@example.com"]);
+        assert_eq!(emails(&runs[0]), emails(&runs[1]));
+    }
+
+    async fn a_mapping_overrides_header_names_and_unknown_columns_refuse_the_file(app) {
+        define_fields(&app).await;
+        app.upsert_contact(json!({ "externalId": "c-1", "email": "ada@example.com" })).await;
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("crm.csv"),
+            "Customer No,Mail,Tier,Shoe size\nc-1,,gold,38\nc-2,grace@example.com,silver,41\nc-3,ada@example.com,,40\n",
+        )
+        .unwrap();
+
+        let (success, stdout, stderr) = import(&app, dir.path(), &["crm.csv", "--key", "external-id"]);
+        assert!(!success, "{stdout}");
+        assert!(stderr.contains("\"Customer No\" matches no contact field"), "{stderr}");
+        assert!(imports(&app).await.is_empty(), "a refused file records no import");
+
+        let (success, stdout, stderr) = import(
+            &app,
+            dir.path(),
+            &[
+                "crm.csv",
+                "--key",
+                "external-id",
+                "--map",
+                "Customer No=externalId",
+                "--map",
+                "Mail=email",
+                "--map",
+                "Tier=loyalty_tier",
+                "--ignore-unknown",
+                "--report",
+                "problems.csv",
+            ],
+        );
+        assert!(success, "{stdout}{stderr}");
+        assert!(stdout.contains("3 rows, 1 created, 1 updated, 0 unchanged, 1 rejected"), "{stdout}");
+        let ada = contact(&app, "ada@example.com").await;
+        assert_eq!(ada["externalId"], "c-1");
+        assert_eq!(ada["attributes"], json!({ "loyalty_tier": "gold" }));
+        let grace = contact(&app, "grace@example.com").await;
+        assert_eq!(grace["externalId"], "c-2");
+        assert_eq!(grace["attributes"], json!({ "loyalty_tier": "silver" }));
+        // c-3 would take the address of c-1.
+        let report = std::fs::read_to_string(dir.path().join("problems.csv")).expect("report");
+        assert!(report.contains("4,Mail,another contact has this email address"), "{report}");
+    }
+
+    async fn a_csv_file_uploaded_over_graphql_is_imported(app) {
+        define_fields(&app).await;
+        let operations = json!({
+            "query": "mutation($file: Upload!, $mapping: [ColumnMappingInput!]) {
+                importContacts(file: $file, mapping: $mapping) {
+                    id fileName status actorKind rows created rejected rejections { line column reason }
+                } }",
+            "variables": { "file": null, "mapping": [{ "column": "tier", "field": "loyalty_tier" }] },
+        });
+        let csv = "email,first_name,tier\nada@example.com,Ada,gold\nbad,,\nlinus@example.com,Linus,silver\n";
+        let form = || {
+            reqwest::multipart::Form::new()
+                .text("operations", operations.to_string())
+                .text("map", json!({ "0": ["variables.file"] }).to_string())
+                .part("0", reqwest::multipart::Part::bytes(csv.as_bytes().to_vec()).file_name("upload.csv").mime_str("text/csv").unwrap())
+        };
+        let response = app
+            .client
+            .post(app.url("/graphql"))
+            .bearer_auth(rapport_e2e::ADMIN_TOKEN)
+            .multipart(form())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        let body: Value = response.json().await.unwrap();
+        assert!(body.get("errors").is_none(), "{body:#}");
+        let run = &body["data"]["importContacts"];
+        assert_eq!(run["fileName"], "upload.csv");
+        assert_eq!(run["status"], "COMPLETED");
+        assert_eq!(run["actorKind"], "bootstrap");
+        assert_eq!([&run["rows"], &run["created"], &run["rejected"]], [3, 2, 1]);
+        assert_eq!(run["rejections"], json!([{ "line": 3, "column": "email", "reason": "is not a valid email address" }]));
+        assert_eq!(contact(&app, "linus@example.com").await["attributes"], json!({ "loyalty_tier": "silver" }));
+
+        // Reading profiles is not enough to import them.
+        let analyst = app.signed_in_token("analyst@example.com", "ANALYST").await;
+        let response =
+            app.client.post(app.url("/graphql")).bearer_auth(analyst).multipart(form()).send().await.unwrap();
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["errors"][0]["extensions"]["code"], "FORBIDDEN", "{body:#}");
+        assert_eq!(imports(&app).await.len(), 1);
+    }
+}
