@@ -60,8 +60,8 @@ fn intro() -> String {
          Then, with a webhook endpoint subscribed to `event.received` (a receiver in the bench's process \
          answering 204), {LATENCY_SAMPLES} single events are posted one after the other: \"to webhook\" runs \
          from the moment the `POST` answered (the event committed) to the moment its webhook reached \
-         the receiver. Webhook workers look for due deliveries every 100 ms when idle, so about half \
-         of that is expected before the worker even sees the event.\n",
+         the receiver. An idle webhook worker looks for due deliveries every 100 ms, and on PostgreSQL \
+         is also woken by a NOTIFY sent when a transaction that wrote deliveries commits.\n",
         MEASURE.as_secs(),
         WARM_UP.as_secs()
     )

@@ -12,3 +12,8 @@ pub mod startup;
 pub mod store;
 pub mod stream;
 pub mod telemetry;
+
+/// Here rather than in main.rs, so that the binary, the benchmarks that run the server in their
+/// own process and the tests all allocate alike.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;

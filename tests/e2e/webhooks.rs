@@ -8,8 +8,13 @@
 
 use std::time::Duration;
 
-use rapport::config::Settings;
-use rapport_e2e::{TestApp, on_both_databases, respawn, webhooks::WebhookReceiver};
+use chrono::Utc;
+use rapport::{
+    config::Settings,
+    domain::webhook::WebhookEventType,
+    store::{self, webhooks::WrittenListener},
+};
+use rapport_e2e::{Backend, TestApp, on_both_databases, respawn, webhooks::WebhookReceiver};
 use serde_json::{Value, json};
 
 use crate::rapport_binary;
@@ -56,6 +61,37 @@ async fn wait_for_status(app: &TestApp, endpoint: &str, status: &str) -> Vec<Val
 }
 
 on_both_databases! {
+    #[settings(local_and_quick)]
+    async fn a_commit_that_writes_webhooks_wakes_idle_workers_and_an_open_transaction_does_not(app) {
+        let connection = app.services.database().connection();
+        let listener = WrittenListener::connect(connection).await.expect("listen");
+        let Some(mut listener) = listener else {
+            // SQLite: a worker's claim queues for the one writer and sees the delivery on commit.
+            assert_eq!(app.backend, Backend::Sqlite);
+            return;
+        };
+        // Nobody listens at this address: the deliveries only have to be written.
+        let created = app
+            .data(CREATE, json!({ "input": { "url": "http://127.0.0.1:9/", "eventTypes": ["contact.created"] } }))
+            .await;
+        assert_eq!(created["createWebhookEndpoint"]["endpoint"]["enabled"], true, "{created}");
+        let tx = app.services.database().begin_write().await.expect("begin");
+        let data = json!({ "contactId": "c1", "changes": {} });
+        let written = store::webhooks::record(&tx, WebhookEventType::ContactCreated, "c1", data, Utc::now())
+            .await
+            .expect("record");
+        assert!(written.is_some(), "the endpoint wants contact.created");
+        assert!(
+            tokio::time::timeout(Duration::from_millis(300), listener.written()).await.is_err(),
+            "woken before the commit"
+        );
+        tx.commit().await.expect("commit");
+        tokio::time::timeout(Duration::from_secs(10), listener.written())
+            .await
+            .expect("woken by the commit")
+            .expect("still listening");
+    }
+
     #[settings(local_and_quick)]
     async fn saving_the_preference_page_and_one_click_unsubscribing_send_webhooks(app) {
         let mut receiver = WebhookReceiver::start(0).await;

@@ -63,8 +63,8 @@ impl EventProperties {
         let Value::Object(map) = raw else {
             return Err(InvalidProperties::NotAnObject);
         };
-        let size = serde_json::to_vec(&map).map_or(usize::MAX, |bytes| bytes.len());
-        if size > MAX_PROPERTIES_BYTES {
+        let mut size = ByteCount(0);
+        if serde_json::to_writer(&mut size, &map).is_err() || size.0 > MAX_PROPERTIES_BYTES {
             return Err(InvalidProperties::TooLarge);
         }
         Ok(Self(map))
@@ -76,6 +76,20 @@ impl EventProperties {
 
     pub fn into_value(self) -> Value {
         Value::Object(self.0)
+    }
+}
+
+/// Counts what is written to it, so that the size of some JSON is known without keeping it.
+struct ByteCount(usize);
+
+impl std::io::Write for ByteCount {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0 += bytes.len();
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 

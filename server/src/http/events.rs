@@ -13,7 +13,7 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use serde::Serialize;
-use serde_json::Value;
+use serde_json::value::RawValue;
 use uuid::Uuid;
 
 use super::{AppState, error::ApiError, page_context};
@@ -21,7 +21,7 @@ use crate::{
     graphql::error::{Code, GqlError},
     service::{
         self, Actor, Error,
-        event_items::parse_event,
+        event_items::parse_event_text,
         events::{IngestEvent, MAX_EVENTS_PER_REQUEST, MissingContacts, Tracked},
     },
 };
@@ -87,9 +87,8 @@ pub async fn ingest(
         )
         .into_response();
     }
-    let batch: Vec<service::Result<IngestEvent>> = items.into_iter().map(|item| item.and_then(parse_event)).collect();
     let ctx = page_context(actor, peer, &headers);
-    match state.services.ingest_events(&ctx, batch, missing).await {
+    match state.services.ingest_events(&ctx, items, missing).await {
         Ok(outcomes) => Json(Answer::new(outcomes)).into_response(),
         Err(error) => ApiError::from(error).into_response(),
     }
@@ -132,26 +131,20 @@ fn media_type(headers: &HeaderMap) -> Option<bool> {
     }
 }
 
-fn array_items(body: &[u8]) -> Result<Vec<service::Result<Value>>, String> {
-    match serde_json::from_slice::<Value>(body) {
-        Ok(Value::Array(items)) => Ok(items.into_iter().map(Ok).collect()),
-        Ok(_) => Err("the body must be a JSON array of events".to_owned()),
+/// The items of a JSON array, each parsed on its own: only the array's outline is parsed first.
+fn array_items(body: &[u8]) -> Result<Vec<service::Result<IngestEvent>>, String> {
+    match serde_json::from_slice::<Vec<&RawValue>>(body) {
+        Ok(items) => Ok(items.into_iter().map(|item| parse_event_text(item.get())).collect()),
+        Err(error) if error.is_data() => Err("the body must be a JSON array of events".to_owned()),
         Err(error) => Err(format!("the body is not valid JSON: {error}")),
     }
 }
 
 /// One item per non-blank line; a line that is not JSON rejects that item only, as each line
 /// stands on its own.
-fn ndjson_items(body: &[u8]) -> Result<Vec<service::Result<Value>>, String> {
+fn ndjson_items(body: &[u8]) -> Result<Vec<service::Result<IngestEvent>>, String> {
     let text = std::str::from_utf8(body).map_err(|_| "the body is not UTF-8".to_owned())?;
-    Ok(text
-        .lines()
-        .filter(|line| !line.trim().is_empty())
-        .map(|line| {
-            serde_json::from_str::<Value>(line)
-                .map_err(|error| Error::validation("event", format!("is not valid JSON: {error}")))
-        })
-        .collect())
+    Ok(text.lines().filter(|line| !line.trim().is_empty()).map(parse_event_text).collect())
 }
 
 /// The answer to a request that was processed: counts, and one result per event in order.

@@ -45,7 +45,16 @@ struct RawContact {
 
 /// One item of a batch; what is wrong with it names the field as the caller spells it.
 pub fn parse_event(raw: Value) -> Result<IngestEvent> {
-    let raw: JsonEvent = serde_json::from_value(raw).map_err(|error| Error::validation("event", error))?;
+    from_json(serde_json::from_value(raw).map_err(|error| Error::validation("event", error))?)
+}
+
+/// Like [`parse_event`], straight from the item's JSON text: a large batch is parsed into typed
+/// items without first building a tree of every event.
+pub fn parse_event_text(raw: &str) -> Result<IngestEvent> {
+    from_json(serde_json::from_str(raw).map_err(|error| Error::validation("event", error))?)
+}
+
+fn from_json(raw: JsonEvent) -> Result<IngestEvent> {
     let invalid = |field: &str, error: &dyn std::fmt::Display| Error::validation(field, error);
     let contact = match (raw.contact.id, raw.contact.external_id, raw.contact.email) {
         (Some(id), None, None) => ContactRef::Id(ContactId::from_uuid(

@@ -330,13 +330,15 @@ impl Services {
         }
         let activity: Vec<ContactActivity> = created_by_contact.into_values().filter_map(ContactActivity::of).collect();
         store::events::record_activity(&tx, &activity).await?;
-        let received: Vec<NewMessage> = to_insert
-            .iter()
-            .zip(&insertions)
-            .filter(|(_, insertion)| matches!(insertion, Insertion::Created(_)))
-            .map(|(event, _)| received_webhook(event))
-            .collect();
-        store::webhooks::record_all(&tx, received, now).await?;
+        if store::webhooks::subscribed(&tx, WebhookEventType::EventReceived).await? {
+            let received: Vec<NewMessage> = to_insert
+                .iter()
+                .zip(&insertions)
+                .filter(|(_, insertion)| matches!(insertion, Insertion::Created(_)))
+                .map(|(event, _)| received_webhook(event))
+                .collect();
+            store::webhooks::record_all(&tx, received, now).await?;
+        }
         // One entry per batch, with counts: events are facts about contacts rather than changes
         // made by the caller, and one entry per event would double every insert.
         let created = insertions.iter().filter(|insertion| matches!(insertion, Insertion::Created(_))).count();

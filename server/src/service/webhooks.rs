@@ -27,7 +27,7 @@ use crate::{
     },
     store::{
         self,
-        webhooks::{Attempt, Claimed, DeliveryRecord, Outcome},
+        webhooks::{Attempt, Claimed, DeliveryRecord, Outcome, WrittenListener},
     },
 };
 
@@ -252,6 +252,13 @@ impl WebhookWorker {
 
     pub async fn run(self, mut stop: watch::Receiver<bool>) {
         tracing::info!("webhook delivery started");
+        let mut listener = match WrittenListener::connect(self.services.db.connection()).await {
+            Ok(listener) => listener,
+            Err(error) => {
+                tracing::warn!(error = %error, "cannot listen for new webhooks; polling only");
+                None
+            }
+        };
         while !*stop.borrow() {
             let handled = match self.round().await {
                 Ok(handled) => handled,
@@ -261,8 +268,20 @@ impl WebhookWorker {
                 }
             };
             if handled == 0 {
+                let written = async {
+                    match listener.as_mut() {
+                        Some(active) => {
+                            if let Err(error) = active.written().await {
+                                tracing::warn!(error = %error, "stopped listening for new webhooks; polling only");
+                                listener = None;
+                            }
+                        }
+                        None => std::future::pending().await,
+                    }
+                };
                 tokio::select! {
                     _ = tokio::time::sleep(POLL) => {}
+                    _ = written => {}
                     _ = stop.changed() => {}
                 }
             }

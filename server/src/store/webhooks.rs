@@ -1,12 +1,15 @@
 //! Outbound webhooks: endpoints, messages written in their change's transaction, and the
 //! deliveries that workers lease, attempt and settle.
 
+use std::sync::Arc;
+
 use chrono::{DateTime, Utc};
 use sea_orm::{
     ActiveValue::Set,
-    ColumnTrait, Condition, ConnectionTrait, EntityTrait, ExprTrait, FromQueryResult, QueryFilter, QueryOrder,
-    QuerySelect,
+    ColumnTrait, Condition, ConnectionTrait, DatabaseConnection, DbBackend, DbErr, EntityTrait, ExprTrait,
+    FromQueryResult, QueryFilter, QueryOrder, QuerySelect, RuntimeErr,
     sea_query::{Alias, Expr, LockBehavior, LockType, Query},
+    sqlx::postgres::PgListener,
 };
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -107,6 +110,12 @@ pub async fn endpoint_secret(conn: &impl ConnectionTrait, id: Uuid) -> StoreResu
         .map(|model| WrappedKey { master_key_id: model.secret_key_id, wrapped: model.secret_wrapped }))
 }
 
+/// Whether some enabled endpoint wants webhooks of this type: callers that would build many of
+/// them ask first, so that nothing is built for no one.
+pub async fn subscribed(conn: &impl ConnectionTrait, event_type: WebhookEventType) -> StoreResult<bool> {
+    Ok(endpoints(conn).await?.iter().any(|endpoint| endpoint.wants(event_type)))
+}
+
 /// One webhook to write: what it tells about, the key that orders it among its contact's
 /// webhooks (the contact id), and its `data`.
 #[derive(Debug, Clone)]
@@ -171,7 +180,42 @@ pub async fn record_all(
     for chunk in delivery_rows.chunks(ROWS_PER_INSERT) {
         delivery::Entity::insert_many(chunk.to_vec()).exec_without_returning(conn).await?;
     }
+    if !delivery_rows.is_empty() && conn.get_database_backend() == DbBackend::Postgres {
+        conn.execute_unprepared(&format!("NOTIFY {WRITTEN}")).await?;
+    }
     Ok(ids)
+}
+
+/// The PostgreSQL channel on which a commit that wrote deliveries wakes the webhook workers.
+const WRITTEN: &str = "rapport_webhooks";
+
+/// Wakes idle webhook workers as soon as a transaction that wrote deliveries commits, in this
+/// process or another. PostgreSQL delivers a NOTIFY only when its transaction commits (and once,
+/// however often it was sent in it), so a worker never wakes to a row it cannot see yet. SQLite
+/// needs none: a worker's claim queues for the one writer and sees the row once it is committed.
+pub struct WrittenListener(PgListener);
+
+impl WrittenListener {
+    /// None on SQLite.
+    pub async fn connect(conn: &DatabaseConnection) -> StoreResult<Option<Self>> {
+        if conn.get_database_backend() != DbBackend::Postgres {
+            return Ok(None);
+        }
+        let sqlx_error = |error| StoreError::Database(DbErr::Conn(RuntimeErr::SqlxError(Arc::new(error))));
+        let mut listener = PgListener::connect_with(conn.get_postgres_connection_pool()).await.map_err(sqlx_error)?;
+        listener.listen(WRITTEN).await.map_err(sqlx_error)?;
+        Ok(Some(Self(listener)))
+    }
+
+    /// Waits for the next commit that wrote deliveries. Err when the connection is gone for good
+    /// (the pool was closed); a lost connection is re-established meanwhile.
+    pub async fn written(&mut self) -> StoreResult<()> {
+        self.0
+            .recv()
+            .await
+            .map(|_| ())
+            .map_err(|error| StoreError::Database(DbErr::Conn(RuntimeErr::SqlxError(Arc::new(error)))))
+    }
 }
 
 /// Rows per multi-row INSERT: a delivery row binds 12 parameters.
