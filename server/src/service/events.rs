@@ -330,14 +330,15 @@ impl Services {
         }
         let activity: Vec<ContactActivity> = created_by_contact.into_values().filter_map(ContactActivity::of).collect();
         store::events::record_activity(&tx, &activity).await?;
-        if store::webhooks::subscribed(&tx, WebhookEventType::EventReceived).await? {
+        let endpoints = store::webhooks::endpoints(&tx).await?;
+        if endpoints.iter().any(|endpoint| endpoint.wants(WebhookEventType::EventReceived)) {
             let received: Vec<NewMessage> = to_insert
                 .iter()
                 .zip(&insertions)
                 .filter(|(_, insertion)| matches!(insertion, Insertion::Created(_)))
                 .map(|(event, _)| received_webhook(event))
                 .collect();
-            store::webhooks::record_all(&tx, received, now).await?;
+            store::webhooks::record_for(&tx, &endpoints, received, now).await?;
         }
         // One entry per batch, with counts: events are facts about contacts rather than changes
         // made by the caller, and one entry per event would double every insert.

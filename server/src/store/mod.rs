@@ -188,9 +188,10 @@ impl Database {
                 //
                 // The rest is for write speed (see BENCHMARKS.md, events_ingest): a page cache that
                 // holds the hot index pages of large tables instead of spilling and re-reading them,
-                // statement journals in memory rather than in temporary files, and checkpoints off the writer's path: a task copies the log back
-                // into the file (see `checkpoint_in_background`), so that commits never wait for
-                // its fsync; the writer checkpoints itself only if the log grows to 80 MiB anyway.
+                // statement journals in memory rather than in temporary files, and checkpoints off
+                // the writer's path: a task copies the log back into the file (see
+                // `checkpoint_in_background`), so that commits never wait for its fsync; a commit
+                // checkpoints by itself only if the log has grown to 80 MiB anyway.
                 sqlite
                     .journal_mode(sea_orm::sqlx::sqlite::SqliteJournalMode::Wal)
                     .synchronous(sea_orm::sqlx::sqlite::SqliteSynchronous::Normal)
@@ -199,7 +200,7 @@ impl Database {
                     .pragma("secure_delete", "on")
                     .pragma("cache_size", format!("-{cache_kib}"))
                     .pragma("temp_store", "memory")
-                    .pragma("wal_autocheckpoint", if size == 1 { "20000" } else { "4000" })
+                    .pragma("wal_autocheckpoint", "20000")
                     // Rows come back from SQLite's thread in larger hand-overs: fewer wake-ups.
                     .row_buffer_size(1024)
             });

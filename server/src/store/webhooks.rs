@@ -110,12 +110,6 @@ pub async fn endpoint_secret(conn: &impl ConnectionTrait, id: Uuid) -> StoreResu
         .map(|model| WrappedKey { master_key_id: model.secret_key_id, wrapped: model.secret_wrapped }))
 }
 
-/// Whether some enabled endpoint wants webhooks of this type: callers that would build many of
-/// them ask first, so that nothing is built for no one.
-pub async fn subscribed(conn: &impl ConnectionTrait, event_type: WebhookEventType) -> StoreResult<bool> {
-    Ok(endpoints(conn).await?.iter().any(|endpoint| endpoint.wants(event_type)))
-}
-
 /// One webhook to write: what it tells about, the key that orders it among its contact's
 /// webhooks (the contact id), and its `data`.
 #[derive(Debug, Clone)]
@@ -149,7 +143,17 @@ pub async fn record_all(
     if messages.is_empty() {
         return Ok(Vec::new());
     }
-    let endpoints = endpoints(conn).await?;
+    record_for(conn, &endpoints(conn).await?, messages, at).await
+}
+
+/// Like [`record_all`], to `endpoints` as the caller read them in this transaction: callers that
+/// would build many messages first check that some endpoint wants them.
+pub async fn record_for(
+    conn: &impl ConnectionTrait,
+    endpoints: &[WebhookEndpoint],
+    messages: Vec<NewMessage>,
+    at: DateTime<Utc>,
+) -> StoreResult<Vec<Uuid>> {
     let mut ids = Vec::new();
     let mut message_rows = Vec::new();
     let mut delivery_rows = Vec::new();
@@ -201,21 +205,21 @@ impl WrittenListener {
         if conn.get_database_backend() != DbBackend::Postgres {
             return Ok(None);
         }
-        let sqlx_error = |error| StoreError::Database(DbErr::Conn(RuntimeErr::SqlxError(Arc::new(error))));
-        let mut listener = PgListener::connect_with(conn.get_postgres_connection_pool()).await.map_err(sqlx_error)?;
-        listener.listen(WRITTEN).await.map_err(sqlx_error)?;
+        let mut listener =
+            PgListener::connect_with(conn.get_postgres_connection_pool()).await.map_err(listener_error)?;
+        listener.listen(WRITTEN).await.map_err(listener_error)?;
         Ok(Some(Self(listener)))
     }
 
     /// Waits for the next commit that wrote deliveries. Err when the connection is gone for good
     /// (the pool was closed); a lost connection is re-established meanwhile.
     pub async fn written(&mut self) -> StoreResult<()> {
-        self.0
-            .recv()
-            .await
-            .map(|_| ())
-            .map_err(|error| StoreError::Database(DbErr::Conn(RuntimeErr::SqlxError(Arc::new(error)))))
+        self.0.recv().await.map(|_| ()).map_err(listener_error)
     }
+}
+
+fn listener_error(error: sea_orm::sqlx::Error) -> StoreError {
+    StoreError::Database(DbErr::Conn(RuntimeErr::SqlxError(Arc::new(error))))
 }
 
 /// Rows per multi-row INSERT: a delivery row binds 12 parameters.
