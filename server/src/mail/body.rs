@@ -15,10 +15,9 @@ pub fn encode(text: String) -> Body {
         ContentTransferEncoding::SevenBit => {
             Body::dangerous_pre_encoded(crlf(&text).into_bytes(), ContentTransferEncoding::SevenBit)
         }
-        ContentTransferEncoding::QuotedPrintable => Body::dangerous_pre_encoded(
-            quoted_printable(crlf(&text).as_bytes()),
-            ContentTransferEncoding::QuotedPrintable,
-        ),
+        ContentTransferEncoding::QuotedPrintable => {
+            Body::dangerous_pre_encoded(quoted_printable(text.as_bytes()), ContentTransferEncoding::QuotedPrintable)
+        }
         // Base64 is for text mostly outside ASCII; lettre encodes that well enough.
         _ => Body::new(text),
     }
@@ -61,8 +60,8 @@ fn is_plain(byte: u8) -> bool {
     matches!(byte, b'\t' | b' '..=b'<' | b'>'..=b'~')
 }
 
-/// Quoted-printable text (CRLF pairs are line breaks) as the `quoted_printable` crate that lettre
-/// uses writes it, including where it breaks lines: runs of plain characters are copied up to
+/// Quoted-printable text (CRLF pairs and lone LFs are line breaks, as if `crlf` had run first)
+/// as the `quoted_printable` crate that lettre uses writes it, including where it breaks lines: runs of plain characters are copied up to
 /// two short of the limit, and an escape that does not fit moves to the next line together with
 /// whatever was appended just before it.
 fn quoted_printable(input: &[u8]) -> Vec<u8> {
@@ -72,18 +71,18 @@ fn quoted_printable(input: &[u8]) -> Vec<u8> {
     while at < input.len() {
         let byte = input[at];
         at += 1;
-        if was_cr {
-            was_cr = false;
-            if byte == b'\n' {
-                out.escape_trailing_space();
-                out.out.extend_from_slice(b"\r\n");
-                out.on_line = 0;
-                continue;
-            }
+        // A CR is a line break with the LF after it, and escaped without one.
+        if std::mem::take(&mut was_cr) && byte != b'\n' {
             out.append(b"=0D");
         }
         if byte == b'\r' {
             was_cr = true;
+            continue;
+        }
+        if byte == b'\n' {
+            out.escape_trailing_space();
+            out.out.extend_from_slice(b"\r\n");
+            out.on_line = 0;
             continue;
         }
         if LIMIT - out.on_line >= 3 && is_plain(byte) {

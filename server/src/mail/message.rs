@@ -134,8 +134,10 @@ fn with_preheader(html: &str, preheader: Option<&str>) -> String {
         r#"<div style="display:none;max-height:0;overflow:hidden;mso-hide:all">{}</div>"#,
         htmlize::escape_text(preheader)
     );
-    let body_open =
-        html.to_ascii_lowercase().find("<body").and_then(|start| html[start..].find('>').map(|end| start + end + 1));
+    let bytes = html.as_bytes();
+    let body_open = memchr::memchr_iter(b'<', bytes)
+        .find(|&at| bytes.get(at..at + 5).is_some_and(|tag| tag.eq_ignore_ascii_case(b"<body")))
+        .and_then(|start| html[start..].find('>').map(|end| start + end + 1));
     match body_open {
         Some(at) => format!("{}{hidden}{}", &html[..at], &html[at..]),
         None => format!("{hidden}{html}"),

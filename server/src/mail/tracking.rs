@@ -8,16 +8,16 @@
 //! under a key derived from the master key ("mail tracking v1"). 128 bits of tag leave nothing
 //! to guess and keep an open token at 87 characters.
 
-use std::{cell::Cell, rc::Rc};
-
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use hmac::{Hmac, Mac};
-use lol_html::{RewriteStrSettings, element, end, end_tag, html_content::ContentType, rewrite_str};
 use sha2::Sha256;
 use url::Url;
 use uuid::Uuid;
 
-use super::text::{self, TextCollector};
+use super::{
+    html::{Token, Tokens},
+    text::TextCollector,
+};
 use crate::{
     crypto::{DerivedKey, MasterKeys},
     domain::contact::ContactId,
@@ -173,72 +173,61 @@ pub struct Tracking<'a> {
 /// pixel before `</body>` (or at the end when there is none). `mailto:`, fragments, relative
 /// links and the unsubscribe and preference links stay as they are. Runs on rendered HTML.
 pub fn instrument(html: &str, tracking: &Tracking<'_>) -> String {
-    rewrite(html, tracking, None).unwrap_or_else(|| html.to_owned())
+    rewrite(html, tracking, None)
 }
 
 /// `instrument`, and the text part made from the HTML as it was before (`text::from_html`), in
 /// one pass over the HTML.
 pub fn instrument_with_text(html: &str, tracking: &Tracking<'_>) -> (String, String) {
-    let collector = TextCollector::new(html.len());
-    match rewrite(html, tracking, Some(&collector)) {
-        Some(instrumented) => (instrumented, collector.into_text()),
-        None => (html.to_owned(), text::from_html(html)),
-    }
+    let mut collector = TextCollector::new(html.len());
+    let instrumented = rewrite(html, tracking, Some(&mut collector));
+    (instrumented, collector.into_text())
 }
 
-/// The tracking rewrite, collecting the text part into `text` on the way; `None` (logged) if it
-/// failed.
-fn rewrite(html: &str, tracking: &Tracking<'_>, text: Option<&TextCollector>) -> Option<String> {
+/// The tracking rewrite, feeding every token to `text` on the way. Only the values of rewritten
+/// links change and the pixel is added; every other byte is copied as it was.
+fn rewrite(html: &str, tracking: &Tracking<'_>, mut text: Option<&mut TextCollector>) -> String {
     let base = public_base(tracking.public_url);
     let untracked: Vec<String> = UNTRACKED_PATHS.iter().map(|path| format!("{base}{path}")).collect();
     let pixel = format!(
         r#"<img src="{}" width="1" height="1" alt="" style="display:block;width:1px;height:1px;border:0">"#,
         htmlize::escape_attribute(format!("{base}/t/o/{}", tracking.keys.open_token(&tracking.send)))
     );
-    let pixel_placed = Rc::new(Cell::new(false));
-    // The text's handlers come first, so that they see each link before it is rewritten.
-    let settings = text
-        .map_or_else(RewriteStrSettings::new, |text| text.attach(RewriteStrSettings::new()))
-        .append_element_content_handler(element!("a[href]", |link| {
-            let Some(url) = link.get_attribute("href").and_then(|href| web_url(&htmlize::unescape_attribute(href)))
-            else {
-                return Ok(());
-            };
-            if untracked.iter().any(|prefix| url.as_str().starts_with(prefix.as_str())) {
-                return Ok(());
+    let mut out = String::with_capacity(html.len() + html.len() / 4 + pixel.len());
+    let mut copied = 0;
+    let mut pixel_placed = false;
+    for (start, token) in Tokens::new(html) {
+        if let Some(text) = text.as_deref_mut() {
+            text.feed(&token);
+        }
+        match token {
+            Token::Start(tag) if tag.is("a") => {
+                let Some(href) = tag.attribute("href") else { continue };
+                let Some(url) = web_url(&htmlize::unescape_attribute(href.value)) else { continue };
+                if untracked.iter().any(|prefix| url.as_str().starts_with(prefix.as_str())) {
+                    continue;
+                }
+                let redirect = format!("{base}/t/c/{}", tracking.keys.click_token(&tracking.send, &url));
+                out.push_str(&html[copied..href.span.start]);
+                out.push('"');
+                out.push_str(&htmlize::escape_attribute(redirect));
+                out.push('"');
+                copied = href.span.end;
             }
-            let redirect = format!("{base}/t/c/{}", tracking.keys.click_token(&tracking.send, &url));
-            link.set_attribute("href", &htmlize::escape_attribute(redirect))?;
-            Ok(())
-        }))
-        .append_element_content_handler(element!("body", |body| {
-            if let Some(handlers) = body.end_tag_handlers() {
-                let (pixel, pixel_placed) = (pixel.clone(), Rc::clone(&pixel_placed));
-                handlers.push(end_tag!(move |end| {
-                    if !pixel_placed.replace(true) {
-                        end.before(&pixel, ContentType::Html);
-                    }
-                    Ok(())
-                }));
+            Token::End { name } if !pixel_placed && name.eq_ignore_ascii_case("body") => {
+                out.push_str(&html[copied..start]);
+                out.push_str(&pixel);
+                copied = start;
+                pixel_placed = true;
             }
-            Ok(())
-        }))
-        .append_document_content_handler(end!(|end| {
-            if !pixel_placed.get() {
-                end.append(&pixel, ContentType::Html);
-            }
-            Ok(())
-        }))
-        // Not strict: the ambiguous markup strict mode refuses (such as `<select><xmp>`) has no
-        // place in email, and refusing it would send the message untracked anyway.
-        .with_strict(false);
-    // With no memory limit, strict mode off and handlers that never fail, rewriting cannot fail;
-    // should it all the same, the message goes out untracked rather than not at all.
-    rewrite_str(html, settings)
-        .inspect_err(|error| {
-            tracing::warn!(send_id = %tracking.send.send_id, %error, "could not add tracking; sending the message untracked");
-        })
-        .ok()
+            _ => {}
+        }
+    }
+    out.push_str(&html[copied..]);
+    if !pixel_placed {
+        out.push_str(&pixel);
+    }
+    out
 }
 
 /// The public URL without its trailing slash, normalised the way `Url` writes links (host in
@@ -417,7 +406,7 @@ mod tests {
         let tracking = Tracking { public_url: "https://rapport.example", send: send(), keys: &keys };
         let (instrumented, text) = instrument_with_text(html, &tracking);
         assert_eq!(instrumented, instrument(html, &tracking));
-        assert_eq!(text, text::from_html(html));
+        assert_eq!(text, crate::mail::text::from_html(html));
         assert!(text.contains("this (https://shop.example/p?a=1&b=2)"), "{text}");
     }
 
