@@ -60,6 +60,19 @@ fn is_plain(byte: u8) -> bool {
     matches!(byte, b'\t' | b' '..=b'<' | b'>'..=b'~')
 }
 
+/// The first byte from `at` (before `end`) that is not plain. Sixteen bytes are checked at a
+/// time without stopping at the first, which the compiler turns into vector instructions: a
+/// byte at a time, this loop was most of the encoding's time.
+fn plain_until(input: &[u8], mut at: usize, end: usize) -> usize {
+    while at + 16 <= end && input[at..at + 16].iter().fold(true, |all, &byte| all & is_plain(byte)) {
+        at += 16;
+    }
+    while at < end && is_plain(input[at]) {
+        at += 1;
+    }
+    at
+}
+
 /// Quoted-printable text (CRLF pairs and lone LFs are line breaks, as if `crlf` had run first)
 /// as the `quoted_printable` crate that lettre uses writes it, including where it breaks lines: runs of plain characters are copied up to
 /// two short of the limit, and an escape that does not fit moves to the next line together with
@@ -87,10 +100,7 @@ fn quoted_printable(input: &[u8]) -> Vec<u8> {
         }
         if LIMIT - out.on_line >= 3 && is_plain(byte) {
             let start = at - 1;
-            let end = input.len().min(start + LIMIT - out.on_line - 2);
-            while at < end && is_plain(input[at]) {
-                at += 1;
-            }
+            at = plain_until(input, at, input.len().min(start + LIMIT - out.on_line - 2));
             out.out.extend_from_slice(&input[start..at]);
             out.on_line += at - start;
             out.backup = out.out.len();

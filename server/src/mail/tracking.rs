@@ -96,6 +96,13 @@ impl TrackingKeys {
     }
 
     fn sign(&self, kind: u8, send: &TrackedSend, url: Option<&Url>) -> String {
+        let mut token = String::new();
+        self.sign_into(kind, send, url, &mut token);
+        token
+    }
+
+    /// Appends the token to `out`: links are written straight into the message.
+    fn sign_into(&self, kind: u8, send: &TrackedSend, url: Option<&Url>, out: &mut String) {
         let url = url.map_or(&[][..], |url| url.as_str().as_bytes());
         let mut token = Vec::with_capacity(HEADER_LEN + url.len() + TAG_LEN);
         token.push(kind);
@@ -107,7 +114,7 @@ impl TrackingKeys {
         mac.update(&token);
         let tag = mac.finalize().into_bytes();
         token.extend_from_slice(&tag[..TAG_LEN]);
-        URL_SAFE_NO_PAD.encode(token)
+        URL_SAFE_NO_PAD.encode_string(token, out);
     }
 
     pub fn open_token(&self, send: &TrackedSend) -> String {
@@ -193,6 +200,7 @@ fn rewrite(html: &str, tracking: &Tracking<'_>, mut text: Option<&mut TextCollec
         r#"<img src="{}" width="1" height="1" alt="" style="display:block;width:1px;height:1px;border:0">"#,
         htmlize::escape_attribute(format!("{base}/t/o/{}", tracking.keys.open_token(&tracking.send)))
     );
+    let click_prefix = htmlize::escape_attribute(format!("{base}/t/c/")).into_owned();
     let mut out = String::with_capacity(html.len() + html.len() / 4 + pixel.len());
     let mut copied = 0;
     let mut pixel_placed = false;
@@ -207,10 +215,11 @@ fn rewrite(html: &str, tracking: &Tracking<'_>, mut text: Option<&mut TextCollec
                 if untracked.iter().any(|prefix| url.as_str().starts_with(prefix.as_str())) {
                     continue;
                 }
-                let redirect = format!("{base}/t/c/{}", tracking.keys.click_token(&tracking.send, &url));
                 out.push_str(&html[copied..href.span.start]);
                 out.push('"');
-                out.push_str(&htmlize::escape_attribute(redirect));
+                out.push_str(&click_prefix);
+                // Tokens are base64url: nothing in them needs escaping in an attribute.
+                tracking.keys.sign_into(CLICK_V1, &tracking.send, Some(&url), &mut out);
                 out.push('"');
                 copied = href.span.end;
             }
