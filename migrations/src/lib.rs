@@ -20,6 +20,8 @@ mod m20261125_000014_webhooks;
 mod m20261125_000015_webhook_sources;
 mod m20261125_000016_wording_version_text;
 mod m20261203_000001_imports;
+mod m20261203_000002_event_text_collation;
+mod m20261203_000003_partial_attribute_indexes;
 
 pub struct Migrator;
 
@@ -44,6 +46,8 @@ impl MigratorTrait for Migrator {
             Box::new(m20261125_000015_webhook_sources::Migration),
             Box::new(m20261125_000016_wording_version_text::Migration),
             Box::new(m20261203_000001_imports::Migration),
+            Box::new(m20261203_000002_event_text_collation::Migration),
+            Box::new(m20261203_000003_partial_attribute_indexes::Migration),
         ]
     }
 }

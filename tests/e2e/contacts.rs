@@ -4,7 +4,7 @@
 //! must equal the one taken before it: a refusal that wrote half of something is a bug too.
 
 use rapport_e2e::{TestApp, assert_error, assert_rejected, on_both_databases};
-use sea_orm::{ConnectionTrait, Database, Statement};
+use sea_orm::{ConnectOptions, ConnectionTrait, Database, DbBackend, Statement};
 use serde_json::{Value, json};
 
 /// Every scalar of a contact, so that comparing two answers compares the whole contact.
@@ -116,6 +116,46 @@ async fn row_counts(app: &TestApp) -> Vec<(&'static str, i64)> {
 }
 
 on_both_databases! {
+    async fn number_and_time_indexes_hold_only_values_of_their_type_and_serve_comparisons(app) {
+        // Each value row has one typed value: the number and time indexes take only the rows
+        // that have one, and a comparison (which implies a value) can still use them.
+        let mut options = ConnectOptions::new(app.database_url.clone());
+        options.max_connections(1);
+        let db = Database::connect(options).await.expect("test database");
+        let backend = db.get_database_backend();
+        let first_column = |sql: &str, column: usize| {
+            let db = &db;
+            let sql = sql.to_owned();
+            async move {
+                let rows = db.query_all_raw(Statement::from_string(backend, sql)).await.expect("query");
+                rows.iter().map(|row| row.try_get_by_index::<String>(column).expect("text")).collect::<Vec<String>>()
+            }
+        };
+        if backend == DbBackend::Postgres {
+            // The tables are nearly empty: without this, reading them whole is cheapest.
+            db.execute_unprepared("SET enable_seqscan = off").await.expect("set");
+        }
+        for (index, column, bound) in [
+            ("contact_attribute_number_idx", "value_number", "3"),
+            ("contact_attribute_time_idx", "value_time", "'2026-01-01T00:00:00Z'"),
+        ] {
+            let definition = match backend {
+                DbBackend::Sqlite => format!("SELECT sql FROM sqlite_master WHERE name = '{index}'"),
+                _ => format!("SELECT indexdef FROM pg_indexes WHERE indexname = '{index}'"),
+            };
+            let definition = first_column(&definition, 0).await.join("");
+            assert!(definition.contains(&format!("WHERE {column} IS NOT NULL")) || definition.contains(&format!("WHERE ({column} IS NOT NULL)")), "{definition}");
+
+            let query = format!("SELECT contact_id FROM contact_attribute WHERE field_key = 'score' AND {column} > {bound}");
+            let plan = match backend {
+                DbBackend::Sqlite => first_column(&format!("EXPLAIN QUERY PLAN {query}"), 3).await,
+                _ => first_column(&format!("EXPLAIN {query}"), 0).await,
+            };
+            assert!(plan.iter().any(|line| line.contains(index)), "{query}: {plan:#?}");
+        }
+        db.close().await.ok();
+    }
+
     async fn upsert_by_email_creates_a_contact_with_normalised_values(app) {
         let (contact, created) = upsert(&app, json!({
             "email": "  Ada.Lovelace@Example.COM ",

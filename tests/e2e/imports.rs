@@ -188,6 +188,66 @@ on_both_databases! {
         assert_eq!(emails(&runs[0]), emails(&runs[1]));
     }
 
+    async fn values_sealed_while_parsing_give_way_to_later_rows_of_the_same_contact(app) {
+        // The parsing thread seals each row for the contact it would create. Here the second row
+        // of an address changes its first name and the third changes it back: what is stored
+        // is the last state, and every personal value is still ciphertext.
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("contacts.csv"),
+            "email,first_name,last_name\nlin@example.com,Lin,Sealed-Early\nlin@example.com,Linus,\n\
+             kay@example.com,Kay,Original\nkay@example.com,Kai,\nkay@example.com,Kay,\n",
+        )
+        .unwrap();
+        let (success, stdout, stderr) = import(&app, dir.path(), &["contacts.csv"]);
+        assert!(success, "{stdout}{stderr}");
+        assert!(stdout.contains("5 rows, 2 created, 3 updated, 0 unchanged, 0 rejected"), "{stdout}{stderr}");
+        let lin = contact(&app, "lin@example.com").await;
+        assert_eq!((&lin["firstName"], &lin["lastName"], &lin["version"]), (&json!("Linus"), &json!("Sealed-Early"), &json!(1)));
+        let kay = contact(&app, "kay@example.com").await;
+        assert_eq!((&kay["firstName"], &kay["lastName"]), (&json!("Kay"), &json!("Original")));
+        let raw = crate::encryption::raw_database(&app).await;
+        for plaintext in ["Linus", "Sealed-Early", "Original", "lin@example.com", "kay@example.com"] {
+            assert!(!raw.contains(plaintext), "{plaintext:?} is stored in clear");
+        }
+    }
+
+    async fn batches_written_side_by_side_end_as_if_written_in_file_order(app) {
+        // Batches of two rows. On PostgreSQL a batch is written beside the one before it when
+        // that one only creates contacts and the two share no address; a batch naming an
+        // address of the one before waits for it. Either way the last row of an address wins.
+        let dir = tempfile::tempdir().unwrap();
+        let rows = [
+            ("a", "A1"), ("b", "B1"),
+            ("c", "C1"), ("d", "D1"),
+            ("a", "A2"), ("e", "E1"),
+            ("c", "C2"), ("c", "C3"),
+            ("f", "F1"), ("g", "G1"),
+            ("f", "F2"), ("h", "H1"),
+            ("i", "I1"), ("j", "J1"),
+            ("k", "K1"), ("i", "I2"),
+        ];
+        let mut file = String::from("email,first_name\n");
+        for (who, name) in rows {
+            file.push_str(&format!("{who}@example.com,{name}\n"));
+        }
+        std::fs::write(dir.path().join("contacts.csv"), file).unwrap();
+        let (success, stdout, stderr) = import(&app, dir.path(), &["contacts.csv", "--batch-size", "2"]);
+        assert!(success, "{stdout}{stderr}");
+        assert!(stdout.contains("16 rows, 11 created, 5 updated, 0 unchanged, 0 rejected"), "{stdout}{stderr}");
+        let expected = [
+            ("a", "A2"), ("b", "B1"), ("c", "C3"), ("d", "D1"), ("e", "E1"), ("f", "F2"),
+            ("g", "G1"), ("h", "H1"), ("i", "I2"), ("j", "J1"), ("k", "K1"),
+        ];
+        for (who, name) in expected {
+            let stored = contact(&app, &format!("{who}@example.com")).await;
+            assert_eq!(stored["firstName"], name, "{who}: {stored:#}");
+        }
+        let run = &imports(&app).await[0];
+        assert_eq!([&run["rows"], &run["created"], &run["updated"]], [16, 11, 5]);
+        assert_eq!(emails(run).len(), 11);
+    }
+
     async fn a_mapping_overrides_header_names_and_unknown_columns_refuse_the_file(app) {
         define_fields(&app).await;
         app.upsert_contact(json!({ "externalId": "c-1", "email": "ada@example.com" })).await;

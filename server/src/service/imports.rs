@@ -1,8 +1,11 @@
 //! Contact imports. A CSV file of any size is parsed on a blocking thread of its own into
 //! batches of rows, while the batch before is written set-wise in one transaction: a few
-//! statements per batch, never one per row, and never more than a few batches in memory. A bad
-//! row is reported (line, column, reason) and the rest go on; the run is recorded as one import
-//! with its counts and one audit entry, and links every contact it touched.
+//! statements per batch, never one per row, and never more than a few batches in memory. The
+//! parsing thread also seals each row's personal values under a data key for the contact the row
+//! would create, so that encryption, the largest part of writing new contacts, runs beside the
+//! database's work instead of inside the writer's transaction. A bad row is reported (line,
+//! column, reason) and the rest go on; the run is recorded as one import with its counts and one
+//! audit entry, and links every contact it touched.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -10,14 +13,17 @@ use std::{
 };
 
 use chrono::{DateTime, Utc};
+use futures_util::{FutureExt, StreamExt, stream::FuturesOrdered};
+use sea_orm::DbBackend;
 use serde_json::Value;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tracing::instrument;
 use uuid::Uuid;
 
 use super::{Error, RequestContext, Result, Services};
 use crate::{
     audit::{self, Changes},
+    crypto::KeyRing,
     domain::{
         access::Permission,
         contact::{Attributes, Contact, ContactId, EmailAddress, ExternalId, PhoneNumber, Profile},
@@ -26,7 +32,11 @@ use crate::{
         key::Key,
         page::{Page, PageRequest},
     },
-    store::{self, contacts as contacts_store, imports as repository},
+    store::{
+        self,
+        contacts::{self as contacts_store, Presealed},
+        imports as repository,
+    },
 };
 
 /// Rows per transaction: large enough that the per-batch statements cost little per row, small
@@ -75,6 +85,8 @@ enum Parsed {
     Header(std::result::Result<ColumnMap, MappingError>),
     Batch {
         rows: Vec<ImportRow>,
+        /// One per row, in the same order: what the row seals to if it creates its contact.
+        ahead: Vec<Presealed>,
         rejected: Vec<RowError>,
         bytes_read: u64,
     },
@@ -98,12 +110,12 @@ impl Services {
         self.require(ctx, Permission::ProfilesWrite)?;
         let file_name = file_name(&options.file_name);
         let definitions = store::fields::by_key(self.db.connection()).await?;
-        self.db.keys()?;
+        let keys = self.db.shared_keys()?;
         let (sender, mut receiver) = mpsc::channel(BATCHES_AHEAD);
         let parser = {
             let definitions = definitions.clone();
             let options = options.clone();
-            tokio::task::spawn_blocking(move || parse_file(source, &definitions, &options, &sender))
+            tokio::task::spawn_blocking(move || parse_file(source, &definitions, &options, &keys, &sender))
         };
         let columns = match receiver.recv().await {
             Some(Parsed::Header(Ok(columns))) => columns,
@@ -185,6 +197,14 @@ impl Services {
         Ok(repository::rejections(self.db.connection(), id, after_line, limit).await?)
     }
 
+    /// Writes the parsed batches in file order, one transaction each. On PostgreSQL the next
+    /// batch starts beside one still being written when the two cannot meet: the one before
+    /// only creates contacts (so it frees no address or id that a later row could take) and the
+    /// two name no email address or external id in common. Each then reads what it would have
+    /// read after the other, so the outcome is that of writing them one by one, while the
+    /// database works on two batches' statements at once. SQLite has one writer: there batches
+    /// go one by one. Progress is told in file order; after a failure, batches already being
+    /// written are still counted, and nothing after them is started.
     async fn write_batches(
         &self,
         import: &mut Import,
@@ -193,33 +213,93 @@ impl Services {
         receiver: &mut mpsc::Receiver<Parsed>,
         observe: &mut (impl FnMut(&ImportProgress, &[RowError]) + Send),
     ) -> Result<()> {
-        while let Some(parsed) = receiver.recv().await {
-            let (rows, rejected, bytes_read) = match parsed {
-                Parsed::Batch { rows, rejected, bytes_read } => (rows, rejected, bytes_read),
-                Parsed::Unreadable(reason) => return Err(Error::validation("file", reason)),
-                Parsed::Header(_) => continue,
-            };
-            let (counts, rejected) = self.write_batch(import, definitions, columns, &rows, rejected).await?;
-            import.counts.add(&counts);
-            observe(&ImportProgress { bytes_read, counts: import.counts }, &rejected);
+        let at_once = if self.db.backend() == DbBackend::Postgres { 2 } else { 1 };
+        let mut writing = FuturesOrdered::new();
+        let mut failure: Option<Error> = None;
+        let mut previous: Option<Started> = None;
+        let mut parsing = true;
+        loop {
+            let room = parsing && failure.is_none() && writing.len() < at_once;
+            if !room && writing.is_empty() {
+                break;
+            }
+            tokio::select! {
+                biased;
+                Some(outcome) = writing.next(), if !writing.is_empty() => {
+                    settle(outcome, import, &mut failure, observe);
+                }
+                parsed = receiver.recv(), if room => {
+                    let (rows, ahead, rejected, bytes_read) = match parsed {
+                        Some(Parsed::Batch { rows, ahead, rejected, bytes_read }) => (rows, ahead, rejected, bytes_read),
+                        Some(Parsed::Unreadable(reason)) => {
+                            failure = Some(Error::validation("file", reason));
+                            continue;
+                        }
+                        Some(Parsed::Header(_)) => continue,
+                        None => {
+                            parsing = false;
+                            continue;
+                        }
+                    };
+                    let keys = row_keys(&rows);
+                    if let Some(before) = previous.take()
+                        && !writing.is_empty()
+                    {
+                        let mut overtakable = before.keys.is_disjoint(&keys);
+                        if overtakable {
+                            // The batch before says whether it only creates once it has read.
+                            let mut planned = before.only_creates;
+                            overtakable = loop {
+                                tokio::select! {
+                                    only_creates = &mut planned => break only_creates.unwrap_or(false),
+                                    Some(outcome) = writing.next() => settle(outcome, import, &mut failure, observe),
+                                }
+                            };
+                        }
+                        if !overtakable {
+                            while let Some(outcome) = writing.next().await {
+                                settle(outcome, import, &mut failure, observe);
+                            }
+                        }
+                        if failure.is_some() {
+                            continue;
+                        }
+                    }
+                    let (only_creates, told) = oneshot::channel();
+                    let written = self.write_batch(import.clone(), definitions, columns, rows, ahead, rejected, only_creates);
+                    writing.push_back(written.map(move |outcome| outcome.map(|(counts, rejected)| Written { counts, rejected, bytes_read })));
+                    previous = Some(Started { keys, only_creates: told });
+                }
+            }
         }
-        Ok(())
+        failure.map_or(Ok(()), Err)
     }
 
     /// Writes one batch, trying again from a fresh read if a concurrent writer took one of its
-    /// new identifiers between our read and our insert.
+    /// new identifiers between our read and our insert. `only_creates` hears, once the batch
+    /// has read its contacts, whether all it writes is new contacts.
+    #[allow(clippy::too_many_arguments)]
     async fn write_batch(
         &self,
-        import: &Import,
+        import: Import,
         definitions: &HashMap<Key, FieldDefinition>,
         columns: &ColumnMap,
-        rows: &[ImportRow],
+        rows: Vec<ImportRow>,
+        ahead: Vec<Presealed>,
         parse_rejected: Vec<RowError>,
+        only_creates: oneshot::Sender<bool>,
     ) -> Result<(ImportCounts, Vec<RowError>)> {
+        let candidates: Vec<ContactId> = ahead.iter().map(Presealed::contact_id).collect();
+        let presealed: HashMap<ContactId, Presealed> =
+            ahead.into_iter().map(|ahead| (ahead.contact_id(), ahead)).collect();
+        let batch = Batch { rows: &rows, candidates: &candidates, presealed: &presealed };
+        let mut only_creates = Some(only_creates);
         let mut attempts_left = 3;
         loop {
             attempts_left -= 1;
-            match self.try_write_batch(import, definitions, columns, rows, parse_rejected.clone()).await {
+            let attempt =
+                self.try_write_batch(&import, definitions, columns, &batch, parse_rejected.clone(), &mut only_creates);
+            match attempt.await {
                 Err(Error::Conflict { .. }) if attempts_left > 0 => {}
                 outcome => return outcome,
             }
@@ -231,10 +311,12 @@ impl Services {
         import: &Import,
         definitions: &HashMap<Key, FieldDefinition>,
         columns: &ColumnMap,
-        rows: &[ImportRow],
+        batch: &Batch<'_>,
         mut rejected: Vec<RowError>,
+        only_creates: &mut Option<oneshot::Sender<bool>>,
     ) -> Result<(ImportCounts, Vec<RowError>)> {
         let keys = self.db.keys()?;
+        let rows = batch.rows;
         let now = self.now();
         let emails: Vec<&EmailAddress> = rows.iter().filter_map(|row| row.email.as_ref()).collect();
         let external_ids: Vec<&ExternalId> = rows.iter().filter_map(|row| row.external_id.as_ref()).collect();
@@ -246,8 +328,8 @@ impl Services {
         plan.erased_emails = erased_emails;
         plan.erased_phones = erased_phones;
         let mut counts = ImportCounts { rows: (rows.len() + rejected.len()) as u64, ..ImportCounts::default() };
-        for row in rows {
-            match plan.apply(row) {
+        for (row, candidate) in rows.iter().zip(batch.candidates) {
+            match plan.apply(row, *candidate) {
                 Ok(Applied::Created) => counts.created += 1,
                 Ok(Applied::Updated) => counts.updated += 1,
                 Ok(Applied::Unchanged) => counts.unchanged += 1,
@@ -258,7 +340,11 @@ impl Services {
         counts.rejected = rejected.len() as u64;
 
         let (created, updated) = plan.changes();
-        contacts_store::insert_many(&tx, keys, &created).await?;
+        if let Some(only_creates) = only_creates.take() {
+            // The writer may have gone on without waiting: nobody listening is fine.
+            let _ = only_creates.send(updated.is_empty());
+        }
+        contacts_store::insert_many(&tx, keys, &created, batch.presealed).await?;
         contacts_store::update_many(&tx, keys, &updated).await?;
         repository::link(&tx, import.id, &plan.touched).await?;
         repository::reject(&tx, import.id, &rejected).await?;
@@ -268,6 +354,51 @@ impl Services {
         tx.commit().await?;
         Ok((counts, rejected))
     }
+}
+
+/// A batch's outcome, with how far into the file it reaches.
+struct Written {
+    counts: ImportCounts,
+    rejected: Vec<RowError>,
+    bytes_read: u64,
+}
+
+/// The batch started last: what it names, and whether it may be overtaken (see `write_batches`).
+struct Started {
+    keys: HashSet<String>,
+    only_creates: oneshot::Receiver<bool>,
+}
+
+/// Counts a written batch and tells the caller, or keeps the first failure.
+fn settle(
+    outcome: Result<Written>,
+    import: &mut Import,
+    failure: &mut Option<Error>,
+    observe: &mut (impl FnMut(&ImportProgress, &[RowError]) + Send),
+) {
+    match outcome {
+        Ok(written) => {
+            import.counts.add(&written.counts);
+            observe(&ImportProgress { bytes_read: written.bytes_read, counts: import.counts }, &written.rejected);
+        }
+        Err(error) => {
+            failure.get_or_insert(error);
+        }
+    }
+}
+
+/// The email addresses and external ids that rows name, each marked with its kind.
+fn row_keys(rows: &[ImportRow]) -> HashSet<String> {
+    let mut keys = HashSet::with_capacity(rows.len() * 2);
+    for row in rows {
+        if let Some(email) = &row.email {
+            keys.insert(format!("e:{}", email.as_str()));
+        }
+        if let Some(id) = &row.external_id {
+            keys.insert(format!("x:{}", id.as_str()));
+        }
+    }
+    keys
 }
 
 /// The one audit entry of a run: what was imported and how it went, never a contact's data.
@@ -299,6 +430,7 @@ fn parse_file(
     source: impl Read,
     definitions: &HashMap<Key, FieldDefinition>,
     options: &ImportOptions,
+    keys: &KeyRing,
     sender: &mpsc::Sender<Parsed>,
 ) {
     let mut reader = csv::ReaderBuilder::new().flexible(true).has_headers(true).from_reader(source);
@@ -332,6 +464,7 @@ fn parse_file(
     };
     let batch_rows = options.batch_rows.max(1);
     let mut rows = Vec::with_capacity(batch_rows);
+    let mut ahead = Vec::with_capacity(batch_rows);
     let mut rejected = Vec::new();
     let mut record = csv::ByteRecord::new();
     loop {
@@ -350,12 +483,16 @@ fn parse_file(
             Err(_) => Err(RowError { line, column: None, reason: "is not valid UTF-8".to_owned() }),
         };
         match parsed {
-            Ok(row) => rows.push(row),
+            Ok(row) => {
+                ahead.push(Presealed::new(keys, ContactId::generate(), row.email.as_ref(), &row.profile));
+                rows.push(row);
+            }
             Err(error) => rejected.push(error),
         }
         if rows.len() + rejected.len() >= batch_rows {
             let batch = Parsed::Batch {
                 rows: std::mem::replace(&mut rows, Vec::with_capacity(batch_rows)),
+                ahead: std::mem::replace(&mut ahead, Vec::with_capacity(batch_rows)),
                 rejected: std::mem::take(&mut rejected),
                 bytes_read: reader.position().byte(),
             };
@@ -365,7 +502,7 @@ fn parse_file(
         }
     }
     if !rows.is_empty() || !rejected.is_empty() {
-        let _ = sender.blocking_send(Parsed::Batch { rows, rejected, bytes_read: reader.position().byte() });
+        let _ = sender.blocking_send(Parsed::Batch { rows, ahead, rejected, bytes_read: reader.position().byte() });
     }
 }
 
@@ -377,6 +514,14 @@ fn unreadable(error: &csv::Error) -> String {
         csv::ErrorKind::Utf8 { .. } => format!("the file is not valid UTF-8{line}"),
         _ => format!("the file is not valid CSV{line}"),
     }
+}
+
+/// A parsed batch as the writer uses it.
+struct Batch<'a> {
+    rows: &'a [ImportRow],
+    /// Per row, the id a contact it creates gets.
+    candidates: &'a [ContactId],
+    presealed: &'a HashMap<ContactId, Presealed>,
 }
 
 /// What one row did to its contact.
@@ -438,7 +583,8 @@ impl<'a> BatchPlan<'a> {
         }
     }
 
-    fn apply(&mut self, row: &ImportRow) -> std::result::Result<Applied, RowError> {
+    /// Applies `row`; a contact it creates gets the id `candidate` (the one sealed ahead for it).
+    fn apply(&mut self, row: &ImportRow, candidate: ContactId) -> std::result::Result<Applied, RowError> {
         let found = match self.columns.key() {
             ImportKey::Email => row.email.as_ref().and_then(|email| self.by_email.get(email)),
             ImportKey::ExternalId => row.external_id.as_ref().and_then(|id| self.by_external_id.get(id)),
@@ -448,7 +594,7 @@ impl<'a> BatchPlan<'a> {
         let current = match found {
             Some(at) => &self.contacts[at].1,
             None => {
-                blank = self.blank();
+                blank = self.blank(candidate);
                 &blank
             }
         };
@@ -524,9 +670,9 @@ impl<'a> BatchPlan<'a> {
         Ok(applied)
     }
 
-    fn blank(&self) -> Contact {
+    fn blank(&self, id: ContactId) -> Contact {
         Contact {
-            id: ContactId::generate(),
+            id,
             external_id: None,
             email: None,
             profile: Profile::default(),

@@ -24,7 +24,7 @@ use super::{
     },
     keys,
 };
-use crate::crypto::{DataKey, KeyRing};
+use crate::crypto::{DataKey, KeyRing, WrappedKey};
 use crate::domain::{
     contact::{
         Attributes, Contact, ContactId, ContactRef, CountryCode, EmailAddress, ExternalId, Locale, PersonName,
@@ -142,7 +142,7 @@ pub async fn insert(conn: &impl ConnectionTrait, keys: &KeyRing, contact: &Conta
     // The key is generated before the row so the row can be sealed, and stored after it
     // because its table refers to the contact.
     let key = DataKey::generate();
-    entity::Entity::insert(to_active(contact, keys, &key)).exec_without_returning(conn).await?;
+    entity::Entity::insert(to_active(contact, keys, &key, None)).exec_without_returning(conn).await?;
     keys::store(conn, keys, contact.id.as_uuid(), &key).await?;
     write_attributes(conn, &key, contact.id, &Attributes::new(), &contact.attributes).await
 }
@@ -161,7 +161,7 @@ pub async fn update(
         .remove(&id)
         .ok_or(StoreError::Corrupt { table: "contact_key", column: "contact_id" })?;
     let result = entity::Entity::update_many()
-        .set(to_active(updated, keys, &key))
+        .set(to_active(updated, keys, &key, None))
         .filter(entity::Column::Id.eq(updated.id.as_uuid()))
         .filter(entity::Column::Version.eq(previous.version))
         .exec(conn)
@@ -574,26 +574,85 @@ pub async fn erased_among(
     Ok(erased)
 }
 
-/// Inserts new contacts set-wise, each sealed under a data key of its own.
-pub async fn insert_many(conn: &impl ConnectionTrait, keys: &KeyRing, contacts: &[Contact]) -> StoreResult<()> {
+/// A new contact's data key and personal values, sealed before the transaction that inserts the
+/// contact, so that the encryption can run beside the database's work instead of inside it (an
+/// import seals on its parsing thread while the batch before is written). `insert_many` takes
+/// what still matches the contact it writes and seals the rest itself.
+pub struct Presealed {
+    contact_id: ContactId,
+    key: DataKey,
+    wrapped: WrappedKey,
+    email_index: Option<(EmailAddress, String)>,
+    /// (column, plaintext, envelope)
+    envelopes: Vec<(&'static str, String, String)>,
+}
+
+impl Presealed {
+    /// Seals, for a contact that will have `contact_id`, the email address and the personal
+    /// profile values given, under a data key generated for it.
+    pub fn new(keys: &KeyRing, contact_id: ContactId, email: Option<&EmailAddress>, profile: &Profile) -> Self {
+        let key = DataKey::generate();
+        let id = contact_id.as_uuid().to_string();
+        let wrapped = key.wrap(&keys.masters, &id);
+        let values = [
+            ("email", email.map(EmailAddress::as_str)),
+            ("phone", profile.phone.as_ref().map(PhoneNumber::as_str)),
+            ("first_name", profile.first_name.as_ref().map(PersonName::as_str)),
+            ("last_name", profile.last_name.as_ref().map(PersonName::as_str)),
+        ];
+        let envelopes = values
+            .into_iter()
+            .filter_map(|(column, value)| value.map(|value| (column, value.to_owned(), key.seal(value, &id, column))))
+            .collect();
+        let email_index = email.map(|email| (email.clone(), email_index(keys, email)));
+        Self { contact_id, key, wrapped, email_index, envelopes }
+    }
+
+    pub fn contact_id(&self) -> ContactId {
+        self.contact_id
+    }
+
+    fn envelope(&self, column: &str, plaintext: &str) -> Option<&str> {
+        self.envelopes
+            .iter()
+            .find(|(sealed_column, sealed_plaintext, _)| *sealed_column == column && sealed_plaintext == plaintext)
+            .map(|(_, _, envelope)| envelope.as_str())
+    }
+
+    fn email_index(&self, email: &EmailAddress) -> Option<&str> {
+        self.email_index.as_ref().filter(|(indexed, _)| indexed == email).map(|(_, index)| index.as_str())
+    }
+}
+
+/// Inserts new contacts set-wise, each sealed under a data key of its own: the one sealed ahead
+/// for it in `presealed` if there is one, else a new one.
+pub async fn insert_many(
+    conn: &impl ConnectionTrait,
+    keys: &KeyRing,
+    contacts: &[Contact],
+    presealed: &HashMap<ContactId, Presealed>,
+) -> StoreResult<()> {
     if contacts.is_empty() {
         return Ok(());
     }
     let personal = personal_fields(conn).await?;
     let empty = Attributes::new();
     let mut rows = Vec::with_capacity(contacts.len());
-    let mut data_keys = Vec::with_capacity(contacts.len());
+    let mut wrapped_keys = Vec::with_capacity(contacts.len());
     let mut attribute_rows = Vec::new();
     for contact in contacts {
-        let key = DataKey::generate();
-        rows.push(to_active(contact, keys, &key));
+        let ahead = presealed.get(&contact.id);
+        let key = ahead.map_or_else(DataKey::generate, |ahead| ahead.key.clone());
+        rows.push(to_active(contact, keys, &key, ahead));
         attribute_rows.extend(changed_attribute_rows(&key, contact.id, &empty, &contact.attributes, &personal));
-        data_keys.push((contact.id.as_uuid(), key));
+        let wrapped = ahead
+            .map_or_else(|| key.wrap(&keys.masters, &contact.id.as_uuid().to_string()), |ahead| ahead.wrapped.clone());
+        wrapped_keys.push((contact.id.as_uuid(), wrapped));
     }
     for chunk in rows.chunks(ROWS_PER_STATEMENT) {
         entity::Entity::insert_many(chunk.to_vec()).exec_without_returning(conn).await?;
     }
-    keys::store_many(conn, keys, &data_keys).await?;
+    keys::store_many(conn, &wrapped_keys).await?;
     upsert_attribute_rows(conn, attribute_rows).await
 }
 
@@ -615,7 +674,7 @@ pub async fn update_many(
         let key = data_keys
             .remove(&after.id.as_uuid())
             .ok_or(StoreError::Corrupt { table: "contact_key", column: "contact_id" })?;
-        rows.push(to_active(after, keys, &key));
+        rows.push(to_active(after, keys, &key, None));
         attribute_rows.extend(changed_attribute_rows(&key, after.id, &before.attributes, &after.attributes, &personal));
         delete_removed_attributes(conn, after.id, &before.attributes, &after.attributes).await?;
     }
@@ -770,15 +829,25 @@ fn attribute_value(row: &attribute::Model, key: &DataKey) -> StoreResult<FieldVa
     })
 }
 
-fn to_active(contact: &Contact, keys: &KeyRing, key: &DataKey) -> entity::ActiveModel {
+/// The row of `contact`, sealed under `key`; values sealed ahead under the same key are reused.
+fn to_active(contact: &Contact, keys: &KeyRing, key: &DataKey, ahead: Option<&Presealed>) -> entity::ActiveModel {
     let profile = &contact.profile;
     let contact_id = contact.id.as_uuid().to_string();
-    let seal = |column: &str, value: Option<&str>| value.map(|value| key.seal(value, &contact_id, column));
+    let seal = |column: &str, value: Option<&str>| {
+        value.map(|value| match ahead.and_then(|ahead| ahead.envelope(column, value)) {
+            Some(envelope) => envelope.to_owned(),
+            None => key.seal(value, &contact_id, column),
+        })
+    };
+    let index_of = |email: &EmailAddress| match ahead.and_then(|ahead| ahead.email_index(email)) {
+        Some(index) => index.to_owned(),
+        None => email_index(keys, email),
+    };
     entity::ActiveModel {
         id: Set(contact.id.as_uuid()),
         external_id: Set(contact.external_id.as_ref().map(|v| v.as_str().to_owned())),
         email: Set(seal("email", contact.email.as_ref().map(EmailAddress::as_str))),
-        email_index: Set(contact.email.as_ref().map(|email| email_index(keys, email))),
+        email_index: Set(contact.email.as_ref().map(index_of)),
         phone: Set(seal("phone", profile.phone.as_ref().map(PhoneNumber::as_str))),
         phone_index: Set(profile.phone.as_ref().map(|phone| phone_index(keys, phone))),
         first_name: Set(seal("first_name", profile.first_name.as_ref().map(PersonName::as_str))),

@@ -59,18 +59,15 @@ pub async fn store(conn: &impl ConnectionTrait, keys: &KeyRing, contact_id: Uuid
     Ok(())
 }
 
-/// Stores the data keys of new contacts set-wise, each wrapped by the current master key.
-pub async fn store_many(conn: &impl ConnectionTrait, keys: &KeyRing, data_keys: &[(Uuid, DataKey)]) -> StoreResult<()> {
+/// Stores the data keys of new contacts set-wise, as wrapped by the current master key.
+pub async fn store_many(conn: &impl ConnectionTrait, wrapped_keys: &[(Uuid, WrappedKey)]) -> StoreResult<()> {
     let now = Utc::now();
-    for chunk in data_keys.chunks(ROWS_PER_STATEMENT) {
-        let rows = chunk.iter().map(|(contact_id, key)| {
-            let wrapped = key.wrap(&keys.masters, &contact_id.to_string());
-            contact_key::ActiveModel {
-                contact_id: Set(*contact_id),
-                master_key_id: Set(wrapped.master_key_id),
-                wrapped_key: Set(wrapped.wrapped),
-                created_at: Set(now),
-            }
+    for chunk in wrapped_keys.chunks(ROWS_PER_STATEMENT) {
+        let rows = chunk.iter().map(|(contact_id, wrapped)| contact_key::ActiveModel {
+            contact_id: Set(*contact_id),
+            master_key_id: Set(wrapped.master_key_id.clone()),
+            wrapped_key: Set(wrapped.wrapped.clone()),
+            created_at: Set(now),
         });
         contact_key::Entity::insert_many(rows).exec_without_returning(conn).await?;
     }

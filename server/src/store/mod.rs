@@ -221,6 +221,11 @@ impl Database {
         self.keys.as_deref().ok_or(StoreError::NoKeys)
     }
 
+    /// The keys, for work that seals or opens values away from this handle (on another thread).
+    pub fn shared_keys(&self) -> StoreResult<Arc<KeyRing>> {
+        self.keys.clone().ok_or(StoreError::NoKeys)
+    }
+
     pub fn connection(&self) -> &DatabaseConnection {
         &self.connection
     }
