@@ -52,8 +52,10 @@ fn intro(rows: u64, bytes: u64) -> String {
          database through the function the command line calls (batches of {} rows, parsed on one \
          thread while the previous batch is written). Goal on 2 cores: {GOAL:.0} rows/s with memory \
          flat whatever the file's size. Peak RSS is the bench process's (VmHWM, reset before each \
-         run; on SQLite the database engine runs in the process too); \"RSS at a quarter\" is the \
-         resident size a quarter of the way through, to compare with the peak.\n",
+         run; on SQLite the database engine runs in the process too); \"RSS at start\" is the \
+         resident size when the run begins (the PostgreSQL run begins with what the SQLite run \
+         before it left resident, which the peak then includes) and \"RSS at a quarter\" the size \
+         a quarter of the way through, to compare with the peak.\n",
         bytes as f64 / 1e6,
         rapport::service::imports::DEFAULT_BATCH_ROWS,
     )
@@ -68,6 +70,7 @@ struct Measurement {
     rows: u64,
     seconds: f64,
     peak_rss_kib: u64,
+    start_rss_kib: u64,
     quarter_rss_kib: u64,
     idle_before: Option<f64>,
 }
@@ -155,6 +158,7 @@ async fn measure(database: &'static str, url: &str, file: &Path, rows: u64) -> a
         rows,
         seconds,
         peak_rss_kib: status_kib("VmHWM:"),
+        start_rss_kib: samples.first().copied().unwrap_or_default(),
         quarter_rss_kib: samples.get(samples.len() / 4).copied().unwrap_or_default(),
         idle_before,
     })
@@ -226,17 +230,19 @@ fn report(machine: &Machine, results: &[Measurement]) -> String {
         idle.join(", "),
     );
     text.push_str(
-        "| database | rows | time | rows/s | RSS at a quarter | peak RSS | goal |\n|---|---:|---:|---:|---:|---:|---|\n",
+        "| database | rows | time | rows/s | RSS at start | RSS at a quarter | peak RSS | goal |\n\
+         |---|---:|---:|---:|---:|---:|---:|---|\n",
     );
     for result in results {
         let rate = result.rows as f64 / result.seconds;
         let verdict = if rate >= GOAL { "met" } else { "not met" };
         let _ = writeln!(
             text,
-            "| {} | {} | {:.1} s | {rate:.0} | {:.0} MiB | {:.0} MiB | {GOAL:.0}/s: {verdict} |",
+            "| {} | {} | {:.1} s | {rate:.0} | {:.0} MiB | {:.0} MiB | {:.0} MiB | {GOAL:.0}/s: {verdict} |",
             result.database,
             result.rows,
             result.seconds,
+            result.start_rss_kib as f64 / 1024.0,
             result.quarter_rss_kib as f64 / 1024.0,
             result.peak_rss_kib as f64 / 1024.0,
         );
