@@ -232,7 +232,11 @@ impl Services {
                     let (rows, ahead, rejected, bytes_read) = match parsed {
                         Some(Parsed::Batch { rows, ahead, rejected, bytes_read }) => (rows, ahead, rejected, bytes_read),
                         Some(Parsed::Unreadable(reason)) => {
-                            failure = Some(Error::validation("file", reason));
+                            // Batches before it come first, their failures too.
+                            while let Some(outcome) = writing.next().await {
+                                settle(outcome, import, &mut failure, observe);
+                            }
+                            failure.get_or_insert(Error::validation("file", reason));
                             continue;
                         }
                         Some(Parsed::Header(_)) => continue,
@@ -266,7 +270,7 @@ impl Services {
                         }
                     }
                     let (only_creates, told) = oneshot::channel();
-                    let written = self.write_batch(import.clone(), definitions, columns, rows, ahead, rejected, only_creates);
+                    let written = self.write_batch(import.id, definitions, columns, rows, ahead, rejected, only_creates);
                     writing.push_back(written.map(move |outcome| outcome.map(|(counts, rejected)| Written { counts, rejected, bytes_read })));
                     previous = Some(Started { keys, only_creates: told });
                 }
@@ -281,7 +285,7 @@ impl Services {
     #[allow(clippy::too_many_arguments)]
     async fn write_batch(
         &self,
-        import: Import,
+        import_id: Uuid,
         definitions: &HashMap<Key, FieldDefinition>,
         columns: &ColumnMap,
         rows: Vec<ImportRow>,
@@ -293,12 +297,18 @@ impl Services {
         let presealed: HashMap<ContactId, Presealed> =
             ahead.into_iter().map(|ahead| (ahead.contact_id(), ahead)).collect();
         let batch = Batch { rows: &rows, candidates: &candidates, presealed: &presealed };
-        let mut only_creates = Some(only_creates);
+        let mut only_creates = Promise::Unsaid(only_creates);
         let mut attempts_left = 3;
         loop {
             attempts_left -= 1;
-            let attempt =
-                self.try_write_batch(&import, definitions, columns, &batch, parse_rejected.clone(), &mut only_creates);
+            let attempt = self.try_write_batch(
+                import_id,
+                definitions,
+                columns,
+                &batch,
+                parse_rejected.clone(),
+                &mut only_creates,
+            );
             match attempt.await {
                 Err(Error::Conflict { .. }) if attempts_left > 0 => {}
                 outcome => return outcome,
@@ -308,12 +318,12 @@ impl Services {
 
     async fn try_write_batch(
         &self,
-        import: &Import,
+        import_id: Uuid,
         definitions: &HashMap<Key, FieldDefinition>,
         columns: &ColumnMap,
         batch: &Batch<'_>,
         mut rejected: Vec<RowError>,
-        only_creates: &mut Option<oneshot::Sender<bool>>,
+        only_creates: &mut Promise,
     ) -> Result<(ImportCounts, Vec<RowError>)> {
         let keys = self.db.keys()?;
         let rows = batch.rows;
@@ -340,17 +350,12 @@ impl Services {
         counts.rejected = rejected.len() as u64;
 
         let (created, updated) = plan.changes();
-        if let Some(only_creates) = only_creates.take() {
-            // The writer may have gone on without waiting: nobody listening is fine.
-            let _ = only_creates.send(updated.is_empty());
-        }
+        only_creates.keep(updated.is_empty())?;
         contacts_store::insert_many(&tx, keys, &created, batch.presealed).await?;
         contacts_store::update_many(&tx, keys, &updated).await?;
-        repository::link(&tx, import.id, &plan.touched).await?;
-        repository::reject(&tx, import.id, &rejected).await?;
-        let mut progressed = import.clone();
-        progressed.counts.add(&counts);
-        repository::save(&tx, &progressed).await?;
+        repository::link(&tx, import_id, &plan.touched).await?;
+        repository::reject(&tx, import_id, &rejected).await?;
+        repository::add_counts(&tx, import_id, &counts).await?;
         tx.commit().await?;
         Ok((counts, rejected))
     }
@@ -361,6 +366,38 @@ struct Written {
     counts: ImportCounts,
     rejected: Vec<RowError>,
     bytes_read: u64,
+}
+
+/// What a batch told the writer about itself: whether all it writes is new contacts. Once it
+/// has said so, the next batch may be running beside it, so a retry (after another writer took
+/// one of its identifiers) that would now change stored contacts fails the batch instead of
+/// racing the next one to them.
+enum Promise {
+    Unsaid(oneshot::Sender<bool>),
+    Said(bool),
+}
+
+impl Promise {
+    fn keep(&mut self, only_creates: bool) -> Result<()> {
+        match std::mem::replace(self, Promise::Said(only_creates)) {
+            Promise::Unsaid(sender) => {
+                // The writer may have gone on without waiting: nobody listening is fine.
+                let _ = sender.send(only_creates);
+                Ok(())
+            }
+            Promise::Said(true) if !only_creates => {
+                *self = Promise::Said(true);
+                Err(Error::validation(
+                    "file",
+                    "rows met contacts that another writer changed during the import; import the file again",
+                ))
+            }
+            Promise::Said(said) => {
+                *self = Promise::Said(said);
+                Ok(())
+            }
+        }
+    }
 }
 
 /// The batch started last: what it names, and whether it may be overtaken (see `write_batches`).
@@ -381,9 +418,12 @@ fn settle(
             import.counts.add(&written.counts);
             observe(&ImportProgress { bytes_read: written.bytes_read, counts: import.counts }, &written.rejected);
         }
-        Err(error) => {
-            failure.get_or_insert(error);
-        }
+        Err(error) => match failure {
+            Some(first) => {
+                tracing::error!(import_id = %import.id, error = ?error, first = ?first, "a later batch failed too")
+            }
+            None => *failure = Some(error),
+        },
     }
 }
 
@@ -701,5 +741,31 @@ impl<'a> BatchPlan<'a> {
             }
         }
         (created, updated)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_batch_that_said_it_only_creates_may_not_change_stored_contacts_on_a_retry() {
+        let (sender, mut told) = oneshot::channel();
+        let mut promise = Promise::Unsaid(sender);
+        promise.keep(true).unwrap();
+        assert_eq!(told.try_recv(), Ok(true));
+        promise.keep(true).unwrap();
+        let error = promise.keep(false).unwrap_err();
+        assert!(matches!(error, Error::Validation { .. }), "{error:?}");
+    }
+
+    #[test]
+    fn a_batch_that_said_it_changes_stored_contacts_may_do_anything_on_a_retry() {
+        let (sender, mut told) = oneshot::channel();
+        let mut promise = Promise::Unsaid(sender);
+        promise.keep(false).unwrap();
+        assert_eq!(told.try_recv(), Ok(false));
+        promise.keep(true).unwrap();
+        promise.keep(false).unwrap();
     }
 }

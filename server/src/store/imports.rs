@@ -3,8 +3,9 @@
 //! (or that failed) shows how far it came.
 
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
-    sea_query::OnConflict,
+    ActiveValue::Set,
+    ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
+    sea_query::{Expr, ExprTrait, OnConflict},
 };
 use uuid::Uuid;
 
@@ -29,6 +30,23 @@ pub async fn insert(conn: &impl ConnectionTrait, import: &Import) -> StoreResult
 /// Writes the run's status, counts and end as they now are.
 pub async fn save(conn: &impl ConnectionTrait, import: &Import) -> StoreResult<()> {
     entity::Entity::update(to_active(import)).exec(conn).await?;
+    Ok(())
+}
+
+/// Adds a committed batch's counts to the run's, in the database: batches written side by
+/// side each add their own, whichever commits first.
+pub async fn add_counts(conn: &impl ConnectionTrait, id: Uuid, counts: &ImportCounts) -> StoreResult<()> {
+    let mut update = entity::Entity::update_many().filter(entity::Column::Id.eq(id));
+    for (column, value) in [
+        (entity::Column::Rows, counts.rows),
+        (entity::Column::Created, counts.created),
+        (entity::Column::Updated, counts.updated),
+        (entity::Column::Unchanged, counts.unchanged),
+        (entity::Column::Rejected, counts.rejected),
+    ] {
+        update = update.col_expr(column, Expr::col(column).add(i64::try_from(value).unwrap_or(i64::MAX)));
+    }
+    update.exec(conn).await?;
     Ok(())
 }
 
