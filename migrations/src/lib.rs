@@ -22,6 +22,7 @@ mod m20261125_000016_wording_version_text;
 mod m20261203_000001_imports;
 mod m20261203_000002_event_text_collation;
 mod m20261203_000003_partial_attribute_indexes;
+mod m20261204_000001_outbox_waiting_index;
 
 pub struct Migrator;
 
@@ -48,6 +49,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261203_000001_imports::Migration),
             Box::new(m20261203_000002_event_text_collation::Migration),
             Box::new(m20261203_000003_partial_attribute_indexes::Migration),
+            Box::new(m20261204_000001_outbox_waiting_index::Migration),
         ]
     }
 }

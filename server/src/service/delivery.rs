@@ -4,11 +4,12 @@
 //! connections, and settles the outcomes.
 //!
 //! Exactly once, bar one window: a message is marked sent by the settlement write that follows
-//! the relay's `250`, normally within milliseconds (settlements are written while other messages
-//! are still being sent). If the process dies inside that window, the row's lease runs out and
+//! the relay's `250`, normally within a few tens of milliseconds (settlements are written while
+//! other messages are still being sent, gathered for at most `SETTLE_GATHER` so that one write
+//! settles hundreds). If the process dies inside that window, the row's lease runs out and
 //! the message goes again, with the same `Message-ID`. SMTP has no way to close the window (the
-//! relay's acceptance and our write cannot be one transaction); keeping it to one settlement
-//! write is as small as it gets. Everything before the `250` is safe to repeat. Leases are
+//! relay's acceptance and our write cannot be one transaction); a gathering of milliseconds and
+//! one write is all that stands in it. Everything before the `250` is safe to repeat. Leases are
 //! renewed only for the sends in hand, and a worker whose renewals fail stops sending, so a row
 //! is not sent while another worker may hold its lease.
 
@@ -61,6 +62,12 @@ const RENDER_CHUNK: usize = 16;
 const COMPILED_VERSIONS: usize = 64;
 /// Stands in for an unsubscribe token in test sends; no token looks like it.
 const TEST_TOKEN: &str = "test-message";
+/// How long the settler gathers outcomes after the first before writing them: one write then
+/// settles a few hundred messages instead of a handful, which is most of what a large send asks
+/// of the database. It is also how much this adds to the window below.
+const SETTLE_GATHER: Duration = Duration::from_millis(20);
+/// Outcomes written in one transaction at most.
+const SETTLE_MOST: usize = 2_000;
 /// The longest wait between two tries at writing delivery outcomes.
 const SETTLE_RETRY_CEILING: Duration = Duration::from_secs(10);
 
@@ -329,16 +336,18 @@ impl DeliveryWorker {
         }
     }
 
-    /// A task that writes outcomes as they come, as many at a time as have arrived: while one
-    /// write runs, the next outcomes gather.
+    /// A task that writes outcomes as they come: each write takes those that arrived within
+    /// `SETTLE_GATHER` of the first, and while it runs, the next outcomes gather.
     fn settler(&self) -> (mpsc::UnboundedSender<Outcome>, tokio::task::JoinHandle<()>) {
         let (sender, mut receiver) = mpsc::unbounded_channel::<Outcome>();
         let services = self.services.clone();
         let owner = self.owner;
         let task = tokio::spawn(async move {
-            let mut buffer = Vec::new();
-            while receiver.recv_many(&mut buffer, 2_000).await > 0 {
-                let outcomes = std::mem::take(&mut buffer);
+            loop {
+                let outcomes = gather(&mut receiver, SETTLE_GATHER, SETTLE_MOST).await;
+                if outcomes.is_empty() {
+                    break;
+                }
                 // Messages in `outcomes` may be sent already: a failed write is tried again,
                 // however long the database is away, or they would go out a second time.
                 let mut wait = Duration::from_millis(100);
@@ -583,6 +592,24 @@ async fn settle(services: &Services, owner: Uuid, outcomes: &[Outcome]) -> Resul
     Ok(())
 }
 
+/// Waits for a first item, then takes those that follow within `window` of it, up to `most` in
+/// all. Every sender gone ends the wait at once; empty means they were gone before any came.
+async fn gather<T>(receiver: &mut mpsc::UnboundedReceiver<T>, window: Duration, most: usize) -> Vec<T> {
+    let mut gathered = Vec::new();
+    if receiver.recv_many(&mut gathered, most).await == 0 {
+        return gathered;
+    }
+    let until = tokio::time::Instant::now() + window;
+    while gathered.len() < most {
+        let room = most - gathered.len();
+        match tokio::time::timeout_at(until, receiver.recv_many(&mut gathered, room)).await {
+            Ok(received) if received > 0 => {}
+            _ => break,
+        }
+    }
+    gathered
+}
+
 /// What one batch's decisions and renders read, gathered up front.
 struct Batch {
     contacts: HashMap<ContactId, Contact>,
@@ -754,4 +781,41 @@ fn tenth_of_a_second_up(at: DateTime<Utc>) -> DateTime<Utc> {
 /// A number in [0, 1) for jitter; the operating system's generator, so no seeding to get wrong.
 fn random_unit() -> f64 {
     getrandom::u64().map_or(0.5, |bits| (bits >> 11) as f64 / (1u64 << 53) as f64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Longer than any test runs: a gathering that ends ended for another reason.
+    const FOREVER: Duration = Duration::from_secs(3600);
+
+    #[tokio::test]
+    async fn outcomes_that_come_while_gathering_are_written_together() {
+        let (sender, mut receiver) = mpsc::unbounded_channel();
+        sender.send(1).expect("the receiver is there");
+        let later = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            sender.send(2).expect("the receiver is there");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            sender.send(3).expect("the receiver is there");
+        });
+        // The batch finishing (its sender gone) ends the gathering, not the window.
+        assert_eq!(gather(&mut receiver, FOREVER, 100).await, [1, 2, 3]);
+        later.await.expect("the sender ran");
+        assert!(gather(&mut receiver, FOREVER, 100).await.is_empty());
+    }
+
+    #[tokio::test]
+    async fn the_window_ends_a_gathering_while_sends_go_on() {
+        let (sender, mut receiver) = mpsc::unbounded_channel();
+        sender.send(1).expect("the receiver is there");
+        // The sender stays: only the window can end this one.
+        assert_eq!(gather(&mut receiver, Duration::from_millis(10), 100).await, [1]);
+        for item in 2..7 {
+            sender.send(item).expect("the receiver is there");
+        }
+        assert_eq!(gather(&mut receiver, FOREVER, 3).await, [2, 3, 4], "a full gathering is written at once");
+        assert_eq!(gather(&mut receiver, Duration::from_millis(10), 3).await, [5, 6]);
+    }
 }

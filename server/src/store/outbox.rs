@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use sea_orm::{
     ColumnTrait, Condition, ConnectionTrait, EntityTrait, ExprTrait, FromQueryResult, QueryFilter, QueryOrder,
     QuerySelect,
-    sea_query::{Expr, LockBehavior, LockType, OnConflict, Query},
+    sea_query::{Expr, LockBehavior, LockType, OnConflict, Query, SelectStatement},
 };
 use uuid::Uuid;
 
@@ -98,6 +98,30 @@ pub async fn enqueue(conn: &impl ConnectionTrait, sends: &[Send]) -> StoreResult
         .collect()
 }
 
+/// The sends still waiting for a message, as SQL. Word for word the WHERE of the partial index
+/// `outbox_due_idx`: SQLite uses such an index only for a query that carries its terms, and a
+/// literal (not a bound parameter) lets PostgreSQL's generic plans use it too.
+pub const WAITING: &str = "status IN ('queued', 'deferred')";
+
+/// The first `limit` sends due at `now` and leased to nobody alive, in the order they fell due:
+/// the first rows of `outbox_due_idx`, however long the queue behind them.
+pub fn due(now: DateTime<Utc>, limit: u64) -> SelectStatement {
+    let mut due = Query::select();
+    due.column(entity::Column::Id)
+        .from(entity::Entity)
+        .and_where(Expr::cust(WAITING))
+        .and_where(entity::Column::NextAttemptAt.lte(now))
+        .cond_where(
+            Condition::any().add(entity::Column::LeaseExpiresAt.is_null()).add(entity::Column::LeaseExpiresAt.lt(now)),
+        )
+        .order_by(entity::Column::NextAttemptAt, sea_orm::Order::Asc)
+        .order_by(entity::Column::Id, sea_orm::Order::Asc)
+        .limit(limit)
+        // The SQLite query builder leaves this out.
+        .lock_with_behavior(LockType::Update, LockBehavior::SkipLocked);
+    due
+}
+
 /// Leases up to `limit` due sends to `owner` until `lease_until` and returns them. Rows leased
 /// to another live worker are skipped, without waiting for its lock on PostgreSQL (`SKIP
 /// LOCKED`); SQLite has a single writer, so its claims simply take turns.
@@ -108,25 +132,12 @@ pub async fn claim(
     lease_until: DateTime<Utc>,
     limit: u64,
 ) -> StoreResult<Vec<Send>> {
-    let mut due = Query::select();
-    due.column(entity::Column::Id)
-        .from(entity::Entity)
-        .and_where(entity::Column::Status.is_in([SendStatus::Queued.as_str(), SendStatus::Deferred.as_str()]))
-        .and_where(entity::Column::NextAttemptAt.lte(now))
-        .cond_where(
-            Condition::any().add(entity::Column::LeaseExpiresAt.is_null()).add(entity::Column::LeaseExpiresAt.lt(now)),
-        )
-        .order_by(entity::Column::NextAttemptAt, sea_orm::Order::Asc)
-        .order_by(entity::Column::Id, sea_orm::Order::Asc)
-        .limit(limit)
-        // The SQLite query builder leaves this out.
-        .lock_with_behavior(LockType::Update, LockBehavior::SkipLocked);
     let mut update = Query::update();
     update
         .table(entity::Entity)
         .value(entity::Column::LeaseOwner, owner)
         .value(entity::Column::LeaseExpiresAt, lease_until)
-        .and_where(Expr::col(entity::Column::Id).in_subquery(due))
+        .and_where(Expr::col(entity::Column::Id).in_subquery(due(now, limit)))
         .returning_all();
     let rows = conn.query_all(&update).await?;
     let mut claimed = rows
@@ -392,4 +403,19 @@ fn to_domain(model: entity::Model) -> StoreResult<Send> {
         updated_at: model.updated_at,
         sent_at: model.sent_at,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn waiting_names_exactly_the_statuses_that_are_not_final() {
+        let waiting: Vec<String> = SendStatus::ALL
+            .iter()
+            .filter(|status| !status.is_final())
+            .map(|status| format!("'{}'", status.as_str()))
+            .collect();
+        assert_eq!(WAITING, format!("status IN ({})", waiting.join(", ")));
+    }
 }
