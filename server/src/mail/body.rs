@@ -56,57 +56,50 @@ fn crlf(text: &str) -> String {
     out
 }
 
-fn is_plain(byte: u8) -> bool {
-    matches!(byte, b'\t' | b' '..=b'<' | b'>'..=b'~')
-}
+/// Bytes that stand for themselves in quoted-printable text, by value.
+const PLAIN: [bool; 256] = {
+    let mut plain = [false; 256];
+    let mut byte = b' ';
+    while byte <= b'~' {
+        plain[byte as usize] = byte != b'=';
+        byte += 1;
+    }
+    plain[b'\t' as usize] = true;
+    plain
+};
 
-/// The first byte from `at` (before `end`) that is not plain. Sixteen bytes are checked at a
-/// time without stopping at the first, which the compiler turns into vector instructions: a
-/// byte at a time, this loop was most of the encoding's time.
-fn plain_until(input: &[u8], mut at: usize, end: usize) -> usize {
-    while at + 16 <= end && input[at..at + 16].iter().fold(true, |all, &byte| all & is_plain(byte)) {
-        at += 16;
-    }
-    while at < end && is_plain(input[at]) {
-        at += 1;
-    }
-    at
+fn is_plain(byte: u8) -> bool {
+    PLAIN[usize::from(byte)]
 }
 
 /// Quoted-printable text (CRLF pairs and lone LFs are line breaks, as if `crlf` had run first)
-/// as the `quoted_printable` crate that lettre uses writes it, including where it breaks lines: runs of plain characters are copied up to
-/// two short of the limit, and an escape that does not fit moves to the next line together with
-/// whatever was appended just before it.
+/// as the `quoted_printable` crate that lettre uses writes it, including where it breaks lines:
+/// plain characters are copied while the line has room for them and a soft break, and an escape
+/// that does not fit moves to the next line together with whatever was appended just before it.
+/// A byte at a time: in HTML an `=` (escaped) comes every few characters, so runs of plain
+/// characters are too short for anything cleverer to pay.
 fn quoted_printable(input: &[u8]) -> Vec<u8> {
     let mut out = QuotedPrintable { out: Vec::with_capacity(input.len() + input.len() / 8), on_line: 0, backup: 0 };
     let mut was_cr = false;
-    let mut at = 0;
-    while at < input.len() {
-        let byte = input[at];
-        at += 1;
+    for &byte in input {
         // A CR is a line break with the LF after it, and escaped without one.
         if std::mem::take(&mut was_cr) && byte != b'\n' {
             out.append(b"=0D");
         }
-        if byte == b'\r' {
-            was_cr = true;
-            continue;
+        match byte {
+            b'\r' => was_cr = true,
+            b'\n' => {
+                out.escape_trailing_space();
+                out.out.extend_from_slice(b"\r\n");
+                out.on_line = 0;
+            }
+            _ if out.on_line + 3 <= LIMIT && is_plain(byte) => {
+                out.out.push(byte);
+                out.on_line += 1;
+                out.backup = out.out.len();
+            }
+            _ => out.escape(byte),
         }
-        if byte == b'\n' {
-            out.escape_trailing_space();
-            out.out.extend_from_slice(b"\r\n");
-            out.on_line = 0;
-            continue;
-        }
-        if LIMIT - out.on_line >= 3 && is_plain(byte) {
-            let start = at - 1;
-            at = plain_until(input, at, input.len().min(start + LIMIT - out.on_line - 2));
-            out.out.extend_from_slice(&input[start..at]);
-            out.on_line += at - start;
-            out.backup = out.out.len();
-            continue;
-        }
-        out.escape(byte);
     }
     if was_cr {
         out.append(b"=0D");
