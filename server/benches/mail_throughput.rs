@@ -682,8 +682,13 @@ async fn deliver(
         if let Some(status) = child.try_wait()? {
             bail!("{target}: rapport exited ({status}):\n{}", tail(&log));
         }
-        // Every send must end sent (checked once all are settled), so settled is sent.
-        let sent = MESSAGES - waiting_sends(&monitor).await?;
+        // Every send must end sent (checked once all are settled), so settled is sent. A
+        // deferral would come back within the stall limit and end sent, so it is watched for.
+        let (waiting, deferred) = waiting_sends(&monitor).await?;
+        if deferred > 0 {
+            bail!("{target}: a send was deferred: {}", first_detail(&monitor, "deferred").await);
+        }
+        let sent = MESSAGES - waiting;
         let now = Instant::now();
         if sent > 0 && first_sent.is_none() {
             first_sent = Some((now, sent));
@@ -722,19 +727,25 @@ async fn deliver(
     })
 }
 
-/// How many sends still wait for a message: what the monitor asks ten times a second, so it is
-/// the cheapest count there is (from the partial index of waiting sends), not to take the
-/// database's time from the server being measured.
-async fn waiting_sends(connection: &DatabaseConnection) -> anyhow::Result<usize> {
-    let row = connection
-        .query_one_raw(Statement::from_string(
-            connection.get_database_backend(),
-            format!("select count(*) from outbox where {}", rapport::store::outbox::WAITING),
-        ))
-        .await
-        .context("cannot count the waiting sends")?
-        .context("a count has a row")?;
-    Ok(usize::try_from(row.try_get_by_index::<i64>(0)?)?)
+/// How many sends still wait for a message, and how many of those were deferred: what the
+/// monitor asks ten times a second, so both are counted from the partial index of waiting sends,
+/// not to take the database's time from the server measured.
+async fn waiting_sends(connection: &DatabaseConnection) -> anyhow::Result<(usize, usize)> {
+    let count = |condition: String| async move {
+        let row = connection
+            .query_one_raw(Statement::from_string(
+                connection.get_database_backend(),
+                format!("select count(*) from outbox where {condition}"),
+            ))
+            .await
+            .with_context(|| format!("cannot count the sends where {condition}"))?
+            .context("a count has a row")?;
+        anyhow::Ok(usize::try_from(row.try_get_by_index::<i64>(0)?)?)
+    };
+    Ok((
+        count(rapport::store::outbox::WAITING.to_owned()).await?,
+        count(format!("status = 'deferred' AND {}", rapport::store::outbox::WAITING)).await?,
+    ))
 }
 
 /// How many sends are in each status.

@@ -50,7 +50,7 @@ use crate::{
 
 /// Sends claimed at once. Large enough that the per-batch reads cost little per message, small
 /// enough that a batch is sent well within its lease.
-const BATCH: u64 = 500;
+const BATCH: usize = 500;
 /// How often an idle worker looks for sends queued by other processes (its own wake it).
 const POLL: Duration = Duration::from_secs(1);
 /// Batches in flight at once: one is read while another is being sent.
@@ -64,10 +64,8 @@ const COMPILED_VERSIONS: usize = 64;
 const TEST_TOKEN: &str = "test-message";
 /// How long the settler gathers outcomes after the first before writing them: one write then
 /// settles a few hundred messages instead of a handful, which is most of what a large send asks
-/// of the database. It is also how much this adds to the window below.
+/// of the database. It is also how much this adds to the window the module's notes describe.
 const SETTLE_GATHER: Duration = Duration::from_millis(20);
-/// Outcomes written in one transaction at most.
-const SETTLE_MOST: usize = 2_000;
 /// The longest wait between two tries at writing delivery outcomes.
 const SETTLE_RETRY_CEILING: Duration = Duration::from_secs(10);
 
@@ -258,7 +256,7 @@ impl DeliveryWorker {
         let now = self.services.now();
         let claimed_at = std::time::Instant::now();
         let tx = self.services.db.begin_write().await?;
-        let claimed = store::outbox::claim(&tx, self.owner, now, now + self.lease(), BATCH).await?;
+        let claimed = store::outbox::claim(&tx, self.owner, now, now + self.lease(), BATCH as u64).await?;
         tx.commit().await?;
         if claimed.is_empty() {
             return Ok(0);
@@ -344,7 +342,7 @@ impl DeliveryWorker {
         let owner = self.owner;
         let task = tokio::spawn(async move {
             loop {
-                let outcomes = gather(&mut receiver, SETTLE_GATHER, SETTLE_MOST).await;
+                let outcomes = gather(&mut receiver, SETTLE_GATHER, BATCH).await;
                 if outcomes.is_empty() {
                     break;
                 }

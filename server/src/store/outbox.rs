@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use chrono::{DateTime, Utc};
 use sea_orm::{
     ColumnTrait, Condition, ConnectionTrait, EntityTrait, ExprTrait, FromQueryResult, QueryFilter, QueryOrder,
-    QuerySelect,
+    QuerySelect, QueryTrait,
     sea_query::{Expr, LockBehavior, LockType, OnConflict, Query, SelectStatement},
 };
 use uuid::Uuid;
@@ -98,13 +98,16 @@ pub async fn enqueue(conn: &impl ConnectionTrait, sends: &[Send]) -> StoreResult
         .collect()
 }
 
-/// The sends still waiting for a message, as SQL. Word for word the WHERE of the partial index
-/// `outbox_due_idx`: SQLite uses such an index only for a query that carries its terms, and a
-/// literal (not a bound parameter) lets PostgreSQL's generic plans use it too.
+/// The sends still waiting for a message, as SQL: the condition of the partial index
+/// `outbox_waiting_idx`, with the same literals. SQLite uses such an index only for a query that
+/// carries its terms, and PostgreSQL's generic plans only when the values are not parameters.
 pub const WAITING: &str = "status IN ('queued', 'deferred')";
+/// The sends that are settled, as SQL: the condition of `outbox_settled_idx`, likewise. Partial
+/// so that claims, which ask for waiting statuses, never take it for the index of waiting sends.
+const SETTLED: &str = "status NOT IN ('queued', 'deferred')";
 
 /// The first `limit` sends due at `now` and leased to nobody alive, in the order they fell due:
-/// the first rows of `outbox_due_idx`, however long the queue behind them.
+/// the first rows of `outbox_waiting_idx`, however long the queue behind them.
 pub fn due(now: DateTime<Utc>, limit: u64) -> SelectStatement {
     let mut due = Query::select();
     due.column(entity::Column::Id)
@@ -255,6 +258,16 @@ pub async fn page(
     filter: &SendFilter,
     request: &PageRequest<Uuid>,
 ) -> StoreResult<Page<Send>> {
+    let rows = log_query(filter, request).all(conn).await?;
+    Page::from_rows(rows, request.limit, request.direction).try_map(to_domain)
+}
+
+/// The query of [`page`], as SQL.
+pub fn log(filter: &SendFilter, request: &PageRequest<Uuid>) -> SelectStatement {
+    log_query(filter, request).into_query()
+}
+
+fn log_query(filter: &SendFilter, request: &PageRequest<Uuid>) -> sea_orm::Select<entity::Entity> {
     let mut query = entity::Entity::find();
     if let Some(contact_id) = filter.contact_id {
         query = query.filter(entity::Column::ContactId.eq(contact_id.as_uuid()));
@@ -263,7 +276,9 @@ pub async fn page(
         query = query.filter(entity::Column::EmailId.eq(email_id));
     }
     if let Some(status) = filter.status {
-        query = query.filter(entity::Column::Status.eq(status.as_str()));
+        // The partial index that holds this status, named by its own condition.
+        let held_by = if status.is_final() { SETTLED } else { WAITING };
+        query = query.filter(entity::Column::Status.eq(status.as_str())).filter(Expr::cust(held_by));
     }
     if let Some(after) = request.after {
         query = query.filter(entity::Column::Id.lt(after));
@@ -271,12 +286,11 @@ pub async fn page(
     if let Some(before) = request.before {
         query = query.filter(entity::Column::Id.gt(before));
     }
-    query = match request.direction {
+    match request.direction {
         Direction::Forward => query.order_by_desc(entity::Column::Id),
         Direction::Backward => query.order_by_asc(entity::Column::Id),
-    };
-    let rows = query.limit(request.limit + 1).all(conn).await?;
-    Page::from_rows(rows, request.limit, request.direction).try_map(to_domain)
+    }
+    .limit(request.limit + 1)
 }
 
 /// Every send to one contact, oldest first, for its data export.
@@ -410,12 +424,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn waiting_names_exactly_the_statuses_that_are_not_final() {
+    fn waiting_and_settled_part_the_statuses_where_they_become_final() {
         let waiting: Vec<String> = SendStatus::ALL
             .iter()
             .filter(|status| !status.is_final())
             .map(|status| format!("'{}'", status.as_str()))
             .collect();
         assert_eq!(WAITING, format!("status IN ({})", waiting.join(", ")));
+        assert_eq!(SETTLED, format!("status NOT IN ({})", waiting.join(", ")));
     }
 }
