@@ -28,9 +28,17 @@ fn concurrently(manager: &SchemaManager) -> &'static str {
     if manager.get_database_backend() == DbBackend::Postgres { "CONCURRENTLY " } else { "" }
 }
 
+/// PostgreSQL: one statement at a time (`CONCURRENTLY` refuses a multi-statement string, which
+/// runs as one transaction). SQLite: all in one string, so on one connection: a pooled
+/// connection that has not seen a drop would refuse to create an index of the same name.
 async fn run(manager: &SchemaManager<'_>, statements: &[String]) -> Result<(), DbErr> {
-    for statement in statements {
-        manager.get_connection().execute_unprepared(statement).await?;
+    let connection = manager.get_connection();
+    if manager.get_database_backend() == DbBackend::Postgres {
+        for statement in statements {
+            connection.execute_unprepared(statement).await?;
+        }
+    } else {
+        connection.execute_unprepared(&statements.join(";\n")).await?;
     }
     Ok(())
 }

@@ -67,6 +67,8 @@ const SEED_CONCURRENCY_POSTGRES: usize = 16;
 const SINK_BACKLOG: u32 = 1024;
 /// How often the outbox is counted while Rapport delivers: the resolution of the timings.
 const POLL: Duration = Duration::from_millis(100);
+/// Polls between two looks for deferred sends: about one a second.
+const DEFERRAL_CHECK_EVERY: u32 = 10;
 /// A delivery that settles nothing for this long has stalled, and the run fails.
 const STALL: Duration = Duration::from_secs(60);
 const SINK_START_WAIT: Duration = Duration::from_secs(5);
@@ -677,18 +679,20 @@ async fn deliver(
     let (mut last_sent, mut last_progress) = (0, Instant::now());
     let mut poll = tokio::time::interval(POLL);
     poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut polls = 0_u32;
     let all_sent = loop {
         poll.tick().await;
         if let Some(status) = child.try_wait()? {
             bail!("{target}: rapport exited ({status}):\n{}", tail(&log));
         }
-        // Every send must end sent (checked once all are settled), so settled is sent. A
-        // deferral would come back within the stall limit and end sent, so it is watched for.
-        let (waiting, deferred) = waiting_sends(&monitor).await?;
-        if deferred > 0 {
+        // A deferral would come back within the stall limit and end sent, so it is watched for;
+        // it waits far longer than a second, so a look a second is enough.
+        polls += 1;
+        if polls.is_multiple_of(DEFERRAL_CHECK_EVERY) && deferred_sends(&monitor).await? > 0 {
             bail!("{target}: a send was deferred: {}", first_detail(&monitor, "deferred").await);
         }
-        let sent = MESSAGES - waiting;
+        // Every send must end sent (checked once all are settled), so settled is sent.
+        let sent = MESSAGES - waiting_sends(&monitor).await?;
         let now = Instant::now();
         if sent > 0 && first_sent.is_none() {
             first_sent = Some((now, sent));
@@ -727,25 +731,28 @@ async fn deliver(
     })
 }
 
-/// How many sends still wait for a message, and how many of those were deferred: what the
-/// monitor asks ten times a second, so both are counted from the partial index of waiting sends,
-/// not to take the database's time from the server measured.
-async fn waiting_sends(connection: &DatabaseConnection) -> anyhow::Result<(usize, usize)> {
-    let count = |condition: String| async move {
-        let row = connection
-            .query_one_raw(Statement::from_string(
-                connection.get_database_backend(),
-                format!("select count(*) from outbox where {condition}"),
-            ))
-            .await
-            .with_context(|| format!("cannot count the sends where {condition}"))?
-            .context("a count has a row")?;
-        anyhow::Ok(usize::try_from(row.try_get_by_index::<i64>(0)?)?)
-    };
-    Ok((
-        count(rapport::store::outbox::WAITING.to_owned()).await?,
-        count(format!("status = 'deferred' AND {}", rapport::store::outbox::WAITING)).await?,
-    ))
+/// How many sends still wait for a message: what the monitor asks ten times a second, so it is
+/// counted from the partial index of waiting sends alone, not to take the database's time from
+/// the server measured.
+async fn waiting_sends(connection: &DatabaseConnection) -> anyhow::Result<usize> {
+    count_sends(connection, rapport::store::outbox::WAITING).await
+}
+
+/// How many waiting sends were deferred (which reads each waiting row, so it is asked less often).
+async fn deferred_sends(connection: &DatabaseConnection) -> anyhow::Result<usize> {
+    count_sends(connection, &format!("status = 'deferred' AND {}", rapport::store::outbox::WAITING)).await
+}
+
+async fn count_sends(connection: &DatabaseConnection, condition: &str) -> anyhow::Result<usize> {
+    let row = connection
+        .query_one_raw(Statement::from_string(
+            connection.get_database_backend(),
+            format!("select count(*) from outbox where {condition}"),
+        ))
+        .await
+        .with_context(|| format!("cannot count the sends where {condition}"))?
+        .context("a count has a row")?;
+    Ok(usize::try_from(row.try_get_by_index::<i64>(0)?)?)
 }
 
 /// How many sends are in each status.
