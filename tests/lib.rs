@@ -26,7 +26,7 @@ use rapport::{
     service::{Clock, Services},
     startup::{Application, ServeOptions},
 };
-use sea_orm::{ConnectionTrait, Database};
+use sea_orm::{ConnectOptions, ConnectionTrait, Database, DbBackend, Statement};
 use secrecy::SecretString;
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
@@ -238,6 +238,35 @@ impl Drop for TestApp {
 }
 
 impl TestApp {
+    /// The plan the database would follow for the statement `build` makes for its backend, a line
+    /// per step (SQLite's `EXPLAIN QUERY PLAN` details, PostgreSQL's `EXPLAIN` lines). Test tables
+    /// are nearly empty, where reading a table whole is cheapest, so PostgreSQL is told to prefer
+    /// an index here.
+    pub async fn query_plan(&self, build: impl FnOnce(DbBackend) -> Statement) -> Vec<String> {
+        let mut options = ConnectOptions::new(self.database_url.clone());
+        options.max_connections(1);
+        let db = Database::connect(options).await.expect("test database");
+        let backend = db.get_database_backend();
+        let (prefix, plan_column) = match backend {
+            DbBackend::Sqlite => ("EXPLAIN QUERY PLAN ", 3),
+            _ => {
+                db.execute_unprepared("SET enable_seqscan = off").await.expect("set");
+                ("EXPLAIN ", 0)
+            }
+        };
+        let mut statement = build(backend);
+        statement.sql.insert_str(0, prefix);
+        let plan = db
+            .query_all_raw(statement)
+            .await
+            .expect("explain")
+            .iter()
+            .map(|row| row.try_get_by_index::<String>(plan_column).expect("plan text"))
+            .collect();
+        db.close().await.ok();
+        plan
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.address)
     }

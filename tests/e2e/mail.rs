@@ -707,34 +707,9 @@ on_both_databases! {
             domain::{delivery::SendStatus, page::{Direction, PageRequest}},
             store::outbox::{SendFilter, due, log},
         };
-        use sea_orm::{ConnectOptions, ConnectionTrait, Database, DbBackend, Statement};
-        let mut options = ConnectOptions::new(app.database_url.clone());
-        options.max_connections(1);
-        let db = Database::connect(options).await.expect("test database");
-        let backend = db.get_database_backend();
-        let (prefix, plan_column) = match backend {
-            DbBackend::Sqlite => ("EXPLAIN QUERY PLAN ", 3),
-            _ => {
-                // The table is empty: without this, reading it whole is cheapest.
-                db.execute_unprepared("SET enable_seqscan = off").await.expect("set");
-                ("EXPLAIN ", 0)
-            }
-        };
-        let explain = |mut statement: Statement| {
-            let db = &db;
-            statement.sql.insert_str(0, prefix);
-            async move {
-                db.query_all_raw(statement)
-                    .await
-                    .expect("explain")
-                    .iter()
-                    .map(|row| row.try_get_by_index::<String>(plan_column).expect("plan text"))
-                    .collect::<Vec<String>>()
-            }
-        };
         let unsorted = |plan: &[String]| !plan.iter().any(|line| line.contains("Sort") || line.contains("TEMP B-TREE"));
 
-        let plan = explain(backend.build(&due(chrono::Utc::now(), 500))).await;
+        let plan = app.query_plan(|backend| backend.build(&due(chrono::Utc::now(), 500))).await;
         assert!(plan.iter().any(|line| line.contains("outbox_waiting_idx")), "{plan:#?}");
         assert!(unsorted(&plan), "{plan:#?}");
 
@@ -743,10 +718,9 @@ on_both_databases! {
         let newest = PageRequest { after: None, before: None, limit: 50, direction: Direction::Forward };
         for status in [SendStatus::Failed, SendStatus::Sent] {
             let filter = SendFilter { status: Some(status), ..SendFilter::default() };
-            let plan = explain(backend.build(&log(&filter, &newest))).await;
+            let plan = app.query_plan(|backend| backend.build(&log(&filter, &newest))).await;
             assert!(plan.iter().any(|line| line.contains("outbox_settled_idx")), "{status:?}: {plan:#?}");
             assert!(unsorted(&plan), "{status:?}: {plan:#?}");
         }
-        db.close().await.ok();
     }
 }
