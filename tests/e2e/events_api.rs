@@ -95,6 +95,57 @@ fn big_batch_item(i: usize) -> Value {
     }
 }
 
+/// A write transaction that holds the event writer up: on SQLite it has the one writer
+/// connection, on PostgreSQL a lock that keeps inserts out of `event`.
+async fn hold_the_writer(app: &TestApp) -> sea_orm::DatabaseTransaction {
+    let hold = app.services.database().begin_write().await.expect("write transaction");
+    if app.services.database().backend() == sea_orm::DbBackend::Postgres {
+        hold.execute_unprepared("LOCK TABLE event IN SHARE ROW EXCLUSIVE MODE").await.expect("lock");
+    }
+    hold
+}
+
+/// Waits until the event writer has `writing` requests in its group and `waiting` queued.
+async fn until_writer_has(app: &TestApp, writing: usize, waiting: usize) {
+    let expected = rapport::service::events::WriterLoad { writing, waiting };
+    for _ in 0..500 {
+        if app.services.event_writer_load() == expected {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("the event writer never had {expected:?}: {:?}", app.services.event_writer_load());
+}
+
+/// POSTs events in a task of its own, for requests that wait on the writer.
+fn post_later(app: &TestApp, events: Value) -> tokio::task::JoinHandle<(u16, Value)> {
+    let request = app
+        .client
+        .post(app.url("/v1/events"))
+        .bearer_auth(ADMIN_TOKEN)
+        .header(reqwest::header::CONTENT_TYPE, "application/json")
+        .body(events.to_string());
+    tokio::spawn(async move {
+        let response = request.send().await.expect("request sent");
+        (response.status().as_u16(), response.json().await.expect("JSON body"))
+    })
+}
+
+async fn audit_actions(app: &TestApp, action: &str) -> i64 {
+    let db = Database::connect(&app.database_url).await.expect("test database");
+    let statement = Statement::from_sql_and_values(
+        db.get_database_backend(),
+        match db.get_database_backend() {
+            sea_orm::DbBackend::Postgres => "SELECT COUNT(*) AS n FROM audit_entry WHERE action = $1",
+            _ => "SELECT COUNT(*) AS n FROM audit_entry WHERE action = ?",
+        },
+        [action.into()],
+    );
+    let row = db.query_one_raw(statement).await.expect("count query").expect("one row");
+    db.close().await.ok();
+    row.try_get::<i64>("", "n").expect("a count")
+}
+
 on_both_databases! {
     async fn ten_thousand_events_store_exactly_the_valid_new_ones(app) {
         for n in 0..CONTACTS {
@@ -304,5 +355,64 @@ on_both_databases! {
         assert_eq!((activity["lastEventType"].clone(), activity["eventCount"].clone()), (json!("purchased"), json!(4)));
         let seen = chrono::DateTime::parse_from_rfc3339(activity["lastSeenAt"].as_str().expect("time")).expect("RFC 3339");
         assert!(seen >= before - chrono::Duration::seconds(1), "{activity:#}");
+    }
+
+    async fn requests_that_wait_for_the_writer_are_written_together_each_with_its_own_answer(app) {
+        let id = new_contact(&app, json!({ "externalId": "ann" })).await;
+        let event = |key: &str| json!({ "contact": { "id": id }, "type": "page.viewed", "idempotencyKey": key });
+        let hold = hold_the_writer(&app).await;
+        let first = post_later(&app, json!([event("first")]));
+        until_writer_has(&app, 1, 0).await;
+        // Both name the key "pair", which is stored nowhere yet: the group stores it once.
+        let second = post_later(&app, json!([event("pair"), event("second")]));
+        until_writer_has(&app, 1, 1).await;
+        let third = post_later(&app, json!([event("third"), event("pair")]));
+        until_writer_has(&app, 1, 2).await;
+        let groups_before = app.services.event_groups_written();
+        hold.rollback().await.expect("rollback");
+
+        let (status, first) = first.await.expect("first request");
+        assert_eq!((status, statuses(&first)), (200, vec!["created".to_owned()]), "{first:#}");
+        let (second, third) = (second.await.expect("second request").1, third.await.expect("third request").1);
+        assert_eq!(statuses(&second), ["created", "created"], "{second:#}");
+        assert_eq!(statuses(&third), ["created", "duplicate"], "{third:#}");
+        assert_eq!(third["results"][1]["eventId"], second["results"][0]["eventId"]);
+        assert_eq!((third["created"].clone(), third["duplicates"].clone()), (json!(1), json!(1)));
+        assert_eq!(app.services.event_groups_written() - groups_before, 2, "the first group, then the other two together");
+        assert_eq!(event_rows(&app).await, 4);
+        assert_eq!(audit_actions(&app, "events.tracked").await, 3, "an audit entry per request");
+        assert_eq!(contact_by_external_id(&app, "ann").await["activity"]["eventCount"], 4);
+    }
+
+    async fn a_contact_deleted_while_its_events_waited_rejects_them_and_no_other_request(app) {
+        let ann = new_contact(&app, json!({ "externalId": "ann" })).await;
+        let bob = new_contact(&app, json!({ "externalId": "bob" })).await;
+        let event = |id: &str| json!({ "contact": { "id": id }, "type": "page.viewed" });
+        let hold = hold_the_writer(&app).await;
+        let first = post_later(&app, json!([event(&ann)]));
+        until_writer_has(&app, 1, 0).await;
+        let for_bob = post_later(&app, json!([event(&bob), event(&bob)]));
+        let for_ann = post_later(&app, json!([event(&ann)]));
+        until_writer_has(&app, 1, 2).await;
+        // Bob is deleted after both requests found him, before their group is written.
+        let backend = app.services.database().backend();
+        let sql = match backend {
+            sea_orm::DbBackend::Postgres => "DELETE FROM contact WHERE id = $1",
+            _ => "DELETE FROM contact WHERE id = ?",
+        };
+        let bob_id = uuid::Uuid::parse_str(&bob).expect("uuid");
+        let delete = Statement::from_sql_and_values(backend, sql, [bob_id.into()]);
+        assert_eq!(hold.execute_raw(delete).await.expect("delete").rows_affected(), 1);
+        hold.commit().await.expect("commit");
+
+        assert_eq!(statuses(&first.await.expect("first request").1), ["created"]);
+        let (status, for_bob) = for_bob.await.expect("request for bob");
+        assert_eq!(status, 200, "{for_bob:#}");
+        for result in for_bob["results"].as_array().expect("results") {
+            assert_error_result(result, "NOT_FOUND", None);
+        }
+        assert_eq!(statuses(&for_ann.await.expect("request for ann").1), ["created"]);
+        assert_eq!(event_rows(&app).await, 2);
+        assert_eq!(contact_by_external_id(&app, "ann").await["activity"]["eventCount"], 2);
     }
 }

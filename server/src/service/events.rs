@@ -12,21 +12,21 @@ use uuid::Uuid;
 
 use serde_json::Value;
 
+pub use super::event_writer::WriterLoad;
 use super::{
     Error, RequestContext, Result, Services,
     contacts::{ContactChanges, UpsertKey},
 };
 use crate::{
-    audit::{self, Changes},
     domain::{
         Change,
         access::Permission,
         contact::{ContactId, ContactRef},
         event::{ContactActivity, Event, EventProperties, EventType, IdempotencyKey, TimelineKey},
         key::Key,
-        webhook::WebhookEventType,
     },
-    store::{self, events::Insertion, webhooks::NewMessage},
+    service::event_writer::Submission,
+    store::{self, events::Insertion},
 };
 
 /// Events per `trackEvents` call: GraphQL answers with one object per event.
@@ -281,98 +281,64 @@ impl Services {
     }
 
     /// Stores the events that can be stored, with their audit entry and their contacts' activity,
-    /// in one transaction. Items that failed earlier pass through as errors.
+    /// in one transaction (shared with the batches of other requests: see `event_writer`). Items
+    /// that failed earlier pass through as errors.
     async fn record_events(
         &self,
         ctx: &RequestContext,
         batch: Vec<Result<NewEvent>>,
         now: DateTime<Utc>,
     ) -> Result<Vec<Result<Tracked>>> {
-        let tx = self.db.begin_write().await?;
         let references: Vec<ContactRef> =
             batch.iter().filter_map(|item| item.as_ref().ok().map(|event| event.contact.clone())).collect();
-        let contacts = store::contacts::resolve(&tx, self.db.keys()?, &references).await?;
-
+        // Read outside the write, so that the writer spends its time writing; its foreign key
+        // finds a contact deleted since.
+        let contacts = store::contacts::resolve(self.db.connection(), self.db.keys()?, &references).await?;
         let mut outcomes: Vec<Option<Result<Tracked>>> = Vec::with_capacity(batch.len());
-        let mut to_insert: Vec<Event> = Vec::new();
-        let mut insert_positions: Vec<usize> = Vec::new();
-        // Within one call the first event with a key wins and later ones are its duplicates.
-        let mut first_with_key: HashMap<(Key, IdempotencyKey), usize> = HashMap::new();
-        let mut duplicates_in_batch: Vec<(usize, usize)> = Vec::new();
+        let mut events = Vec::with_capacity(batch.len());
+        let mut positions = Vec::with_capacity(batch.len());
         for (position, item) in batch.into_iter().enumerate() {
-            let event = match item.and_then(|event| with_contact(event, &contacts, now)) {
-                Ok(event) => event,
-                Err(error) => {
-                    outcomes.push(Some(Err(error)));
-                    continue;
-                }
-            };
-            if let Some(key) = &event.idempotency_key {
-                let batch_key = (event.source.clone(), key.clone());
-                if let Some(first) = first_with_key.get(&batch_key) {
-                    duplicates_in_batch.push((position, *first));
+            let resolved = item.and_then(|event| {
+                let reference = event.contact.clone();
+                with_contact(event, &contacts, now).map(|event| (reference, event))
+            });
+            match resolved {
+                Ok(resolved) => {
+                    events.push(resolved);
+                    positions.push(position);
                     outcomes.push(None);
-                    continue;
                 }
-                first_with_key.insert(batch_key, position);
-            }
-            outcomes.push(None);
-            insert_positions.push(position);
-            to_insert.push(event);
-        }
-
-        let insertions = store::events::insert_all(&tx, &to_insert).await?;
-        let mut created_by_contact: HashMap<ContactId, Vec<&Event>> = HashMap::new();
-        for (event, insertion) in to_insert.iter().zip(&insertions) {
-            if matches!(insertion, Insertion::Created(_)) {
-                created_by_contact.entry(event.contact_id).or_default().push(event);
+                Err(error) => outcomes.push(Some(Err(error))),
             }
         }
-        let activity: Vec<ContactActivity> = created_by_contact.into_values().filter_map(ContactActivity::of).collect();
-        store::events::record_activity(&tx, &activity).await?;
-        let endpoints = store::webhooks::endpoints(&tx).await?;
-        if endpoints.iter().any(|endpoint| endpoint.wants(WebhookEventType::EventReceived)) {
-            let received: Vec<NewMessage> = to_insert
-                .iter()
-                .zip(&insertions)
-                .filter(|(_, insertion)| matches!(insertion, Insertion::Created(_)))
-                .map(|(event, _)| received_webhook(event))
-                .collect();
-            store::webhooks::record_for(&tx, &endpoints, received, now).await?;
-        }
-        // One entry per batch, with counts: events are facts about contacts rather than changes
-        // made by the caller, and one entry per event would double every insert.
-        let created = insertions.iter().filter(|insertion| matches!(insertion, Insertion::Created(_))).count();
-        if created > 0 {
-            let rejected = outcomes.iter().filter(|outcome| matches!(outcome, Some(Err(_)))).count();
-            let duplicates = insertions.len() - created + duplicates_in_batch.len();
-            let mut changes = Changes::new();
-            changes
-                .field("created", None, Some(Value::from(created)))
-                .field("duplicates", None, Some(Value::from(duplicates)))
-                .field("rejected", None, Some(Value::from(rejected)));
-            let entry = audit::Entry::new("events.tracked", "event_batch", ctx.request_id.as_str(), changes);
-            audit::append(&tx, ctx, now, entry).await?;
-        }
-        tx.commit().await?;
-
-        let mut stored_ids: HashMap<usize, Uuid> = HashMap::new();
-        for (position, insertion) in insert_positions.into_iter().zip(insertions) {
-            let (tracked, id) = match insertion {
-                Insertion::Created(id) => (Tracked::Created(id), id),
-                Insertion::Duplicate(id) => (Tracked::Duplicate(id), id),
-            };
-            stored_ids.insert(position, id);
-            outcomes[position] = Some(Ok(tracked));
-        }
-        for (position, first) in duplicates_in_batch {
-            outcomes[position] = stored_ids.get(&first).map(|id| Ok(Tracked::Duplicate(*id)));
+        if !events.is_empty() {
+            let rejected = outcomes.len() - events.len();
+            let submission = Submission { ctx: ctx.clone(), now, events, rejected };
+            let written = self.event_writer.write(&self.db, submission).await?;
+            for (position, insertion) in positions.into_iter().zip(written) {
+                outcomes[position] = Some(match insertion {
+                    Some(Insertion::Created(id)) => Ok(Tracked::Created(id)),
+                    Some(Insertion::Duplicate(id)) => Ok(Tracked::Duplicate(id)),
+                    None => Err(Error::NotFound { what: "contact" }),
+                });
+            }
         }
         let results: Vec<Result<Tracked>> =
             outcomes.into_iter().map(|outcome| outcome.unwrap_or_else(|| Err(missing_outcome()))).collect();
         let created = results.iter().filter(|result| matches!(result, Ok(Tracked::Created(_)))).count();
         tracing::info!(created, "events tracked");
         Ok(results)
+    }
+
+    /// Event groups written since the process started: fewer than the requests that tracked
+    /// events when concurrent ones were written together.
+    pub fn event_groups_written(&self) -> u64 {
+        self.event_writer.groups_written()
+    }
+
+    /// The requests whose events are being written, and those waiting for the next group.
+    pub fn event_writer_load(&self) -> WriterLoad {
+        self.event_writer.load()
     }
 
     /// When these contacts were last seen; contacts without events are left out.
@@ -387,23 +353,6 @@ impl Services {
         page: &PageRequest<TimelineKey>,
     ) -> Result<Page<Event>> {
         Ok(store::events::timeline(self.db.connection(), contact_id, event_type, page).await?)
-    }
-}
-
-/// The `event.received` webhook of a stored event: the event as the API shows it.
-fn received_webhook(event: &Event) -> NewMessage {
-    NewMessage {
-        event_type: WebhookEventType::EventReceived,
-        ordering_key: event.contact_id.to_string(),
-        data: serde_json::json!({
-            "eventId": event.id,
-            "contactId": event.contact_id.to_string(),
-            "type": event.event_type.as_str(),
-            "properties": event.properties.as_map(),
-            "occurredAt": event.occurred_at.to_rfc3339(),
-            "receivedAt": event.received_at.to_rfc3339(),
-            "source": event.source.as_str(),
-        }),
     }
 }
 

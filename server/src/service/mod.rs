@@ -10,6 +10,7 @@ pub mod delivery;
 pub mod emails;
 pub mod error;
 pub mod event_items;
+mod event_writer;
 pub mod events;
 pub mod feed;
 pub mod fields;
@@ -65,6 +66,7 @@ pub struct Services {
     public_url: Arc<str>,
     catalog: Arc<catalog::CatalogCache>,
     feed: Arc<feed::ChangeFeed>,
+    event_writer: Arc<event_writer::EventWriter>,
 }
 
 impl Services {
@@ -79,6 +81,7 @@ impl Services {
             public_url: Arc::from(crate::config::Settings::default().public_url.as_str()),
             catalog: Arc::default(),
             feed: Arc::default(),
+            event_writer: Arc::default(),
         }
     }
 

@@ -2,7 +2,7 @@
 //! idempotent: a row whose (source, idempotency key) already exists is skipped by the database
 //! itself, so concurrent retries cannot store an event twice. Activity is upserted once per batch.
 
-use std::collections::HashMap;
+use std::{borrow::Borrow, collections::HashMap};
 
 use chrono::{DateTime, Utc};
 use sea_orm::{
@@ -33,10 +33,26 @@ pub enum Insertion {
     Duplicate(Uuid),
 }
 
+impl Insertion {
+    /// The stored event's id, whichever write stored it.
+    pub fn id(self) -> Uuid {
+        match self {
+            Insertion::Created(id) | Insertion::Duplicate(id) => id,
+        }
+    }
+}
+
 /// Inserts events, skipping those whose idempotency key is already stored, and reports for each
 /// event (in order) whether it was created or was a duplicate. Callers dedupe within a batch.
-pub async fn insert_all(conn: &impl ConnectionTrait, events: &[Event]) -> StoreResult<Vec<Insertion>> {
-    let mut created = std::collections::HashSet::new();
+///
+/// Nothing is returned row by row: a statement that inserted all its rows created them all, and
+/// only one that skipped some reads back which (by their keys), so that the common case spares
+/// the database and the driver a row per event.
+pub async fn insert_all(
+    conn: &impl ConnectionTrait,
+    events: &[impl Borrow<Event>],
+) -> StoreResult<Vec<Insertion>> {
+    let mut insertions = Vec::with_capacity(events.len());
     for chunk in events.chunks(ROWS_PER_STATEMENT) {
         let mut insert = Query::insert();
         insert
@@ -53,9 +69,9 @@ pub async fn insert_all(conn: &impl ConnectionTrait, events: &[Event]) -> StoreR
             ])
             .on_conflict(
                 OnConflict::columns([entity::Column::Source, entity::Column::IdempotencyKey]).do_nothing().to_owned(),
-            )
-            .returning_col(entity::Column::Id);
+            );
         for event in chunk {
+            let event: &Event = event.borrow();
             insert.values_panic([
                 event.id.into(),
                 event.contact_id.as_uuid().into(),
@@ -67,29 +83,34 @@ pub async fn insert_all(conn: &impl ConnectionTrait, events: &[Event]) -> StoreR
                 event.idempotency_key.as_ref().map(|key| key.as_str().to_owned()).into(),
             ]);
         }
-        for row in conn.query_all(&insert).await? {
-            created.insert(row.try_get::<Uuid>("", "id")?);
+        let inserted = conn.execute(&insert).await?.rows_affected();
+        let chunk: Vec<&Event> = chunk.iter().map(|event| event.borrow()).collect();
+        if inserted == chunk.len() as u64 {
+            insertions.extend(chunk.iter().map(|event| Insertion::Created(event.id)));
+        } else {
+            insertions.extend(skipped_or_not(conn, &chunk).await?);
         }
     }
-    // Only an event with an idempotency key can be skipped by the conflict clause.
-    let skipped: Vec<(&Key, &IdempotencyKey)> = events
-        .iter()
-        .filter(|event| !created.contains(&event.id))
-        .filter_map(|event| event.idempotency_key.as_ref().map(|key| (&event.source, key)))
-        .collect();
-    let existing = stored_ids(conn, &skipped).await?;
+    Ok(insertions)
+}
+
+/// For events some of which an insert skipped: each one's own id if it was stored, else the id
+/// of the event stored before with its key. Only an event with a key can have been skipped.
+async fn skipped_or_not(conn: &impl ConnectionTrait, events: &[&Event]) -> StoreResult<Vec<Insertion>> {
+    let keyed: Vec<(&Key, &IdempotencyKey)> =
+        events.iter().filter_map(|event| event.idempotency_key.as_ref().map(|key| (&event.source, key))).collect();
+    let stored = stored_ids(conn, &keyed).await?;
     events
         .iter()
         .map(|event| {
-            if created.contains(&event.id) {
+            let Some(key) = &event.idempotency_key else {
                 return Ok(Insertion::Created(event.id));
+            };
+            match stored.get(&(event.source.clone(), key.clone())) {
+                Some(id) if *id == event.id => Ok(Insertion::Created(event.id)),
+                Some(id) => Ok(Insertion::Duplicate(*id)),
+                None => Err(StoreError::Corrupt { table: "event", column: "idempotency_key" }),
             }
-            event
-                .idempotency_key
-                .as_ref()
-                .and_then(|key| existing.get(&(event.source.clone(), key.clone())))
-                .map(|id| Insertion::Duplicate(*id))
-                .ok_or(StoreError::Corrupt { table: "event", column: "idempotency_key" })
         })
         .collect()
 }
