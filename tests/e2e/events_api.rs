@@ -2,6 +2,7 @@
 //! one result per event, duplicates by idempotency key, contacts created on the fly, contact
 //! changes carried by events ("identify"), last-seen data, and the request-level refusals.
 
+use rapport::service::events::parallel_writers;
 use rapport_e2e::{ADMIN_TOKEN, TestApp, on_both_databases};
 use sea_orm::{ConnectionTrait, Database, Statement};
 use serde_json::{Value, json};
@@ -360,40 +361,51 @@ on_both_databases! {
     async fn requests_that_wait_for_the_writer_are_written_together_each_with_its_own_answer(app) {
         let id = new_contact(&app, json!({ "externalId": "ann" })).await;
         let event = |key: &str| json!({ "contact": { "id": id }, "type": "page.viewed", "idempotencyKey": key });
+        let writers = parallel_writers(app.services.database().backend());
         let hold = hold_the_writer(&app).await;
-        let first = post_later(&app, json!([event("first")]));
-        until_writer_has(&app, 1, 0).await;
+        let mut firsts = Vec::new();
+        for n in 0..writers {
+            firsts.push(post_later(&app, json!([event(&format!("first-{n}"))])));
+            until_writer_has(&app, n + 1, 0).await;
+        }
         // Both name the key "pair", which is stored nowhere yet: the group stores it once.
         let second = post_later(&app, json!([event("pair"), event("second")]));
-        until_writer_has(&app, 1, 1).await;
+        until_writer_has(&app, writers, 1).await;
         let third = post_later(&app, json!([event("third"), event("pair")]));
-        until_writer_has(&app, 1, 2).await;
+        until_writer_has(&app, writers, 2).await;
         let groups_before = app.services.event_groups_written();
         hold.rollback().await.expect("rollback");
 
-        let (status, first) = first.await.expect("first request");
-        assert_eq!((status, statuses(&first)), (200, vec!["created".to_owned()]), "{first:#}");
+        for first in firsts {
+            let (status, first) = first.await.expect("first request");
+            assert_eq!((status, statuses(&first)), (200, vec!["created".to_owned()]), "{first:#}");
+        }
         let (second, third) = (second.await.expect("second request").1, third.await.expect("third request").1);
         assert_eq!(statuses(&second), ["created", "created"], "{second:#}");
         assert_eq!(statuses(&third), ["created", "duplicate"], "{third:#}");
         assert_eq!(third["results"][1]["eventId"], second["results"][0]["eventId"]);
         assert_eq!((third["created"].clone(), third["duplicates"].clone()), (json!(1), json!(1)));
-        assert_eq!(app.services.event_groups_written() - groups_before, 2, "the first group, then the other two together");
-        assert_eq!(event_rows(&app).await, 4);
-        assert_eq!(audit_actions(&app, "events.tracked").await, 3, "an audit entry per request");
-        assert_eq!(contact_by_external_id(&app, "ann").await["activity"]["eventCount"], 4);
+        let groups = app.services.event_groups_written() - groups_before;
+        assert_eq!(groups, writers as u64 + 1, "the first groups, then the other two requests together");
+        assert_eq!(event_rows(&app).await, writers as i64 + 3);
+        assert_eq!(audit_actions(&app, "events.tracked").await, writers as i64 + 2, "an audit entry per request");
+        assert_eq!(contact_by_external_id(&app, "ann").await["activity"]["eventCount"], writers + 3);
     }
 
     async fn a_contact_deleted_while_its_events_waited_rejects_them_and_no_other_request(app) {
         let ann = new_contact(&app, json!({ "externalId": "ann" })).await;
         let bob = new_contact(&app, json!({ "externalId": "bob" })).await;
         let event = |id: &str| json!({ "contact": { "id": id }, "type": "page.viewed" });
+        let writers = parallel_writers(app.services.database().backend());
         let hold = hold_the_writer(&app).await;
-        let first = post_later(&app, json!([event(&ann)]));
-        until_writer_has(&app, 1, 0).await;
+        let mut firsts = Vec::new();
+        for n in 0..writers {
+            firsts.push(post_later(&app, json!([event(&ann)])));
+            until_writer_has(&app, n + 1, 0).await;
+        }
         let for_bob = post_later(&app, json!([event(&bob), event(&bob)]));
         let for_ann = post_later(&app, json!([event(&ann)]));
-        until_writer_has(&app, 1, 2).await;
+        until_writer_has(&app, writers, 2).await;
         // Bob is deleted after both requests found him, before their group is written.
         let backend = app.services.database().backend();
         let sql = match backend {
@@ -405,14 +417,16 @@ on_both_databases! {
         assert_eq!(hold.execute_raw(delete).await.expect("delete").rows_affected(), 1);
         hold.commit().await.expect("commit");
 
-        assert_eq!(statuses(&first.await.expect("first request").1), ["created"]);
+        for first in firsts {
+            assert_eq!(statuses(&first.await.expect("first request").1), ["created"]);
+        }
         let (status, for_bob) = for_bob.await.expect("request for bob");
         assert_eq!(status, 200, "{for_bob:#}");
         for result in for_bob["results"].as_array().expect("results") {
             assert_error_result(result, "NOT_FOUND", None);
         }
         assert_eq!(statuses(&for_ann.await.expect("request for ann").1), ["created"]);
-        assert_eq!(event_rows(&app).await, 2);
-        assert_eq!(contact_by_external_id(&app, "ann").await["activity"]["eventCount"], 2);
+        assert_eq!(event_rows(&app).await, writers as i64 + 1);
+        assert_eq!(contact_by_external_id(&app, "ann").await["activity"]["eventCount"], writers + 1);
     }
 }

@@ -21,6 +21,7 @@ use std::{
 };
 
 use chrono::{DateTime, Utc};
+use sea_orm::DbBackend;
 use serde_json::Value;
 use tokio::sync::oneshot;
 
@@ -64,18 +65,29 @@ struct Queued {
 #[derive(Default)]
 struct Queue {
     waiting: Vec<Queued>,
-    writing: bool,
-    /// Requests in the group being written.
-    in_group: usize,
+    /// Tasks writing a group, at most `parallel_writers`.
+    writers: usize,
+    /// Requests in the groups being written.
+    in_groups: usize,
 }
 
 /// What the writer has on hand.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WriterLoad {
-    /// Requests in the group being written.
+    /// Requests in the groups being written.
     pub writing: usize,
     /// Requests waiting for the next group.
     pub waiting: usize,
+}
+
+/// Groups written at once. SQLite has one writer anyway. PostgreSQL inserts on several cores at
+/// once, so a second group writes its events while the first commits; the two then queue only on
+/// the rows both touch (contact activity, the audit chain's head).
+pub fn parallel_writers(backend: DbBackend) -> usize {
+    match backend {
+        DbBackend::Sqlite => 1,
+        _ => 2,
+    }
 }
 
 #[derive(Default)]
@@ -91,7 +103,11 @@ impl EventWriter {
         let start = {
             let mut queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
             queue.waiting.push(Queued { submission, reply });
-            !std::mem::replace(&mut queue.writing, true)
+            let start = queue.writers < parallel_writers(db.backend());
+            if start {
+                queue.writers += 1;
+            }
+            start
         };
         if start {
             // A task of its own: a request that goes away (its client hung up) must not take the
@@ -108,21 +124,25 @@ impl EventWriter {
 
     pub fn load(&self) -> WriterLoad {
         let queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
-        WriterLoad { writing: queue.in_group, waiting: queue.waiting.len() }
+        WriterLoad { writing: queue.in_groups, waiting: queue.waiting.len() }
     }
 
     async fn drain(self: Arc<Self>, db: Database) {
-        let _stopped = StopGuard(&self);
+        let mut guard = StopGuard { writer: &self, in_group: 0 };
         loop {
             let group = {
                 let mut queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
+                queue.in_groups -= guard.in_group;
                 if queue.waiting.is_empty() {
-                    queue.writing = false;
-                    queue.in_group = 0;
+                    // Counted out under the lock that saw the queue empty, so that a request
+                    // arriving now starts a writer of its own; the guard is for panics only.
+                    queue.writers -= 1;
+                    std::mem::forget(guard);
                     return;
                 }
                 let group = next_group(&mut queue.waiting);
-                queue.in_group = group.len();
+                guard.in_group = group.len();
+                queue.in_groups += group.len();
                 group
             };
             write_group(&db, group).await;
@@ -131,17 +151,21 @@ impl EventWriter {
     }
 }
 
-/// Should the writing task panic, the requests still waiting are answered with an error (their
-/// replies dropped) and the next request starts a writer again, instead of waiting forever.
-struct StopGuard<'a>(&'a EventWriter);
+/// Should a writing task panic, its group is answered with an error (their replies dropped), and
+/// so are the requests still waiting if no other task is writing; the next request starts a
+/// writer again, instead of waiting forever.
+struct StopGuard<'a> {
+    writer: &'a EventWriter,
+    in_group: usize,
+}
 
 impl Drop for StopGuard<'_> {
     fn drop(&mut self) {
-        if std::thread::panicking() {
-            let mut queue = self.0.queue.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut queue = self.writer.queue.lock().unwrap_or_else(PoisonError::into_inner);
+        queue.writers -= 1;
+        queue.in_groups -= self.in_group;
+        if queue.writers == 0 {
             queue.waiting.clear();
-            queue.writing = false;
-            queue.in_group = 0;
         }
     }
 }

@@ -12,7 +12,7 @@ use uuid::Uuid;
 
 use serde_json::Value;
 
-pub use super::event_writer::WriterLoad;
+pub use super::event_writer::{WriterLoad, parallel_writers};
 use super::{
     Error, RequestContext, Result, Services,
     contacts::{ContactChanges, UpsertKey},

@@ -48,10 +48,7 @@ impl Insertion {
 /// Nothing is returned row by row: a statement that inserted all its rows created them all, and
 /// only one that skipped some reads back which (by their keys), so that the common case spares
 /// the database and the driver a row per event.
-pub async fn insert_all(
-    conn: &impl ConnectionTrait,
-    events: &[impl Borrow<Event>],
-) -> StoreResult<Vec<Insertion>> {
+pub async fn insert_all(conn: &impl ConnectionTrait, events: &[impl Borrow<Event>]) -> StoreResult<Vec<Insertion>> {
     let mut insertions = Vec::with_capacity(events.len());
     for chunk in events.chunks(ROWS_PER_STATEMENT) {
         let mut insert = Query::insert();
