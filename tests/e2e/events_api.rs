@@ -41,8 +41,13 @@ fn statuses(answer: &Value) -> Vec<String> {
 }
 
 async fn event_rows(app: &TestApp) -> i64 {
+    count(app, "SELECT COUNT(*) AS n FROM event").await
+}
+
+/// The count `sql` (a query for `COUNT(*) AS n`) gives.
+async fn count(app: &TestApp, sql: &str) -> i64 {
     let db = Database::connect(&app.database_url).await.expect("test database");
-    let statement = Statement::from_string(db.get_database_backend(), "SELECT COUNT(*) AS n FROM event");
+    let statement = Statement::from_string(db.get_database_backend(), sql);
     let row = db.query_one_raw(statement).await.expect("count query").expect("one row");
     db.close().await.ok();
     row.try_get::<i64>("", "n").expect("a count")
@@ -130,21 +135,6 @@ fn post_later(app: &TestApp, events: Value) -> tokio::task::JoinHandle<(u16, Val
         let response = request.send().await.expect("request sent");
         (response.status().as_u16(), response.json().await.expect("JSON body"))
     })
-}
-
-async fn audit_actions(app: &TestApp, action: &str) -> i64 {
-    let db = Database::connect(&app.database_url).await.expect("test database");
-    let statement = Statement::from_sql_and_values(
-        db.get_database_backend(),
-        match db.get_database_backend() {
-            sea_orm::DbBackend::Postgres => "SELECT COUNT(*) AS n FROM audit_entry WHERE action = $1",
-            _ => "SELECT COUNT(*) AS n FROM audit_entry WHERE action = ?",
-        },
-        [action.into()],
-    );
-    let row = db.query_one_raw(statement).await.expect("count query").expect("one row");
-    db.close().await.ok();
-    row.try_get::<i64>("", "n").expect("a count")
 }
 
 on_both_databases! {
@@ -388,7 +378,8 @@ on_both_databases! {
         let groups = app.services.event_groups_written() - groups_before;
         assert_eq!(groups, writers as u64 + 1, "the first groups, then the other two requests together");
         assert_eq!(event_rows(&app).await, writers as i64 + 3);
-        assert_eq!(audit_actions(&app, "events.tracked").await, writers as i64 + 2, "an audit entry per request");
+        let audited = count(&app, "SELECT COUNT(*) AS n FROM audit_entry WHERE action = 'events.tracked'").await;
+        assert_eq!(audited, writers as i64 + 2, "an audit entry per request");
         assert_eq!(contact_by_external_id(&app, "ann").await["activity"]["eventCount"], writers + 3);
     }
 
