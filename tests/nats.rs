@@ -121,6 +121,28 @@ impl TestStream {
         sequences
     }
 
+    /// Publishes one body, again while JetStream answers that no stream takes its subject: a
+    /// restarted broker answers for its streams before it listens on their subjects again, and a
+    /// publish nobody received was not stored, so sending it again stores it once.
+    pub async fn publish_once_listening(&self, body: String, patience: Duration) -> u64 {
+        let deadline = tokio::time::Instant::now() + patience;
+        loop {
+            let ack =
+                self.context.publish(self.settings.subject.clone(), body.clone().into()).await.expect("published");
+            match ack.await {
+                Ok(ack) => return ack.sequence,
+                Err(error) if error.kind() == jetstream::context::PublishErrorKind::StreamNotFound => {
+                    assert!(
+                        tokio::time::Instant::now() < deadline,
+                        "the stream did not take its subject again: {error}"
+                    );
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(error) => panic!("JetStream acknowledged: {error}"),
+            }
+        }
+    }
+
     pub async fn consumer(&self) -> PullConsumer {
         self.context
             .get_stream(&self.settings.stream)

@@ -129,12 +129,9 @@ on_both_databases! {
         // publishes the rest.
         let stream = TestStream::connect(nats.clone()).await;
         // JetStream reads its streams back from disk after it starts listening.
-        let deadline = tokio::time::Instant::now() + PATIENCE;
-        while stream.context.get_stream(&nats.stream).await.is_err() {
-            assert!(tokio::time::Instant::now() < deadline, "the stream did not come back after the restart");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        stream.publish_all((100..200).map(event)).await;
+        let (_, first_after_restart) = event(100);
+        stream.publish_once_listening(first_after_restart, PATIENCE).await;
+        stream.publish_all((101..200).map(event)).await;
         let status = wait_for_status(&consumer, |status| status["stored"] == 200).await;
         assert_eq!(status["status"], "consuming");
         assert_eq!(stored_events(&app).await, 200);
