@@ -10,6 +10,7 @@ use std::{
 
 use anyhow::{Context, anyhow, bail};
 use migration::{Migrator, MigratorTrait};
+use sea_orm::DbBackend;
 use secrecy::{ExposeSecret, SecretString};
 use tokio::net::TcpListener;
 
@@ -462,8 +463,50 @@ impl ImportProgressDisplay {
     }
 }
 
-/// Applies pending migrations, reporting each one as it goes.
+/// The PostgreSQL advisory lock that one migrating process holds, so that servers started
+/// together on one database migrate it one after the other: the second finds nothing pending
+/// instead of applying the same migration again and failing.
+pub const MIGRATION_LOCK: i64 = 0x7261_7070_6f72_7401;
+
+/// Applies pending migrations, reporting each one as it goes. On PostgreSQL it first takes
+/// `MIGRATION_LOCK` (waiting, and saying so, while another process holds it). SQLite has no
+/// such lock, and a SQLite file is meant to be served by one process.
 pub async fn migrate(database: &Database) -> anyhow::Result<()> {
+    use sea_orm::sqlx;
+
+    let connection = database.connection();
+    if connection.get_database_backend() != DbBackend::Postgres {
+        return apply_pending(database).await;
+    }
+    // A session lock on a connection of its own, outside any transaction, and asked for again
+    // until it is free rather than waited for in one statement: a transaction open here (a
+    // waiting statement is one) would hold back the migrations that build indexes
+    // CONCURRENTLY, which wait for every transaction older than themselves, and so the very
+    // process this one waits for. Closing the connection releases the lock; so does the end
+    // of the process.
+    let mut lock = connection.get_postgres_connection_pool().acquire().await.context("cannot reach the database")?;
+    let mut told = false;
+    loop {
+        let free: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+            .bind(MIGRATION_LOCK)
+            .fetch_one(&mut *lock)
+            .await
+            .context("cannot take the migration lock")?;
+        if free {
+            break;
+        }
+        if !told {
+            tracing::info!("another process is migrating this database; waiting for it");
+            told = true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let applied = apply_pending(database).await;
+    lock.close().await.context("cannot release the migration lock")?;
+    applied
+}
+
+async fn apply_pending(database: &Database) -> anyhow::Result<()> {
     let connection = database.connection();
     let pending = Migrator::get_pending_migrations(connection).await.context("cannot read the migration state")?;
     if pending.is_empty() {

@@ -9,6 +9,7 @@ use std::{
 };
 
 use crate::rapport_binary;
+use rapport_e2e::{Backend, Storage};
 use tokio::{
     io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader},
     net::TcpStream,
@@ -175,6 +176,66 @@ fn migrate_creates_the_default_sqlite_file_and_is_repeatable() {
     let second = rapport(dir.path(), &["migrate"], &[("NO_COLOR", "1")]);
     assert!(second.status.success());
     assert!(String::from_utf8_lossy(&second.stderr).contains("up to date"));
+}
+
+/// Servers started together on one new PostgreSQL database (a deployment's replicas, say):
+/// one migrates while the others wait for it and then find nothing left to apply.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn servers_started_together_on_one_postgresql_migrate_it_once() {
+    use migration::{Migrator, MigratorTrait};
+    use sea_orm::{ConnectionTrait, Statement};
+
+    let storage = Storage::create(Backend::Postgres).await;
+    let url = storage.url();
+    let database = sea_orm::Database::connect(&url).await.expect("test database");
+    // Held here, the lock stands for a first server still migrating.
+    let mut migrating = database.get_postgres_connection_pool().acquire().await.unwrap();
+    sea_orm::sqlx::query("SELECT pg_advisory_lock($1)")
+        .bind(rapport::startup::MIGRATION_LOCK)
+        .execute(&mut *migrating)
+        .await
+        .unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let master_key = rapport::crypto::MasterKey::generate().to_base64();
+    let env = [
+        ("RAPPORT_DATABASE_URL", url.as_str()),
+        ("RAPPORT_MASTER_KEY", master_key.as_str()),
+        ("RAPPORT_ADMIN_TOKEN", "t0ken"),
+        ("RAPPORT_LISTEN", "127.0.0.1:0"),
+    ];
+    let mut servers = [Server::start(dir.path(), &[], &env), Server::start(dir.path(), &[], &env)];
+    for server in &mut servers {
+        server.wait_for("another process is migrating this database; waiting for it").await;
+    }
+    let migrated = Statement::from_string(
+        database.get_database_backend(),
+        "SELECT COUNT(*) FROM information_schema.tables WHERE table_name = 'seaql_migrations'",
+    );
+    let tables = |row: Option<sea_orm::QueryResult>| row.unwrap().try_get_by_index::<i64>(0).unwrap();
+    assert_eq!(
+        tables(database.query_one_raw(migrated.clone()).await.unwrap()),
+        0,
+        "nobody migrates while the lock is held"
+    );
+    migrating.close().await.unwrap();
+
+    for server in &mut servers {
+        let address = server.address().await;
+        let ready: serde_json::Value =
+            reqwest::get(format!("http://{address}/readyz")).await.unwrap().json().await.unwrap();
+        assert_eq!(ready["status"], "ready");
+    }
+    let applied = Statement::from_string(database.get_database_backend(), "SELECT COUNT(*) FROM seaql_migrations");
+    assert_eq!(tables(database.query_one_raw(applied).await.unwrap()), Migrator::migrations().len() as i64);
+    let migrating_logs =
+        servers.iter().filter(|server| server.log.iter().any(|line| line.contains("applying migration 1 of"))).count();
+    assert_eq!(migrating_logs, 1, "one server applied the migrations, the other found them applied");
+    for server in &mut servers {
+        server.terminate();
+        assert_eq!(server.exit_code().await, Some(0), "{}", server.log.join("\n"));
+    }
+    database.close().await.ok();
 }
 
 #[tokio::test]
