@@ -11,7 +11,7 @@ use std::collections::{HashMap, HashSet};
 use chrono::{DateTime, NaiveDate, Utc};
 use sea_orm::{
     ActiveValue::Set,
-    ColumnTrait, Condition, ConnectionTrait, EntityTrait, ExprTrait, QueryFilter, QueryOrder, QuerySelect,
+    ColumnTrait, Condition, ConnectionTrait, EntityTrait, ExprTrait, QueryFilter, QueryOrder, QuerySelect, QueryTrait,
     sea_query::{Expr, OnConflict, Query, SelectStatement},
 };
 use uuid::Uuid;
@@ -22,7 +22,7 @@ use super::{
         consent, consent_change, contact as entity, contact_attribute as attribute, erased_address, event,
         field_definition, import_contact, topic, topic_subscription,
     },
-    keys,
+    execute_in_turn, keys,
 };
 use crate::crypto::{DataKey, KeyRing, WrappedKey};
 use crate::domain::{
@@ -486,10 +486,9 @@ fn changed_attribute_rows(
 }
 
 async fn upsert_attribute_rows(conn: &impl ConnectionTrait, rows: Vec<attribute::ActiveModel>) -> StoreResult<()> {
-    let mut rows = rows.into_iter().peekable();
-    while rows.peek().is_some() {
-        let chunk: Vec<attribute::ActiveModel> = rows.by_ref().take(ROWS_PER_STATEMENT).collect();
-        attribute::Entity::insert_many(chunk)
+    let backend = conn.get_database_backend();
+    let upserts = rows.chunks(ROWS_PER_STATEMENT).map(|chunk| {
+        attribute::Entity::insert_many(chunk.to_vec())
             .on_conflict(
                 OnConflict::columns([attribute::Column::ContactId, attribute::Column::FieldKey])
                     .update_columns([
@@ -501,9 +500,9 @@ async fn upsert_attribute_rows(conn: &impl ConnectionTrait, rows: Vec<attribute:
                     ])
                     .to_owned(),
             )
-            .exec_without_returning(conn)
-            .await?;
-    }
+            .build(backend)
+    });
+    execute_in_turn(conn, upserts).await?;
     Ok(())
 }
 
@@ -649,9 +648,10 @@ pub async fn insert_many(
             .map_or_else(|| key.wrap(&keys.masters, &contact.id.as_uuid().to_string()), |ahead| ahead.wrapped.clone());
         wrapped_keys.push((contact.id.as_uuid(), wrapped));
     }
-    for chunk in rows.chunks(ROWS_PER_STATEMENT) {
-        entity::Entity::insert_many(chunk.to_vec()).exec_without_returning(conn).await?;
-    }
+    let backend = conn.get_database_backend();
+    let inserts =
+        rows.chunks(ROWS_PER_STATEMENT).map(|chunk| entity::Entity::insert_many(chunk.to_vec()).build(backend));
+    execute_in_turn(conn, inserts).await?;
     keys::store_many(conn, &wrapped_keys).await?;
     upsert_attribute_rows(conn, attribute_rows).await
 }

@@ -6,7 +6,7 @@ use std::{borrow::Borrow, collections::HashMap};
 
 use chrono::{DateTime, Utc};
 use sea_orm::{
-    ColumnTrait, Condition, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
+    ColumnTrait, Condition, ConnectionTrait, DbBackend, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Statement,
     sea_query::{Expr, OnConflict, Query},
 };
 use uuid::Uuid;
@@ -14,6 +14,7 @@ use uuid::Uuid;
 use super::{
     StoreError, StoreResult,
     entity::{contact_activity as activity, event as entity},
+    execute_in_turn,
 };
 use crate::domain::{
     contact::ContactId,
@@ -49,46 +50,52 @@ impl Insertion {
 /// only one that skipped some reads back which (by their keys), so that the common case spares
 /// the database and the driver a row per event.
 pub async fn insert_all(conn: &impl ConnectionTrait, events: &[impl Borrow<Event>]) -> StoreResult<Vec<Insertion>> {
+    let backend = conn.get_database_backend();
+    let chunks: Vec<Vec<&Event>> =
+        events.chunks(ROWS_PER_STATEMENT).map(|chunk| chunk.iter().map(|event| event.borrow()).collect()).collect();
+    let inserted = execute_in_turn(conn, chunks.iter().map(|chunk| insert_statement(backend, chunk))).await?;
     let mut insertions = Vec::with_capacity(events.len());
-    for chunk in events.chunks(ROWS_PER_STATEMENT) {
-        let mut insert = Query::insert();
-        insert
-            .into_table(entity::Entity)
-            .columns([
-                entity::Column::Id,
-                entity::Column::ContactId,
-                entity::Column::EventType,
-                entity::Column::Properties,
-                entity::Column::OccurredAt,
-                entity::Column::ReceivedAt,
-                entity::Column::Source,
-                entity::Column::IdempotencyKey,
-            ])
-            .on_conflict(
-                OnConflict::columns([entity::Column::Source, entity::Column::IdempotencyKey]).do_nothing().to_owned(),
-            );
-        for event in chunk {
-            let event: &Event = event.borrow();
-            insert.values_panic([
-                event.id.into(),
-                event.contact_id.as_uuid().into(),
-                event.event_type.as_str().into(),
-                event.properties.clone().into_value().into(),
-                event.occurred_at.into(),
-                event.received_at.into(),
-                event.source.as_str().into(),
-                event.idempotency_key.as_ref().map(|key| key.as_str().to_owned()).into(),
-            ]);
-        }
-        let inserted = conn.execute(&insert).await?.rows_affected();
-        let chunk: Vec<&Event> = chunk.iter().map(|event| event.borrow()).collect();
+    for (chunk, inserted) in chunks.iter().zip(inserted) {
         if inserted == chunk.len() as u64 {
             insertions.extend(chunk.iter().map(|event| Insertion::Created(event.id)));
         } else {
-            insertions.extend(skipped_or_not(conn, &chunk).await?);
+            insertions.extend(skipped_or_not(conn, chunk).await?);
         }
     }
     Ok(insertions)
+}
+
+/// One multi-row INSERT of `events` that skips those whose idempotency key is stored.
+fn insert_statement(backend: DbBackend, events: &[&Event]) -> Statement {
+    let mut insert = Query::insert();
+    insert
+        .into_table(entity::Entity)
+        .columns([
+            entity::Column::Id,
+            entity::Column::ContactId,
+            entity::Column::EventType,
+            entity::Column::Properties,
+            entity::Column::OccurredAt,
+            entity::Column::ReceivedAt,
+            entity::Column::Source,
+            entity::Column::IdempotencyKey,
+        ])
+        .on_conflict(
+            OnConflict::columns([entity::Column::Source, entity::Column::IdempotencyKey]).do_nothing().to_owned(),
+        );
+    for event in events {
+        insert.values_panic([
+            event.id.into(),
+            event.contact_id.as_uuid().into(),
+            event.event_type.as_str().into(),
+            event.properties.clone().into_value().into(),
+            event.occurred_at.into(),
+            event.received_at.into(),
+            event.source.as_str().into(),
+            event.idempotency_key.as_ref().map(|key| key.as_str().to_owned()).into(),
+        ]);
+    }
+    backend.build(&insert)
 }
 
 /// For events some of which an insert skipped: each one's own id if it was stored, else the id
