@@ -502,8 +502,10 @@ pub async fn migrate(database: &Database) -> anyhow::Result<()> {
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
     let applied = apply_pending(database).await;
-    lock.close().await.context("cannot release the migration lock")?;
-    applied
+    // A failed migration is the error to report, whether or not the lock was released cleanly.
+    let released = lock.close().await;
+    applied?;
+    released.context("cannot release the migration lock")
 }
 
 async fn apply_pending(database: &Database) -> anyhow::Result<()> {

@@ -213,11 +213,7 @@ async fn servers_started_together_on_one_postgresql_migrate_it_once() {
         "SELECT COUNT(*) FROM information_schema.tables WHERE table_name = 'seaql_migrations'",
     );
     let tables = |row: Option<sea_orm::QueryResult>| row.unwrap().try_get_by_index::<i64>(0).unwrap();
-    assert_eq!(
-        tables(database.query_one_raw(migrated.clone()).await.unwrap()),
-        0,
-        "nobody migrates while the lock is held"
-    );
+    assert_eq!(tables(database.query_one_raw(migrated).await.unwrap()), 0, "nobody migrates while the lock is held");
     migrating.close().await.unwrap();
 
     for server in &mut servers {
