@@ -1,6 +1,9 @@
 //! Group commit for events. Requests parse their events and resolve their contacts on their own,
 //! side by side; the writing is done by one task at a time, which takes every batch handed in
-//! while it was busy and writes them all in one transaction.
+//! while it was busy and writes them all in one transaction. Batches handed in while that group's
+//! events are inserted join it, up to a bound, so that under steady load groups stay whole rather
+//! than alternating between a large one and a small one made of the few that came in meanwhile
+//! (each group pays for the index pages of all its contacts: BENCHMARKS.md, events_ingest).
 //!
 //! Why: a transaction's cost is mostly the index pages it dirties, each logged once per commit
 //! however many rows it took. On SQLite a batch of 1,000 events over 1,000 contacts dirties about
@@ -12,8 +15,7 @@
 //! again one request at a time, so that one request's failure never fails another's.
 
 use std::{
-    borrow::Cow,
-    collections::HashMap,
+    collections::{HashMap, HashSet, hash_map::Entry},
     sync::{
         Arc, Mutex, PoisonError,
         atomic::{AtomicU64, Ordering},
@@ -140,14 +142,26 @@ impl EventWriter {
                     std::mem::forget(guard);
                     return;
                 }
-                let group = next_group(&mut queue.waiting);
+                let group = take_waiting(&mut queue.waiting, MAX_GROUP_EVENTS, true);
                 guard.in_group = group.len();
                 queue.in_groups += group.len();
                 group
             };
-            write_group(&db, group).await;
+            let in_group = &mut guard.in_group;
+            write_group(&db, group, |budget| self.absorb(budget, in_group)).await;
             self.groups_written.fetch_add(1, Ordering::Relaxed);
         }
+    }
+
+    /// The requests that came in while a group was being written, up to `budget` events, to join
+    /// it: a group then ends when nothing is waiting, instead of the next one starting with the
+    /// few requests that arrived meanwhile and paying a whole commit for them.
+    fn absorb(&self, budget: usize, in_group: &mut usize) -> Vec<Queued> {
+        let mut queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
+        let taken = take_waiting(&mut queue.waiting, budget, false);
+        queue.in_groups += taken.len();
+        *in_group += taken.len();
+        taken
     }
 }
 
@@ -170,23 +184,26 @@ impl Drop for StopGuard<'_> {
     }
 }
 
-/// The oldest waiting requests, up to `MAX_GROUP_EVENTS` events (always at least one request).
-fn next_group(waiting: &mut Vec<Queued>) -> Vec<Queued> {
+/// The oldest waiting requests, up to `budget` events (but the oldest one whatever its size if
+/// `at_least_one`).
+fn take_waiting(waiting: &mut Vec<Queued>, budget: usize, at_least_one: bool) -> Vec<Queued> {
     let mut events = 0;
-    let taken = waiting
+    let mut taken = waiting
         .iter()
         .take_while(|queued| {
             events += queued.submission.events.len();
-            events <= MAX_GROUP_EVENTS
+            events <= budget
         })
-        .count()
-        .max(1);
-    waiting.drain(..taken).collect()
+        .count();
+    if at_least_one {
+        taken = taken.max(1);
+    }
+    waiting.drain(..taken.min(waiting.len())).collect()
 }
 
-async fn write_group(db: &Database, group: Vec<Queued>) {
-    let submissions: Vec<&Submission> = group.iter().map(|queued| &queued.submission).collect();
-    match write_together(db, &submissions, Contacts::AsResolved).await {
+/// Writes `group`, with the requests `absorb` hands over while it is written, and answers them.
+async fn write_group(db: &Database, mut group: Vec<Queued>, absorb: impl FnMut(usize) -> Vec<Queued>) {
+    match write_together(db, &mut group, Contacts::AsResolved, absorb).await {
         Ok(written) => {
             for (queued, written) in group.into_iter().zip(written) {
                 let _ = queued.reply.send(Ok(written));
@@ -195,8 +212,11 @@ async fn write_group(db: &Database, group: Vec<Queued>) {
         Err(error) => {
             tracing::debug!(error = %error, requests = group.len(), "event group failed; writing its requests one by one");
             for queued in group {
-                let written = write_together(db, &[&queued.submission], Contacts::Again).await;
-                let _ = queued.reply.send(written.map(|mut written| written.pop().unwrap_or_default()));
+                let mut alone = vec![queued];
+                let written = write_together(db, &mut alone, Contacts::Again, |_| Vec::new()).await;
+                if let Some(queued) = alone.pop() {
+                    let _ = queued.reply.send(written.map(|mut written| written.pop().unwrap_or_default()));
+                }
             }
         }
     }
@@ -221,26 +241,115 @@ enum Slot {
     Gone,
 }
 
-/// Writes the submissions' events, their contacts' activity, their webhooks and an audit entry per
-/// submission, in one transaction; what became of each event, per submission.
-async fn write_together(db: &Database, submissions: &[&Submission], contacts: Contacts) -> Result<Vec<Written>> {
-    let tx = db.begin_write().await?;
-    let current = match contacts {
-        Contacts::AsResolved => None,
-        Contacts::Again => {
-            let references: Vec<ContactRef> = submissions
-                .iter()
-                .flat_map(|submission| submission.events.iter().map(|(reference, _)| reference.clone()))
-                .collect();
-            Some(store::contacts::resolve(&tx, db.keys()?, &references).await?)
+/// The group's rows, one per (source, idempotency key) with the first event submitted winning,
+/// and each submitted event's slot among them.
+#[derive(Default)]
+struct Placement {
+    /// Per request placed so far, each event's slot.
+    slots: Vec<Vec<Slot>>,
+    /// Per row, the request and the position of its event.
+    origins: Vec<(usize, usize)>,
+    first_with_key: HashMap<(Key, IdempotencyKey), usize>,
+}
+
+impl Placement {
+    /// Places the events of the requests of `group` not placed yet, except those at the
+    /// (request, position) pairs in `gone`; their new rows.
+    fn place<'a>(&mut self, group: &'a [Queued], gone: &HashSet<(usize, usize)>) -> Vec<&'a Event> {
+        let mut rows = Vec::new();
+        for (request, queued) in group.iter().enumerate().skip(self.slots.len()) {
+            let mut slots = Vec::with_capacity(queued.submission.events.len());
+            for (position, (_, event)) in queued.submission.events.iter().enumerate() {
+                if gone.contains(&(request, position)) {
+                    slots.push(Slot::Gone);
+                    continue;
+                }
+                if let Some(key) = &event.idempotency_key {
+                    match self.first_with_key.entry((event.source.clone(), key.clone())) {
+                        Entry::Occupied(first) => {
+                            slots.push(Slot::Repeat(*first.get()));
+                            continue;
+                        }
+                        Entry::Vacant(vacant) => {
+                            vacant.insert(self.origins.len());
+                        }
+                    }
+                }
+                slots.push(Slot::Row(self.origins.len()));
+                self.origins.push((request, position));
+                rows.push(event);
+            }
+            self.slots.push(slots);
         }
+        rows
+    }
+}
+
+/// With `Contacts::Again`, points the events of the requests from `from` on at their contacts
+/// as they are now; the (request, position) pairs of those whose contact is gone.
+async fn resolve_again(
+    tx: &impl sea_orm::ConnectionTrait,
+    db: &Database,
+    group: &mut [Queued],
+    from: usize,
+) -> Result<HashSet<(usize, usize)>> {
+    let references: Vec<ContactRef> = group[from..]
+        .iter()
+        .flat_map(|queued| queued.submission.events.iter().map(|(reference, _)| reference.clone()))
+        .collect();
+    let current = store::contacts::resolve(tx, db.keys()?, &references).await?;
+    let mut gone = HashSet::new();
+    for (request, queued) in group.iter_mut().enumerate().skip(from) {
+        for (position, (reference, event)) in queued.submission.events.iter_mut().enumerate() {
+            match current.get(reference) {
+                Some(id) => event.contact_id = *id,
+                None => {
+                    gone.insert((request, position));
+                }
+            }
+        }
+    }
+    Ok(gone)
+}
+
+/// Writes the group's events, their contacts' activity, their webhooks and an audit entry per
+/// request, in one transaction; what became of each event, per request. The requests `absorb`
+/// hands over while the events are inserted join the group.
+async fn write_together(
+    db: &Database,
+    group: &mut Vec<Queued>,
+    contacts: Contacts,
+    mut absorb: impl FnMut(usize) -> Vec<Queued>,
+) -> Result<Vec<Written>> {
+    let tx = db.begin_write().await?;
+    let mut placement = Placement::default();
+    let mut insertions = Vec::new();
+    let mut events = 0;
+    loop {
+        let from = placement.slots.len();
+        let gone = match contacts {
+            Contacts::AsResolved => HashSet::new(),
+            Contacts::Again => resolve_again(&tx, db, group, from).await?,
+        };
+        events += group[from..].iter().map(|queued| queued.submission.events.len()).sum::<usize>();
+        let rows = placement.place(group, &gone);
+        insertions.extend(store::events::insert_all(&tx, &rows).await?);
+        let joining = absorb(MAX_GROUP_EVENTS.saturating_sub(events));
+        if joining.is_empty() {
+            break;
+        }
+        group.extend(joining);
+    }
+    let group: &[Queued] = group;
+    let row_event = |row: usize| {
+        let (request, position) = placement.origins[row];
+        &group[request].submission.events[position].1
     };
-    let (rows, slots) = place(submissions, current.as_ref());
-    let insertions = store::events::insert_all(&tx, &rows).await?;
 
     let mut created_by_contact: HashMap<ContactId, Vec<&Event>> = HashMap::new();
-    for (event, insertion) in rows.iter().zip(&insertions) {
+    for (row, insertion) in insertions.iter().enumerate() {
         if matches!(insertion, Insertion::Created(_)) {
+            let event = row_event(row);
             created_by_contact.entry(event.contact_id).or_default().push(event);
         }
     }
@@ -249,8 +358,9 @@ async fn write_together(db: &Database, submissions: &[&Submission], contacts: Co
 
     let endpoints = store::webhooks::endpoints(&tx).await?;
     let received_wanted = endpoints.iter().any(|endpoint| endpoint.wants(WebhookEventType::EventReceived));
-    let mut written_all = Vec::with_capacity(submissions.len());
-    for (submission, slots) in submissions.iter().zip(slots) {
+    let mut written_all = Vec::with_capacity(group.len());
+    for (queued, slots) in group.iter().zip(&placement.slots) {
+        let submission = &queued.submission;
         let written: Written = slots
             .iter()
             .map(|slot| match *slot {
@@ -259,14 +369,16 @@ async fn write_together(db: &Database, submissions: &[&Submission], contacts: Co
                 Slot::Gone => None,
             })
             .collect();
-        let created_rows = || {
-            slots.iter().filter_map(|slot| match *slot {
-                Slot::Row(row) if matches!(insertions[row], Insertion::Created(_)) => Some(&*rows[row]),
-                _ => None,
-            })
-        };
         if received_wanted {
-            let received = created_rows().map(received_webhook).collect();
+            let received = slots
+                .iter()
+                .filter_map(|slot| match *slot {
+                    Slot::Row(row) if matches!(insertions[row], Insertion::Created(_)) => {
+                        Some(received_webhook(row_event(row)))
+                    }
+                    _ => None,
+                })
+                .collect();
             store::webhooks::record_for(&tx, &endpoints, received, submission.now).await?;
         }
         audit_submission(&tx, submission, &written).await?;
@@ -274,44 +386,6 @@ async fn write_together(db: &Database, submissions: &[&Submission], contacts: Co
     }
     tx.commit().await?;
     Ok(written_all)
-}
-
-/// The group's rows, one per (source, idempotency key) with the first event submitted winning,
-/// and each submitted event's slot among them.
-fn place<'a>(
-    submissions: &[&'a Submission],
-    current: Option<&HashMap<ContactRef, ContactId>>,
-) -> (Vec<Cow<'a, Event>>, Vec<Vec<Slot>>) {
-    let mut rows: Vec<Cow<'a, Event>> = Vec::new();
-    let mut first_with_key: HashMap<(&Key, &IdempotencyKey), usize> = HashMap::new();
-    let slots = submissions
-        .iter()
-        .map(|submission| {
-            submission
-                .events
-                .iter()
-                .map(|(reference, submitted)| {
-                    let event = match current {
-                        None => Cow::Borrowed(submitted),
-                        Some(current) => match current.get(reference) {
-                            None => return Slot::Gone,
-                            Some(id) if *id == submitted.contact_id => Cow::Borrowed(submitted),
-                            Some(id) => Cow::Owned(Event { contact_id: *id, ..submitted.clone() }),
-                        },
-                    };
-                    if let Some(key) = &submitted.idempotency_key {
-                        if let Some(first) = first_with_key.get(&(&submitted.source, key)) {
-                            return Slot::Repeat(*first);
-                        }
-                        first_with_key.insert((&submitted.source, key), rows.len());
-                    }
-                    rows.push(event);
-                    Slot::Row(rows.len() - 1)
-                })
-                .collect()
-        })
-        .collect();
-    (rows, slots)
 }
 
 /// One entry per request, with counts: events are facts about contacts rather than changes made
