@@ -6,7 +6,7 @@
 
 use std::process::Command;
 
-use rapport_e2e::{TestApp, assert_error, assert_rejected, on_both_databases};
+use rapport_e2e::{TestApp, assert_error, assert_rejected, on_both_databases, smtp::python};
 use serde_json::{Value, json};
 
 use crate::{
@@ -289,6 +289,45 @@ on_both_databases! {
         assert_eq!(app.snapshot().await, without_contact(&before, &id));
         let grace_export = export(&app, &grace).await;
         assert_eq!(grace_export["events"].as_array().map(Vec::len), Some(1));
+    }
+
+    async fn an_erasure_during_another_checkpoint_still_empties_the_log_of_its_plaintext(app) {
+        let Some(dir) = app.sqlite_dir() else {
+            return; // PostgreSQL keeps no log of its own in the database's files.
+        };
+        let id = create_ada(&app).await;
+        create_grace(&app).await;
+        // Another process holds SQLite's checkpoint lock (byte 121 of the shared-memory file, as
+        // a checkpoint in the background does) for a while: a checkpoint asked for meanwhile
+        // answers "busy" at once, without waiting.
+        let mut holder = std::process::Command::new(python())
+            .args([
+                "-c",
+                "import fcntl, os, sys, time\n\
+                 fd = os.open(sys.argv[1], os.O_RDWR)\n\
+                 fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, 121)\n\
+                 print('held', flush=True)\n\
+                 time.sleep(0.5)",
+            ])
+            .arg(dir.join("rapport.db-shm"))
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("python");
+        let mut said = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(holder.stdout.as_mut().expect("stdout")),
+            &mut said,
+        )
+        .expect("the lock holder's answer");
+        assert_eq!(said.trim(), "held");
+
+        app.data(ERASE, json!({ "id": id })).await;
+        assert!(holder.wait().expect("the lock holder").success());
+        let raw = raw_database(&app).await;
+        assert!(raw.contains("crm-grace"), "the scan missed the data");
+        for plaintext in ADA_PLAINTEXT {
+            assert!(!raw.contains(plaintext), "{plaintext:?} is still in the database");
+        }
     }
 
     async fn a_data_backup_restored_after_erasure_is_unreadable_unless_a_key_backup_is_restored_too(app) {

@@ -151,6 +151,9 @@ pub struct Database {
 
 /// How often the SQLite log is copied back into the database file.
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
+/// How often, and how far apart, `truncate_log` asks for a checkpoint that SQLite says is busy.
+const TRUNCATE_ATTEMPTS: usize = 100;
+const TRUNCATE_RETRY_AFTER: Duration = Duration::from_millis(20);
 
 /// Copies SQLite's write-ahead log back into the database file every `CHECKPOINT_EVERY`, on a
 /// reader connection, until the handle is dropped or closed. PASSIVE never blocks the writer
@@ -269,13 +272,30 @@ impl Database {
     }
 
     /// On SQLite, moves the write-ahead log into the database file and empties it: the log
-    /// still holds earlier versions of the pages a deletion rewrote. Busy readers make it a
-    /// partial checkpoint, which is no error: the log is then recycled as writes go on.
-    /// PostgreSQL has no such step; its dead rows go when (auto)vacuum reclaims them.
+    /// still holds earlier versions of the pages a deletion rewrote. PostgreSQL has no such step;
+    /// its dead rows go when (auto)vacuum reclaims them.
+    ///
+    /// SQLite answers "busy" instead of checkpointing while another checkpoint runs (the one in
+    /// the background, every `CHECKPOINT_EVERY`) or while readers outlast the busy timeout, so
+    /// the checkpoint is asked for again until it is done, for a while. Still busy after that,
+    /// the log is recycled as writes go on, which is reported but no error.
     pub async fn truncate_log(&self) -> Result<(), DbErr> {
-        if self.backend() == DbBackend::Sqlite {
-            self.connection.execute_unprepared("PRAGMA wal_checkpoint(TRUNCATE)").await?;
+        if self.backend() != DbBackend::Sqlite {
+            return Ok(());
         }
+        let checkpoint = Statement::from_string(DbBackend::Sqlite, "PRAGMA wal_checkpoint(TRUNCATE)");
+        for _ in 0..TRUNCATE_ATTEMPTS {
+            let outcome = self.connection.query_one_raw(checkpoint.clone()).await?;
+            let busy: i64 = match outcome {
+                Some(row) => row.try_get_by_index(0)?,
+                None => 0,
+            };
+            if busy == 0 {
+                return Ok(());
+            }
+            tokio::time::sleep(TRUNCATE_RETRY_AFTER).await;
+        }
+        tracing::warn!("the write-ahead log stayed busy; it is emptied as writes go on");
         Ok(())
     }
 
