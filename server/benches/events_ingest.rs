@@ -62,8 +62,9 @@ fn intro() -> String {
          Then, with a webhook endpoint subscribed to `event.received` (a receiver in the bench's process \
          answering 204), {LATENCY_SAMPLES} single events are posted one after the other: \"to webhook\" runs \
          from the moment the `POST` answered (the event committed) to the moment its webhook reached \
-         the receiver. An idle webhook worker looks for due deliveries every 100 ms, and on PostgreSQL \
-         is also woken by a NOTIFY sent when a transaction that wrote deliveries commits.\n",
+         the receiver. An idle webhook worker on PostgreSQL is woken by a NOTIFY sent when a \
+         transaction that wrote deliveries commits (and looks every 100 ms for retries); on SQLite it \
+         looks for due deliveries with a read every 10 ms.\n",
         MEASURE.as_secs(),
         WARM_UP.as_secs()
     )

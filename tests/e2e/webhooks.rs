@@ -66,7 +66,7 @@ on_both_databases! {
         let connection = app.services.database().connection();
         let listener = WrittenListener::connect(connection).await.expect("listen");
         let Some(mut listener) = listener else {
-            // SQLite: a worker's claim queues for the one writer and sees the delivery on commit.
+            // SQLite: idle workers look for due deliveries instead (the test below).
             assert_eq!(app.backend, Backend::Sqlite);
             return;
         };
@@ -90,6 +90,36 @@ on_both_databases! {
             .await
             .expect("woken by the commit")
             .expect("still listening");
+    }
+
+    #[settings(|settings: &mut Settings| settings.webhooks.deliver = false)]
+    async fn a_delivery_is_due_once_committed_and_due_unless_leased_or_behind_an_earlier_one(app) {
+        let db = app.services.database();
+        let conn = db.connection();
+        let created = app
+            .data(CREATE, json!({ "input": { "url": "http://127.0.0.1:9/", "eventTypes": ["contact.created"] } }))
+            .await;
+        assert_eq!(created["createWebhookEndpoint"]["endpoint"]["enabled"], true, "{created}");
+        let at = Utc::now();
+        assert!(!store::webhooks::any_due(conn, at).await.unwrap(), "nothing written yet");
+
+        let tx = db.begin_write().await.expect("begin");
+        for _ in 0..2 {
+            let data = json!({ "contactId": "c1", "changes": {} });
+            store::webhooks::record(&tx, WebhookEventType::ContactCreated, "c1", data, at).await.expect("record");
+        }
+        assert!(!store::webhooks::any_due(conn, at).await.unwrap(), "seen before the commit");
+        tx.commit().await.expect("commit");
+        assert!(store::webhooks::any_due(conn, at).await.unwrap(), "committed and due");
+        let earlier = at - chrono::Duration::seconds(1);
+        assert!(!store::webhooks::any_due(conn, earlier).await.unwrap(), "due before it was written");
+
+        let lease_until = at + chrono::Duration::seconds(60);
+        let claimed = store::webhooks::claim(conn, at, lease_until, 10).await.expect("claim");
+        assert_eq!(claimed.len(), 1, "the second waits behind the first: {claimed:?}");
+        assert!(!store::webhooks::any_due(conn, at).await.unwrap(), "one leased, the other behind it");
+        let lease_over = lease_until + chrono::Duration::seconds(1);
+        assert!(store::webhooks::any_due(conn, lease_over).await.unwrap(), "the lease ran out");
     }
 
     #[settings(local_and_quick)]

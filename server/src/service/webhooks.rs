@@ -10,6 +10,7 @@ use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use chrono::{DateTime, Utc};
 use futures_util::{StreamExt, stream};
+use sea_orm::DbBackend;
 use serde_json::{Value, json};
 use tokio::sync::watch;
 use tracing::instrument;
@@ -36,8 +37,12 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 /// Deliveries a worker takes at once, and posts at once.
 const BATCH: u64 = 64;
 const CONCURRENCY: usize = 16;
-/// How often an idle worker looks for due deliveries.
+/// How often an idle worker looks for due deliveries, on PostgreSQL or when it cannot listen
+/// for commits.
 const POLL: Duration = Duration::from_millis(100);
+/// How often an idle worker on SQLite looks for due deliveries: the time an event's webhook
+/// waits at most before it leaves (BENCHMARKS.md, events_ingest).
+const PROBE_EVERY: Duration = Duration::from_millis(10);
 /// The part of a receiver's answer kept in the log.
 const LOGGED_ERROR_CHARS: usize = 300;
 
@@ -268,25 +273,48 @@ impl WebhookWorker {
                 }
             };
             if handled == 0 {
-                let written = async {
-                    match listener.as_mut() {
-                        Some(active) => {
-                            if let Err(error) = active.written().await {
-                                tracing::warn!(error = %error, "stopped listening for new webhooks; polling only");
-                                listener = None;
-                            }
-                        }
-                        None => std::future::pending().await,
-                    }
-                };
                 tokio::select! {
-                    _ = tokio::time::sleep(POLL) => {}
-                    _ = written => {}
+                    () = self.until_due(&mut listener) => {}
                     _ = stop.changed() => {}
                 }
             }
         }
         tracing::info!("webhook delivery stopped");
+    }
+
+    /// Waits, when the last round found nothing, until a round may find something. On
+    /// PostgreSQL that is the next commit that wrote deliveries, or `POLL` for retries that fall
+    /// due. On SQLite, where no process hears of another's commits, it is the first of regular
+    /// looks (`PROBE_EVERY`, cheap reads beside the writer) that finds a due delivery.
+    async fn until_due(&self, listener: &mut Option<WrittenListener>) {
+        if let Some(active) = listener.as_mut() {
+            tokio::select! {
+                () = tokio::time::sleep(POLL) => {}
+                written = active.written() => {
+                    if let Err(error) = written {
+                        tracing::warn!(error = %error, "stopped listening for new webhooks; polling only");
+                        *listener = None;
+                    }
+                }
+            }
+            return;
+        }
+        if self.services.db.backend() != DbBackend::Sqlite {
+            tokio::time::sleep(POLL).await;
+            return;
+        }
+        loop {
+            tokio::time::sleep(PROBE_EVERY).await;
+            match store::webhooks::any_due(self.services.db.connection(), self.services.now()).await {
+                Ok(false) => {}
+                Ok(true) => return,
+                Err(error) => {
+                    // The round that follows reports it, if it lasts.
+                    tracing::debug!(error = %error, "cannot look for due webhooks");
+                    return;
+                }
+            }
+        }
     }
 
     /// Claims and delivers one batch; how many deliveries it handled.

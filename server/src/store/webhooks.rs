@@ -8,7 +8,7 @@ use sea_orm::{
     ActiveValue::Set,
     ColumnTrait, Condition, ConnectionTrait, DatabaseConnection, DbBackend, DbErr, EntityTrait, ExprTrait,
     FromQueryResult, QueryFilter, QueryOrder, QuerySelect, RuntimeErr,
-    sea_query::{Alias, Expr, LockBehavior, LockType, Query},
+    sea_query::{Alias, Expr, LockBehavior, LockType, Query, SelectStatement},
     sqlx::postgres::PgListener,
 };
 use serde_json::{Value, json};
@@ -196,7 +196,7 @@ const WRITTEN: &str = "rapport_webhooks";
 /// Wakes idle webhook workers as soon as a transaction that wrote deliveries commits, in this
 /// process or another. PostgreSQL delivers a NOTIFY only when its transaction commits (and once,
 /// however often it was sent in it), so a worker never wakes to a row it cannot see yet. SQLite
-/// needs none: a worker's claim queues for the one writer and sees the row once it is committed.
+/// has no such channel; its idle workers look for due deliveries instead (`any_due`).
 pub struct WrittenListener(PgListener);
 
 impl WrittenListener {
@@ -258,14 +258,10 @@ pub struct Claimed {
     pub body: String,
 }
 
-/// Leases up to `limit` due deliveries until `lease_until`. A delivery waits while an earlier
-/// one with its endpoint and ordering key is pending, so one contact's webhooks arrive in order.
-pub async fn claim(
-    conn: &impl ConnectionTrait,
-    now: DateTime<Utc>,
-    lease_until: DateTime<Utc>,
-    limit: u64,
-) -> StoreResult<Vec<Claimed>> {
+/// The deliveries a worker may take at `now`, soonest first: pending, due, not leased, and not
+/// waiting behind an earlier pending one with their endpoint and ordering key, so that one
+/// contact's webhooks arrive in order.
+fn due(now: DateTime<Utc>, limit: u64) -> SelectStatement {
     let pending = WebhookDeliveryStatus::Pending.as_str();
     let earlier = Alias::new("earlier");
     let mut blocking = Query::select();
@@ -292,9 +288,30 @@ pub async fn claim(
         )
         .and_where(Expr::exists(blocking).not())
         .order_by(delivery::Column::NextAttemptAt, sea_orm::Order::Asc)
-        .limit(limit)
-        // The SQLite query builder leaves this out; SQLite has one writer anyway.
-        .lock_with_behavior(LockType::Update, LockBehavior::SkipLocked);
+        .limit(limit);
+    due
+}
+
+/// Whether `claim` would take a delivery at `now`. A read: on SQLite an idle worker asks this
+/// often instead of claiming, which is a write and would queue for the one writer each time.
+pub async fn any_due(conn: &impl ConnectionTrait, now: DateTime<Utc>) -> StoreResult<bool> {
+    let mut probe = Query::select();
+    probe.expr(Expr::exists(due(now, 1)));
+    let row = conn.query_one(&probe).await?;
+    let found: Option<bool> = row.map(|row| row.try_get_by_index(0)).transpose()?;
+    Ok(found.unwrap_or(false))
+}
+
+/// Leases up to `limit` due deliveries (see `due`) until `lease_until`.
+pub async fn claim(
+    conn: &impl ConnectionTrait,
+    now: DateTime<Utc>,
+    lease_until: DateTime<Utc>,
+    limit: u64,
+) -> StoreResult<Vec<Claimed>> {
+    let mut due = due(now, limit);
+    // The SQLite query builder leaves this out; SQLite has one writer anyway.
+    due.lock_with_behavior(LockType::Update, LockBehavior::SkipLocked);
     let mut update = Query::update();
     update
         .table(delivery::Entity)
