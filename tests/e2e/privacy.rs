@@ -299,13 +299,14 @@ on_both_databases! {
         create_grace(&app).await;
         // Another process holds SQLite's checkpoint lock (byte 121 of the shared-memory file, as
         // a checkpoint in the background does) for a while: a checkpoint asked for meanwhile
-        // answers "busy" at once, without waiting.
+        // answers "busy" at once, without waiting. It waits for the lock, which the server's own
+        // background checkpoint may hold for a moment.
         let mut holder = std::process::Command::new(python())
             .args([
                 "-c",
                 "import fcntl, os, sys, time\n\
                  fd = os.open(sys.argv[1], os.O_RDWR)\n\
-                 fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, 121)\n\
+                 fcntl.lockf(fd, fcntl.LOCK_EX, 1, 121)\n\
                  print('held', flush=True)\n\
                  time.sleep(0.5)",
             ])
