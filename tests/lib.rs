@@ -181,6 +181,18 @@ pub async fn spawn_app(backend: Backend) -> TestApp {
 
 /// `spawn_app` with settings that `configure` changes first (lower rate limits, say).
 pub async fn spawn_app_with(backend: Backend, configure: impl FnOnce(&mut Settings)) -> TestApp {
+    let (storage, settings) = test_storage(backend, configure).await;
+    spawn_on(Arc::new(storage), settings).await
+}
+
+/// `spawn_app` with these options.
+pub async fn spawn_app_with_options(backend: Backend, options: ServeOptions) -> TestApp {
+    let (storage, settings) = test_storage(backend, |_| {}).await;
+    spawn_on_with_options(Arc::new(storage), settings, options).await
+}
+
+/// A fresh database and the settings of a server on it, changed by `configure`.
+async fn test_storage(backend: Backend, configure: impl FnOnce(&mut Settings)) -> (Storage, Settings) {
     TRACING.call_once(|| {
         if let Ok(filter) = std::env::var("TEST_LOG") {
             rapport::telemetry::init(&filter, rapport::config::LogFormat::Text);
@@ -195,7 +207,7 @@ pub async fn spawn_app_with(backend: Backend, configure: impl FnOnce(&mut Settin
         ..Settings::default()
     };
     configure(&mut settings);
-    spawn_on(Arc::new(storage), settings).await
+    (storage, settings)
 }
 
 /// Starts another server on the same storage with other settings (another master key, say);
@@ -206,9 +218,14 @@ pub async fn respawn(app: &TestApp, settings: Settings) -> TestApp {
 
 /// Starts a server on `storage` with exactly these settings.
 pub async fn spawn_on(storage: Arc<Storage>, settings: Settings) -> TestApp {
+    spawn_on_with_options(storage, settings, ServeOptions::default()).await
+}
+
+/// `spawn_on` with these options (its clock is the test's own, whatever `options` say).
+pub async fn spawn_on_with_options(storage: Arc<Storage>, settings: Settings, options: ServeOptions) -> TestApp {
     let backend = storage.backend();
     let clock = Arc::new(TestClock::default());
-    let options = ServeOptions { clock: Some(Arc::clone(&clock) as Arc<dyn Clock>), ..ServeOptions::default() };
+    let options = ServeOptions { clock: Some(Arc::clone(&clock) as Arc<dyn Clock>), ..options };
     let app = Application::build(&settings, options).await.expect("application starts");
     let address = format!("http://{}", app.local_addr());
     let services = app.services().clone();

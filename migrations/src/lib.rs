@@ -23,6 +23,7 @@ mod m20261203_000001_imports;
 mod m20261203_000002_event_text_collation;
 mod m20261203_000003_partial_attribute_indexes;
 mod m20261204_000001_outbox_waiting_index;
+mod m20261206_000001_event_timeline;
 
 pub struct Migrator;
 
@@ -50,6 +51,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261203_000002_event_text_collation::Migration),
             Box::new(m20261203_000003_partial_attribute_indexes::Migration),
             Box::new(m20261204_000001_outbox_waiting_index::Migration),
+            Box::new(m20261206_000001_event_timeline::Migration),
         ]
     }
 }

@@ -188,7 +188,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     telemetry::init(&settings.log, settings.log_format);
     match cli.command {
         Command::Serve { no_migrate, insecure_dev } => {
-            let options = ServeOptions { skip_migrations: no_migrate, insecure_dev, clock: None };
+            let options = ServeOptions { skip_migrations: no_migrate, insecure_dev, ..ServeOptions::default() };
             let shutdown = startup::shutdown_signal()?;
             Application::build(&settings, options).await?.run_until(shutdown).await
         }

@@ -40,10 +40,14 @@ pub struct ServeOptions {
     /// Where the services' "now" comes from; the system clock when unset. Tests move it ahead to
     /// see what time does (links and opt-in requests expiring) without waiting for it.
     pub clock: Option<Arc<dyn Clock>>,
+    /// Leave SQLite's event timeline to calls of `store::events::index_timeline` instead of a
+    /// task every half second: tests that need events on both sides of its progress.
+    pub manual_event_timeline: bool,
 }
 
 pub struct Application {
     listener: TcpListener,
+    manual_event_timeline: bool,
     router: axum::Router,
     services: Services,
     delivery: Option<DeliveryWorker>,
@@ -100,7 +104,15 @@ impl Application {
         let listener = TcpListener::bind(settings.listen)
             .await
             .with_context(|| format!("cannot listen on {}", settings.listen))?;
-        Ok(Self { listener, router: http::router(state), services, delivery, webhooks, stream })
+        Ok(Self {
+            listener,
+            manual_event_timeline: options.manual_event_timeline,
+            router: http::router(state),
+            services,
+            delivery,
+            webhooks,
+            stream,
+        })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -119,7 +131,13 @@ impl Application {
         let (stop_delivery, delivery_stopped) = tokio::sync::watch::channel(false);
         let delivery = self.delivery.map(|worker| tokio::spawn(worker.run(delivery_stopped.clone())));
         let stream = self.stream.map(|consumer| tokio::spawn(consumer.run(delivery_stopped.clone())));
-        let webhooks = self.webhooks.map(|worker| tokio::spawn(worker.run(delivery_stopped)));
+        let webhooks = self.webhooks.map(|worker| tokio::spawn(worker.run(delivery_stopped.clone())));
+        let timeline = (!self.manual_event_timeline).then(|| {
+            tokio::spawn(crate::store::events::keep_timeline_indexed(
+                self.services.database().clone(),
+                delivery_stopped,
+            ))
+        });
         let served = axum::serve(self.listener, self.router.into_make_service_with_connect_info::<SocketAddr>())
             .with_graceful_shutdown(shutdown)
             .await
@@ -133,6 +151,9 @@ impl Application {
         }
         if let Some(stream) = stream {
             let _ = stream.await;
+        }
+        if let Some(timeline) = timeline {
+            let _ = timeline.await;
         }
         served?;
         tracing::info!("stopped");

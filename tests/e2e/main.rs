@@ -9,6 +9,7 @@ mod consents;
 mod contacts;
 mod emails;
 mod encryption;
+mod event_timeline;
 mod events;
 mod events_api;
 mod fields;

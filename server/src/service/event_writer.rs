@@ -6,9 +6,11 @@
 //! (each group pays for the index pages of all its contacts: BENCHMARKS.md, events_ingest).
 //!
 //! Why: a transaction's cost is mostly the index pages it dirties, each logged once per commit
-//! however many rows it took. On SQLite a batch of 1,000 events over 1,000 contacts dirties about
-//! one timeline page per contact, so four batches in one transaction log those pages once instead
-//! of four times (BENCHMARKS.md, events_ingest). On PostgreSQL it spares concurrent batches
+//! however many rows it took. On SQLite a batch of 1,000 events over 1,000 contacts of a large
+//! base dirties about one page of contact activity per contact, so four batches in one transaction
+//! log those pages once instead of four times (BENCHMARKS.md, events_ingest; the timeline, which
+//! cost the same, is indexed later in bulk: `store::events::index_timeline`). On PostgreSQL it
+//! spares concurrent batches
 //! queueing on each other's row locks (contact activity, the audit chain's head) and a commit each.
 //!
 //! An idle writer starts at once, so a lone event waits for nobody. A group that fails is written
@@ -225,7 +227,8 @@ async fn write_group(db: &Database, mut group: Vec<Queued>, absorb: impl FnMut(u
 /// Where the events' contacts come from.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Contacts {
-    /// As each request resolved them; the foreign key refuses the group if one was deleted since.
+    /// As each request resolved them; the group is refused if one was deleted since (by the
+    /// foreign key on PostgreSQL, by `store::events::insert_all`'s look on SQLite).
     AsResolved,
     /// Resolved again inside the transaction.
     Again,

@@ -19,8 +19,8 @@ use uuid::Uuid;
 use super::{
     StoreError, StoreResult,
     entity::{
-        consent, consent_change, contact as entity, contact_attribute as attribute, erased_address, event,
-        field_definition, import_contact, topic, topic_subscription,
+        consent, consent_change, contact as entity, contact_attribute as attribute, erased_address, field_definition,
+        import_contact, topic, topic_subscription,
     },
     execute_in_turn, keys,
 };
@@ -237,7 +237,7 @@ pub async fn erase(conn: &impl ConnectionTrait, id: ContactId, at: DateTime<Utc>
             .exec(conn)
             .await?
             .rows_affected,
-        events: event::Entity::delete_many().filter(event::Column::ContactId.eq(uuid)).exec(conn).await?.rows_affected,
+        events: super::events::delete_of(conn, id).await?,
         data_key_destroyed: keys::destroy(conn, uuid).await?,
         suppressed,
     };

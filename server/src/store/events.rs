@@ -1,8 +1,18 @@
 //! Behavioural events and the contact activity they add up to. Inserts are set-wise and
 //! idempotent: a row whose (source, idempotency key) already exists is skipped by the database
 //! itself, so concurrent retries cannot store an event twice. Activity is upserted once per batch.
+//!
+//! A contact's events are found differently on the two backends. PostgreSQL indexes `event` by
+//! contact as each event is stored. SQLite keeps that index in a table of its own,
+//! `event_timeline`, which [`index_timeline`] fills in bulk from the events stored since its last
+//! round (migration m20261206_000001_event_timeline says why); reads take the events it holds and
+//! those not indexed yet (the tail, by `seq`) in one statement, so in one snapshot.
 
-use std::{borrow::Borrow, collections::HashMap};
+use std::{
+    borrow::Borrow,
+    collections::{HashMap, HashSet},
+    time::Duration,
+};
 
 use chrono::{DateTime, Utc};
 use sea_orm::{
@@ -12,8 +22,8 @@ use sea_orm::{
 use uuid::Uuid;
 
 use super::{
-    StoreError, StoreResult,
-    entity::{contact_activity as activity, event as entity},
+    Database, StoreError, StoreResult,
+    entity::{contact, contact_activity as activity, event as entity},
     execute_in_turn,
 };
 use crate::domain::{
@@ -51,6 +61,9 @@ impl Insertion {
 /// the database and the driver a row per event.
 pub async fn insert_all(conn: &impl ConnectionTrait, events: &[impl Borrow<Event>]) -> StoreResult<Vec<Insertion>> {
     let backend = conn.get_database_backend();
+    if backend == DbBackend::Sqlite {
+        refuse_missing_contacts(conn, events).await?;
+    }
     let chunks: Vec<Vec<&Event>> =
         events.chunks(ROWS_PER_STATEMENT).map(|chunk| chunk.iter().map(|event| event.borrow()).collect()).collect();
     let inserted = execute_in_turn(conn, chunks.iter().map(|chunk| insert_statement(backend, chunk))).await?;
@@ -63,6 +76,27 @@ pub async fn insert_all(conn: &impl ConnectionTrait, events: &[impl Borrow<Event
         }
     }
     Ok(insertions)
+}
+
+/// What the foreign key does on PostgreSQL: `MissingReference` if a contact of `events` does not
+/// exist (deleted since the caller looked it up). SQLite's event table has no foreign key, which
+/// would make every deleted contact read the whole table; inside the one write transaction that
+/// SQLite runs at a time, no contact can go between this look and the insert.
+async fn refuse_missing_contacts(conn: &impl ConnectionTrait, events: &[impl Borrow<Event>]) -> StoreResult<()> {
+    let wanted: HashSet<Uuid> = events.iter().map(|event| event.borrow().contact_id.as_uuid()).collect();
+    let wanted: Vec<Uuid> = wanted.into_iter().collect();
+    let mut found = 0;
+    for chunk in wanted.chunks(ROWS_PER_STATEMENT) {
+        found += contact::Entity::find()
+            .select_only()
+            .column(contact::Column::Id)
+            .filter(contact::Column::Id.is_in(chunk.iter().copied()))
+            .into_tuple::<Uuid>()
+            .all(conn)
+            .await?
+            .len();
+    }
+    if found == wanted.len() { Ok(()) } else { Err(StoreError::MissingReference) }
 }
 
 /// One multi-row INSERT of `events` that skips those whose idempotency key is stored.
@@ -237,35 +271,186 @@ pub async fn timeline(
     event_type: Option<&EventType>,
     request: &PageRequest<TimelineKey>,
 ) -> StoreResult<Page<Event>> {
-    let mut query = entity::Entity::find().filter(entity::Column::ContactId.eq(contact_id.as_uuid()));
-    if let Some(event_type) = event_type {
-        query = query.filter(entity::Column::EventType.eq(event_type.as_str()));
-    }
-    if let Some((at, id)) = request.after {
-        query = query.filter(older_than(at, id));
-    }
-    if let Some((at, id)) = request.before {
-        query = query.filter(newer_than(at, id));
-    }
-    query = match request.direction {
-        Direction::Forward => query.order_by_desc(entity::Column::OccurredAt).order_by_desc(entity::Column::Id),
-        Direction::Backward => query.order_by_asc(entity::Column::OccurredAt).order_by_asc(entity::Column::Id),
+    let rows = if conn.get_database_backend() == DbBackend::Sqlite {
+        entity::Entity::find().from_raw_sql(sqlite_timeline(contact_id, event_type, request)).all(conn).await?
+    } else {
+        let mut query = entity::Entity::find().filter(entity::Column::ContactId.eq(contact_id.as_uuid()));
+        if let Some(event_type) = event_type {
+            query = query.filter(entity::Column::EventType.eq(event_type.as_str()));
+        }
+        if let Some((at, id)) = request.after {
+            query = query.filter(older_than(at, id));
+        }
+        if let Some((at, id)) = request.before {
+            query = query.filter(newer_than(at, id));
+        }
+        query = match request.direction {
+            Direction::Forward => query.order_by_desc(entity::Column::OccurredAt).order_by_desc(entity::Column::Id),
+            Direction::Backward => query.order_by_asc(entity::Column::OccurredAt).order_by_asc(entity::Column::Id),
+        };
+        query.limit(request.limit + 1).all(conn).await?
     };
-    let rows = query.limit(request.limit + 1).all(conn).await?;
     Page::from_rows(rows, request.limit, request.direction).try_map(to_domain)
+}
+
+/// The columns of an event as the entity reads them (`seq`, SQLite's alone, left out).
+const EVENT_COLUMNS: &str = "id, contact_id, event_type, properties, occurred_at, received_at, source, idempotency_key";
+
+/// The events of the tail: stored since `index_timeline`'s last round.
+const TAIL: &str = "seq > (SELECT indexed_through FROM event_timeline_progress)";
+
+/// A page of the timeline on SQLite: the page's worth from `event_timeline`, read in its key
+/// order, and the tail's events of the contact, in one statement, sorted together.
+fn sqlite_timeline(
+    contact_id: ContactId,
+    event_type: Option<&EventType>,
+    request: &PageRequest<TimelineKey>,
+) -> Statement {
+    let order = match request.direction {
+        Direction::Forward => "DESC",
+        Direction::Backward => "ASC",
+    };
+    let limit = request.limit + 1;
+    // The same conditions twice: on the timeline's columns, then on the tail's. The cursor is a
+    // row value, which SQLite reads as a range of the timeline's key. The type is compared as
+    // `+event_type`, an expression, so that the planner never reads every event of that type by
+    // `event_type_idx` instead of the contact's few.
+    let conditions = |at: &str, id: &str, kind: &str, values: &mut Vec<sea_orm::Value>| {
+        let mut sql = String::new();
+        values.push(contact_id.as_uuid().into());
+        if let Some(event_type) = event_type {
+            sql.push_str(&format!(" AND +{kind} = ?"));
+            values.push(event_type.as_str().into());
+        }
+        for (bound, than) in [(request.after, "<"), (request.before, ">")] {
+            if let Some((bound_at, bound_id)) = bound {
+                sql.push_str(&format!(" AND ({at}, {id}) {than} (?, ?)"));
+                values.extend([bound_at.into(), bound_id.into()]);
+            }
+        }
+        sql
+    };
+    let mut values = Vec::new();
+    let indexed = conditions("t.occurred_at", "t.event_id", "e.event_type", &mut values);
+    let tail = conditions("occurred_at", "id", "event_type", &mut values);
+    let sql = format!(
+        "SELECT {EVENT_COLUMNS} FROM (SELECT * FROM (\
+           SELECT e.* FROM event_timeline t JOIN event e ON e.id = t.event_id \
+           WHERE t.contact_id = ?{indexed} ORDER BY t.occurred_at {order}, t.event_id {order} LIMIT {limit}) \
+         UNION ALL SELECT * FROM event WHERE {TAIL} AND contact_id = ?{tail}) \
+         ORDER BY occurred_at {order}, id {order} LIMIT {limit}"
+    );
+    Statement::from_sql_and_values(DbBackend::Sqlite, sql, values)
 }
 
 /// Every event of a contact, oldest first.
 pub async fn all_of(conn: &impl ConnectionTrait, contact_id: ContactId) -> StoreResult<Vec<Event>> {
-    entity::Entity::find()
-        .filter(entity::Column::ContactId.eq(contact_id.as_uuid()))
-        .order_by_asc(entity::Column::OccurredAt)
-        .order_by_asc(entity::Column::Id)
-        .all(conn)
+    let rows = if conn.get_database_backend() == DbBackend::Sqlite {
+        let sql = format!(
+            "SELECT {EVENT_COLUMNS} FROM event WHERE id IN (SELECT event_id FROM event_timeline WHERE contact_id = ?) \
+             UNION ALL SELECT {EVENT_COLUMNS} FROM event WHERE {TAIL} AND contact_id = ? \
+             ORDER BY occurred_at, id"
+        );
+        let id = contact_id.as_uuid();
+        let statement = Statement::from_sql_and_values(DbBackend::Sqlite, sql, [id.into(), id.into()]);
+        entity::Entity::find().from_raw_sql(statement).all(conn).await?
+    } else {
+        entity::Entity::find()
+            .filter(entity::Column::ContactId.eq(contact_id.as_uuid()))
+            .order_by_asc(entity::Column::OccurredAt)
+            .order_by_asc(entity::Column::Id)
+            .all(conn)
+            .await?
+    };
+    rows.into_iter().map(to_domain).collect()
+}
+
+/// Deletes every event of a contact; how many.
+pub async fn delete_of(conn: &impl ConnectionTrait, contact_id: ContactId) -> StoreResult<u64> {
+    let id = contact_id.as_uuid();
+    if conn.get_database_backend() != DbBackend::Sqlite {
+        return Ok(entity::Entity::delete_many()
+            .filter(entity::Column::ContactId.eq(id))
+            .exec(conn)
+            .await?
+            .rows_affected);
+    }
+    let mut deleted = 0;
+    for sql in [
+        "DELETE FROM event WHERE id IN (SELECT event_id FROM event_timeline WHERE contact_id = ?)".to_owned(),
+        format!("DELETE FROM event WHERE {TAIL} AND contact_id = ?"),
+    ] {
+        deleted += conn
+            .execute_raw(Statement::from_sql_and_values(DbBackend::Sqlite, sql, [id.into()]))
+            .await?
+            .rows_affected();
+    }
+    let timeline = "DELETE FROM event_timeline WHERE contact_id = ?";
+    conn.execute_raw(Statement::from_sql_and_values(DbBackend::Sqlite, timeline, [id.into()])).await?;
+    Ok(deleted)
+}
+
+/// Events that one round of [`index_timeline`] takes at most: a bound on its transaction, which
+/// holds SQLite's one write lock.
+pub const TIMELINE_ROUND: u64 = 100_000;
+
+/// How often the tail goes into the timeline: each round writes a few pages per contact that had
+/// events since the last, so rarer rounds write fewer pages per event, and reads scan a longer tail.
+const TIMELINE_EVERY: Duration = Duration::from_millis(500);
+
+/// On SQLite, adds up to [`TIMELINE_ROUND`] events of the tail to `event_timeline`, sorted by its
+/// key so that each contact's pages are written once; how many. Nothing to do on PostgreSQL.
+pub async fn index_timeline(db: &Database) -> StoreResult<u64> {
+    if db.backend() != DbBackend::Sqlite {
+        return Ok(0);
+    }
+    let tx = db.begin_write().await?;
+    let through =
+        format!("SELECT max(seq) FROM (SELECT seq FROM event WHERE {TAIL} ORDER BY seq LIMIT {TIMELINE_ROUND})");
+    let through: Option<i64> = match tx.query_one_raw(Statement::from_string(DbBackend::Sqlite, through)).await? {
+        Some(row) => row.try_get_by_index(0)?,
+        None => None,
+    };
+    let Some(through) = through else {
+        return Ok(0);
+    };
+    let index = format!(
+        "INSERT INTO event_timeline (contact_id, occurred_at, event_id) \
+         SELECT contact_id, occurred_at, id FROM event WHERE {TAIL} AND seq <= ? \
+         ORDER BY contact_id, occurred_at, id"
+    );
+    let indexed = tx
+        .execute_raw(Statement::from_sql_and_values(DbBackend::Sqlite, index, [through.into()]))
         .await?
-        .into_iter()
-        .map(to_domain)
-        .collect()
+        .rows_affected();
+    let progress = "UPDATE event_timeline_progress SET indexed_through = ?";
+    tx.execute_raw(Statement::from_sql_and_values(DbBackend::Sqlite, progress, [through.into()])).await?;
+    tx.commit().await?;
+    Ok(indexed)
+}
+
+/// On SQLite, runs [`index_timeline`] every [`TIMELINE_EVERY`], and again at once after a full
+/// round, until `stop` turns true.
+pub async fn keep_timeline_indexed(db: Database, mut stop: tokio::sync::watch::Receiver<bool>) {
+    if db.backend() != DbBackend::Sqlite {
+        return;
+    }
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(TIMELINE_EVERY) => {}
+            _ = stop.wait_for(|stopped| *stopped) => return,
+        }
+        loop {
+            match index_timeline(&db).await {
+                Ok(TIMELINE_ROUND) => {}
+                Ok(_) => break,
+                Err(error) => {
+                    tracing::warn!(error = %error, "indexing the event timeline failed");
+                    break;
+                }
+            }
+        }
+    }
 }
 
 fn older_than(at: DateTime<Utc>, id: Uuid) -> Condition {
