@@ -33,6 +33,7 @@ use rapport::{
         contacts::{ContactChanges, UpsertKey},
     },
 };
+use sea_orm::{ConnectionTrait, DbBackend, Statement};
 use serde_json::{Value, json};
 use support::{ADMIN_TOKEN, Machine, PostgresDatabase, wait_for_quiet};
 
@@ -64,7 +65,11 @@ fn intro() -> String {
          from the moment the `POST` answered (the event committed) to the moment its webhook reached \
          the receiver. An idle webhook worker on PostgreSQL is woken by a NOTIFY sent when a \
          transaction that wrote deliveries commits (and looks every 100 ms for retries); on SQLite it \
-         looks for due deliveries with a read every 10 ms.\n",
+         looks for due deliveries with a read every 10 ms.\n\n\
+         On SQLite the contact's timeline is indexed in bulk by a task every half second, not as each \
+         event is stored (`store::events::index_timeline`); events not indexed yet are read from the \
+         event table itself. Below the table: how many events were waiting for that task when the load \
+         stopped, and how long after that it had indexed them all.\n",
         MEASURE.as_secs(),
         WARM_UP.as_secs()
     )
@@ -83,6 +88,32 @@ struct Measurement {
     goal: f64,
     webhook_ms_p50: f64,
     webhook_ms_p99: f64,
+    /// SQLite: events not in the timeline when the load stopped, and the time until they were.
+    timeline_lag: Option<(i64, Duration)>,
+}
+
+/// On SQLite, the events stored but not yet in `event_timeline` now, and how long until none is.
+async fn timeline_lag(server: &InProcess) -> anyhow::Result<Option<(i64, Duration)>> {
+    let database = server.services.database();
+    if database.backend() != DbBackend::Sqlite {
+        return Ok(None);
+    }
+    let tail = Statement::from_string(
+        DbBackend::Sqlite,
+        "SELECT count(*) FROM event WHERE seq > (SELECT indexed_through FROM event_timeline_progress)",
+    );
+    let started = Instant::now();
+    let mut waiting = None;
+    loop {
+        let row = database.connection().query_one_raw(tail.clone()).await?.context("no count")?;
+        let count: i64 = row.try_get_by_index(0)?;
+        let first = *waiting.get_or_insert(count);
+        if count == 0 {
+            return Ok(Some((first, started.elapsed())));
+        }
+        ensure!(started.elapsed() < Duration::from_secs(60), "the timeline did not catch up in a minute");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 async fn run() -> anyhow::Result<()> {
@@ -117,6 +148,7 @@ async fn measure(database: &'static str, url: &str, goal: f64) -> anyhow::Result
     let started = Instant::now();
     let mut latencies = load(&client, &endpoint, &contacts, &next, MEASURE).await?;
     let elapsed = started.elapsed().as_secs_f64();
+    let timeline_lag = timeline_lag(&server).await?;
     eprintln!("[{database}] timing {LATENCY_SAMPLES} events to their webhooks");
     let mut to_webhook = webhook_latencies(&client, &server.address, &contacts).await?;
     server.stop().await?;
@@ -132,6 +164,7 @@ async fn measure(database: &'static str, url: &str, goal: f64) -> anyhow::Result
         goal,
         webhook_ms_p50: percentile(&mut to_webhook, 0.5),
         webhook_ms_p99: percentile(&mut to_webhook, 0.99),
+        timeline_lag,
     })
 }
 
@@ -290,6 +323,16 @@ fn report(machine: &Machine, results: &[Measurement]) -> String {
             result.webhook_ms_p50,
             result.webhook_ms_p99
         );
+    }
+    for result in results {
+        if let Some((waiting, after)) = result.timeline_lag {
+            let _ = writeln!(
+                text,
+                "\n{}'s timeline when the load stopped: {waiting} events not indexed yet, all indexed {:.0} ms later.",
+                result.database,
+                after.as_secs_f64() * 1000.0
+            );
+        }
     }
     text
 }
