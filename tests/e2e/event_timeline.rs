@@ -230,7 +230,8 @@ async fn the_migration_carries_stored_events_into_the_timeline_and_back() {
     };
 
     Migrator::down(&connection, Some(1)).await.expect("migrate down");
-    assert!(has("event_timeline_idx").await && !has("event_timeline").await, "the index on event is back");
+    assert!(has("event_timeline_idx").await && has("event_type_idx").await, "the indexes on event are back");
+    assert!(!has("event_timeline").await);
     let kept = connection
         .query_one_raw(Statement::from_string(DbBackend::Sqlite, "SELECT count(*) FROM event"))
         .await
@@ -239,11 +240,42 @@ async fn the_migration_carries_stored_events_into_the_timeline_and_back() {
     assert_eq!(kept.try_get_by_index::<i64>(0).expect("count"), 14, "every event kept");
 
     Migrator::up(&connection, None).await.expect("migrate up");
-    assert!(!has("event_timeline_idx").await && has("event_timeline").await);
+    assert!(!has("event_timeline_idx").await && !has("event_type_idx").await && has("event_timeline").await);
     assert_eq!(tail(&app).await, 0, "the migration indexes every stored event");
     assert_eq!(count(&app, "SELECT count(*) FROM event_timeline", None).await, 14);
     assert_eq!(read_pages(&app, &ada, None, 5, true).await, ada_events);
     let new = track(&app, &[(ada.as_str(), "page.viewed", 13)]).await;
     assert_eq!(read_pages(&app, &ada, None, 1, true).await[0], new[0], "new events join the tail");
     connection.close().await.ok();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timeline_page_reads_the_contacts_part_of_each_side_and_never_a_whole_table() {
+    use rapport::{
+        domain::{
+            contact::ContactId,
+            event::EventType,
+            page::{Direction, PageRequest},
+        },
+        store::events::timeline_on_sqlite,
+    };
+    let app = manual_app(Backend::Sqlite).await;
+    let event_type = EventType::parse("order.completed").expect("type");
+    let cursor = Some((chrono::Utc::now(), Uuid::new_v4()));
+    for (direction, after, before) in
+        [(Direction::Forward, None, None), (Direction::Forward, cursor, None), (Direction::Backward, None, cursor)]
+    {
+        let request = PageRequest { after, before, limit: 20, direction };
+        for filter in [None, Some(&event_type)] {
+            let plan = app.query_plan(|_| timeline_on_sqlite(ContactId::generate(), filter, &request)).await;
+            let has = |step: &str| plan.iter().any(|line| line.starts_with(step));
+            assert!(has("SEARCH t USING PRIMARY KEY (contact_id=?"), "{plan:#?}");
+            assert!(has("SEARCH e USING INDEX sqlite_autoindex_event_1 (id=?)"), "{plan:#?}");
+            assert!(has("SEARCH event USING INTEGER PRIMARY KEY (rowid>?)"), "the tail by seq: {plan:#?}");
+            assert!(!plan.iter().any(|line| line == "SCAN event" || line.starts_with("SCAN event ")), "{plan:#?}");
+            if after.is_some() || before.is_some() {
+                assert!(has("SEARCH t USING PRIMARY KEY (contact_id=? AND (occurred_at,event_id)"), "{plan:#?}");
+            }
+        }
+    }
 }
