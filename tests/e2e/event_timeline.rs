@@ -163,6 +163,33 @@ async fn indexed_events_and_the_tail_read_as_one_timeline(backend: Backend) {
     }
 }
 
+/// Events at one instant are ordered by id, on either side of the progress and across it.
+async fn events_at_one_instant_page_across_the_progress_without_gaps_or_repeats(backend: Backend) {
+    let app = manual_app(backend).await;
+    let ada = new_contact(&app, "ada@example.com").await;
+    let same_day: Vec<(&str, &str, u32)> = (0..4).map(|_| (ada.as_str(), "tick", 1)).collect();
+    let mut expected = track(&app, &same_day).await;
+    index_all(&app).await;
+    expected.extend(track(&app, &same_day[..3]).await);
+    // Newest first means the highest id first when the instants tie.
+    expected.sort();
+    expected.reverse();
+    for size in [1, 2, 3, 7] {
+        assert_eq!(read_pages(&app, &ada, None, size, true).await, expected, "forward in pages of {size}");
+        assert_eq!(read_pages(&app, &ada, None, size, false).await, expected, "backward in pages of {size}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_at_one_instant_page_across_the_progress_without_gaps_or_repeats_sqlite() {
+    events_at_one_instant_page_across_the_progress_without_gaps_or_repeats(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_at_one_instant_page_across_the_progress_without_gaps_or_repeats_postgres() {
+    events_at_one_instant_page_across_the_progress_without_gaps_or_repeats(Backend::Postgres).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn indexed_events_and_the_tail_read_as_one_timeline_sqlite() {
     indexed_events_and_the_tail_read_as_one_timeline(Backend::Sqlite).await;

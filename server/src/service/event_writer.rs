@@ -10,8 +10,8 @@
 //! base dirties about one page of contact activity per contact, so four batches in one transaction
 //! log those pages once instead of four times (BENCHMARKS.md, events_ingest; the timeline, which
 //! cost the same, is indexed later in bulk: `store::events::index_timeline`). On PostgreSQL it
-//! spares concurrent batches
-//! queueing on each other's row locks (contact activity, the audit chain's head) and a commit each.
+//! spares concurrent batches queueing on each other's row locks (contact activity, the audit
+//! chain's head) and a commit each.
 //!
 //! An idle writer starts at once, so a lone event waits for nobody. A group that fails is written
 //! again one request at a time, so that one request's failure never fails another's.

@@ -291,8 +291,8 @@ impl Services {
     ) -> Result<Vec<Result<Tracked>>> {
         let references: Vec<ContactRef> =
             batch.iter().filter_map(|item| item.as_ref().ok().map(|event| event.contact.clone())).collect();
-        // Read outside the write, so that the writer spends its time writing; its foreign key
-        // finds a contact deleted since.
+        // Read outside the write, so that the writer spends its time writing; the write refuses
+        // a contact deleted since (PostgreSQL's foreign key, SQLite's look in `insert_all`).
         let contacts = store::contacts::resolve(self.db.connection(), self.db.keys()?, &references).await?;
         let mut outcomes: Vec<Option<Result<Tracked>>> = Vec::with_capacity(batch.len());
         let mut events = Vec::with_capacity(batch.len());

@@ -413,6 +413,7 @@ pub async fn index_timeline(db: &Database) -> StoreResult<u64> {
         None => None,
     };
     let Some(through) = through else {
+        tx.rollback().await?;
         return Ok(0);
     };
     let index = format!(
@@ -431,7 +432,7 @@ pub async fn index_timeline(db: &Database) -> StoreResult<u64> {
 }
 
 /// On SQLite, runs [`index_timeline`] every [`TIMELINE_EVERY`], and again at once after a full
-/// round, until `stop` turns true.
+/// round, until `stop` turns true (what is left waits for the next start; reads see it meanwhile).
 pub async fn keep_timeline_indexed(db: Database, mut stop: tokio::sync::watch::Receiver<bool>) {
     if db.backend() != DbBackend::Sqlite {
         return;
@@ -443,7 +444,7 @@ pub async fn keep_timeline_indexed(db: Database, mut stop: tokio::sync::watch::R
         }
         loop {
             match index_timeline(&db).await {
-                Ok(TIMELINE_ROUND) => {}
+                Ok(TIMELINE_ROUND) if !*stop.borrow() => {}
                 Ok(_) => break,
                 Err(error) => {
                     tracing::warn!(error = %error, "indexing the event timeline failed");
