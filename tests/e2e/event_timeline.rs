@@ -22,6 +22,24 @@ const TIMELINE: &str = "query($id: ID!, $type: String, $first: Int, $after: Stri
     }
 }";
 
+/// `name::sqlite` and `name::postgres`, each running `name(backend)` (the servers here are started
+/// with options, which `on_both_databases!` does not take).
+macro_rules! on_both_backends {
+    ($name:ident) => {
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                super::$name(super::Backend::Sqlite).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                super::$name(super::Backend::Postgres).await;
+            }
+        }
+    };
+}
+
 async fn manual_app(backend: Backend) -> TestApp {
     spawn_app_with_options(backend, ServeOptions { manual_event_timeline: true, ..ServeOptions::default() }).await
 }
@@ -180,25 +198,9 @@ async fn events_at_one_instant_page_across_the_progress_without_gaps_or_repeats(
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn events_at_one_instant_page_across_the_progress_without_gaps_or_repeats_sqlite() {
-    events_at_one_instant_page_across_the_progress_without_gaps_or_repeats(Backend::Sqlite).await;
-}
+on_both_backends!(events_at_one_instant_page_across_the_progress_without_gaps_or_repeats);
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn events_at_one_instant_page_across_the_progress_without_gaps_or_repeats_postgres() {
-    events_at_one_instant_page_across_the_progress_without_gaps_or_repeats(Backend::Postgres).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn indexed_events_and_the_tail_read_as_one_timeline_sqlite() {
-    indexed_events_and_the_tail_read_as_one_timeline(Backend::Sqlite).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn indexed_events_and_the_tail_read_as_one_timeline_postgres() {
-    indexed_events_and_the_tail_read_as_one_timeline(Backend::Postgres).await;
-}
+on_both_backends!(indexed_events_and_the_tail_read_as_one_timeline);
 
 async fn deleting_or_erasing_a_contact_removes_its_events_on_both_sides(backend: Backend) {
     let app = manual_app(backend).await;
@@ -231,15 +233,7 @@ async fn deleting_or_erasing_a_contact_removes_its_events_on_both_sides(backend:
     assert_eq!(read_pages(&app, &grace, None, 10, true).await, grace_events, "Grace keeps both of hers");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn deleting_or_erasing_a_contact_removes_its_events_on_both_sides_sqlite() {
-    deleting_or_erasing_a_contact_removes_its_events_on_both_sides(Backend::Sqlite).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn deleting_or_erasing_a_contact_removes_its_events_on_both_sides_postgres() {
-    deleting_or_erasing_a_contact_removes_its_events_on_both_sides(Backend::Postgres).await;
-}
+on_both_backends!(deleting_or_erasing_a_contact_removes_its_events_on_both_sides);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_migration_carries_stored_events_into_the_timeline_and_back() {
