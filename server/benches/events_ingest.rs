@@ -32,8 +32,9 @@ use rapport::{
         Actor, RequestContext, Services,
         contacts::{ContactChanges, UpsertKey},
     },
+    store::events::unindexed,
 };
-use sea_orm::{ConnectionTrait, DbBackend, Statement};
+use sea_orm::DbBackend;
 use serde_json::{Value, json};
 use support::{ADMIN_TOKEN, Machine, PostgresDatabase, wait_for_quiet};
 
@@ -89,24 +90,19 @@ struct Measurement {
     webhook_ms_p50: f64,
     webhook_ms_p99: f64,
     /// SQLite: events not in the timeline when the load stopped, and the time until they were.
-    timeline_lag: Option<(i64, Duration)>,
+    timeline_lag: Option<(u64, Duration)>,
 }
 
 /// On SQLite, the events stored but not yet in `event_timeline` now, and how long until none is.
-async fn timeline_lag(server: &InProcess) -> anyhow::Result<Option<(i64, Duration)>> {
+async fn timeline_lag(server: &InProcess) -> anyhow::Result<Option<(u64, Duration)>> {
     let database = server.services.database();
     if database.backend() != DbBackend::Sqlite {
         return Ok(None);
     }
-    let tail = Statement::from_string(
-        DbBackend::Sqlite,
-        "SELECT count(*) FROM event WHERE seq > (SELECT indexed_through FROM event_timeline_progress)",
-    );
     let started = Instant::now();
     let mut waiting = None;
     loop {
-        let row = database.connection().query_one_raw(tail.clone()).await?.context("no count")?;
-        let count: i64 = row.try_get_by_index(0)?;
+        let count = unindexed(database.connection()).await?;
         let first = *waiting.get_or_insert(count);
         if count == 0 {
             return Ok(Some((first, started.elapsed())));

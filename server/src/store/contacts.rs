@@ -237,7 +237,8 @@ pub async fn erase(conn: &impl ConnectionTrait, id: ContactId, at: DateTime<Utc>
             .exec(conn)
             .await?
             .rows_affected,
-        events: super::events::delete_of(conn, id).await?,
+        // Counted here, deleted with the contact below.
+        events: super::events::count_of(conn, id).await?,
         data_key_destroyed: keys::destroy(conn, uuid).await?,
         suppressed,
     };

@@ -16,7 +16,8 @@ use std::{
 
 use chrono::{DateTime, Utc};
 use sea_orm::{
-    ColumnTrait, Condition, ConnectionTrait, DbBackend, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Statement,
+    ColumnTrait, Condition, ConnectionTrait, DbBackend, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
+    QuerySelect, Statement,
     sea_query::{Expr, OnConflict, Query},
 };
 use uuid::Uuid;
@@ -366,29 +367,34 @@ pub async fn all_of(conn: &impl ConnectionTrait, contact_id: ContactId) -> Store
     rows.into_iter().map(to_domain).collect()
 }
 
-/// Deletes every event of a contact; how many.
-pub async fn delete_of(conn: &impl ConnectionTrait, contact_id: ContactId) -> StoreResult<u64> {
+/// How many events a contact has. Deleting the contact deletes them: by the foreign key's cascade
+/// on PostgreSQL, by the trigger `event_of_deleted_contact` on SQLite.
+pub async fn count_of(conn: &impl ConnectionTrait, contact_id: ContactId) -> StoreResult<u64> {
     let id = contact_id.as_uuid();
     if conn.get_database_backend() != DbBackend::Sqlite {
-        return Ok(entity::Entity::delete_many()
-            .filter(entity::Column::ContactId.eq(id))
-            .exec(conn)
-            .await?
-            .rows_affected);
+        return Ok(entity::Entity::find().filter(entity::Column::ContactId.eq(id)).count(conn).await?);
     }
-    let mut deleted = 0;
-    for sql in [
-        "DELETE FROM event WHERE id IN (SELECT event_id FROM event_timeline WHERE contact_id = ?)".to_owned(),
-        format!("DELETE FROM event WHERE {TAIL} AND contact_id = ?"),
-    ] {
-        deleted += conn
-            .execute_raw(Statement::from_sql_and_values(DbBackend::Sqlite, sql, [id.into()]))
-            .await?
-            .rows_affected();
+    let sql = format!(
+        "SELECT (SELECT count(*) FROM event_timeline WHERE contact_id = ?) \
+              + (SELECT count(*) FROM event WHERE {TAIL} AND contact_id = ?)"
+    );
+    count(conn, Statement::from_sql_and_values(DbBackend::Sqlite, sql, [id.into(), id.into()])).await
+}
+
+/// On SQLite, the events not in `event_timeline` yet (the tail); none on PostgreSQL.
+pub async fn unindexed(conn: &impl ConnectionTrait) -> StoreResult<u64> {
+    if conn.get_database_backend() != DbBackend::Sqlite {
+        return Ok(0);
     }
-    let timeline = "DELETE FROM event_timeline WHERE contact_id = ?";
-    conn.execute_raw(Statement::from_sql_and_values(DbBackend::Sqlite, timeline, [id.into()])).await?;
-    Ok(deleted)
+    count(conn, Statement::from_string(DbBackend::Sqlite, format!("SELECT count(*) FROM event WHERE {TAIL}"))).await
+}
+
+async fn count(conn: &impl ConnectionTrait, statement: Statement) -> StoreResult<u64> {
+    let counted: i64 = match conn.query_one_raw(statement).await? {
+        Some(row) => row.try_get_by_index(0)?,
+        None => 0,
+    };
+    Ok(counted.unsigned_abs())
 }
 
 /// Events that one round of [`index_timeline`] takes at most: a bound on its transaction, which
