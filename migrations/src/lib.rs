@@ -24,6 +24,7 @@ mod m20261203_000002_event_text_collation;
 mod m20261203_000003_partial_attribute_indexes;
 mod m20261204_000001_outbox_waiting_index;
 mod m20261206_000001_event_timeline;
+mod m20261206_000002_clustered_contact_tables;
 
 pub struct Migrator;
 
@@ -52,6 +53,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261203_000003_partial_attribute_indexes::Migration),
             Box::new(m20261204_000001_outbox_waiting_index::Migration),
             Box::new(m20261206_000001_event_timeline::Migration),
+            Box::new(m20261206_000002_clustered_contact_tables::Migration),
         ]
     }
 }

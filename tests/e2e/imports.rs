@@ -338,3 +338,55 @@ on_both_databases! {
         assert_eq!(imports(&app).await.len(), 1);
     }
 }
+
+/// The migration that clusters values, data keys and import links on their keys (SQLite only)
+/// keeps every imported contact readable, in both directions.
+#[tokio::test]
+async fn clustering_the_contact_tables_on_sqlite_keeps_every_imported_contact() {
+    use migration::{Migrator, MigratorTrait};
+    use sea_orm::{ConnectionTrait, DbBackend, Statement};
+
+    let app = rapport_e2e::spawn_app(rapport_e2e::Backend::Sqlite).await;
+    define_fields(&app).await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("contacts.csv"), MIXED).unwrap();
+    let (success, stdout, stderr) = import(&app, dir.path(), &["contacts.csv"]);
+    assert!(success, "stdout: {stdout}\nstderr: {stderr}");
+    let before =
+        (contact(&app, "ada@example.com").await, contact(&app, "grace@example.com").await, imports(&app).await);
+    assert_eq!(before.0["attributes"]["nickname"], "Countess", "a sealed value");
+
+    let connection = sea_orm::Database::connect(app.database_url.as_str()).await.expect("connect");
+    let clustered = |table: &'static str| {
+        let connection = connection.clone();
+        async move {
+            let sql = "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?";
+            let statement = Statement::from_sql_and_values(DbBackend::Sqlite, sql, [table.into()]);
+            let row = connection.query_one_raw(statement).await.expect("schema").expect("the table");
+            row.try_get_by_index::<String>(0).expect("sql").contains("WITHOUT ROWID")
+        }
+    };
+    let tables = ["contact_attribute", "contact_key", "import_contact"];
+    let broken_references = || async {
+        let statement = Statement::from_string(DbBackend::Sqlite, "PRAGMA foreign_key_check");
+        connection.query_all_raw(statement).await.expect("check").len()
+    };
+    for table in tables {
+        assert!(clustered(table).await, "{table} is clustered on its key");
+    }
+
+    Migrator::down(&connection, Some(1)).await.expect("migrate down");
+    for table in tables {
+        assert!(!clustered(table).await, "{table} has rowids again");
+    }
+    assert_eq!(broken_references().await, 0);
+    assert_eq!(contact(&app, "ada@example.com").await, before.0);
+
+    Migrator::up(&connection, None).await.expect("migrate up");
+    for table in tables {
+        assert!(clustered(table).await, "{table} is clustered again");
+    }
+    assert_eq!(broken_references().await, 0);
+    let after = (contact(&app, "ada@example.com").await, contact(&app, "grace@example.com").await, imports(&app).await);
+    assert_eq!(after, before, "values, keys and import links all carried over");
+}

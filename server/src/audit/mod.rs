@@ -171,7 +171,7 @@ pub fn entry_hash(entry: &AuditEntry) -> String {
     put(entry.changes.as_bytes());
     put(entry.request_id.as_bytes());
     put(&optional(&entry.ip));
-    hasher.finalize().iter().map(|byte| format!("{byte:02x}")).collect()
+    hex::encode(hasher.finalize())
 }
 
 /// The outcome of walking the chain.

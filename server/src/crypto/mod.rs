@@ -53,7 +53,7 @@ struct SecretKey {
 impl SecretKey {
     fn new(bytes: [u8; KEY_LEN]) -> Self {
         let digest = Sha256::new().chain_update(b"rapport key id\0").chain_update(bytes).finalize();
-        let id = digest[..8].iter().map(|byte| format!("{byte:02x}")).collect();
+        let id = hex::encode(&digest[..8]);
         Self { bytes, id }
     }
 
@@ -218,7 +218,7 @@ pub fn random_secret() -> String {
 /// How bearer secrets are stored and looked up. A plain digest suffices: they are random and
 /// 256 bits long, so there is nothing to guess, and lookups stay one indexed equality.
 pub fn secret_digest(secret: &str) -> String {
-    Sha256::digest(secret.as_bytes()).iter().map(|byte| format!("{byte:02x}")).collect()
+    hex::encode(Sha256::digest(secret.as_bytes()))
 }
 
 /// One contact's data key: seals that contact's personal values and nothing else.

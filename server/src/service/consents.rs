@@ -200,7 +200,7 @@ pub(super) fn grants_email_marketing(change: &ConsentChange) -> bool {
 pub(super) fn wording_version(language: Option<&str>, text: &str) -> Option<WordingVersion> {
     use sha2::{Digest, Sha256};
     let digest = Sha256::digest(text.as_bytes());
-    let hash: String = digest.iter().take(6).map(|byte| format!("{byte:02x}")).collect();
+    let hash = hex::encode(&digest[..6]);
     let version = match language {
         Some(language) => format!("{language}:{hash}"),
         None => hash,

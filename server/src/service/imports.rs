@@ -328,7 +328,9 @@ impl Services {
         let keys = self.db.keys()?;
         let rows = batch.rows;
         let now = self.now();
-        let emails: Vec<&EmailAddress> = rows.iter().filter_map(|row| row.email.as_ref()).collect();
+        // The parsing thread computed each address's blind index with the row's sealing.
+        let emails: Vec<(&EmailAddress, &str)> =
+            batch.candidates.iter().filter_map(|candidate| batch.presealed.get(candidate)?.indexed_email()).collect();
         let external_ids: Vec<&ExternalId> = rows.iter().filter_map(|row| row.external_id.as_ref()).collect();
         let phones: Vec<&PhoneNumber> = rows.iter().filter_map(|row| row.profile.phone.as_ref()).collect();
         let tx = self.db.begin_write().await?;

@@ -57,8 +57,7 @@ impl Services {
     pub async fn record_click(&self, ctx: &RequestContext, click: &TrackedClick) -> Result<()> {
         let minute = minute_of(self.now());
         // A digest keeps the key within its 255 characters whatever the length of the URL.
-        let link: String =
-            Sha256::digest(click.url.as_str().as_bytes())[..16].iter().map(|b| format!("{b:02x}")).collect();
+        let link: String = hex::encode(&Sha256::digest(click.url.as_str().as_bytes())[..16]);
         let key = format!("click:{}:{link}:{minute}", click.send.send_id);
         self.record(ctx, &click.send, CLICKED, properties(&click.send, Some(click.url.as_str())), &key).await
     }

@@ -11,18 +11,18 @@ use std::collections::{HashMap, HashSet};
 use chrono::{DateTime, NaiveDate, Utc};
 use sea_orm::{
     ActiveValue::Set,
-    ColumnTrait, Condition, ConnectionTrait, EntityTrait, ExprTrait, QueryFilter, QueryOrder, QuerySelect, QueryTrait,
+    ColumnTrait, Condition, ConnectionTrait, EntityTrait, ExprTrait, QueryFilter, QueryOrder, QuerySelect,
     sea_query::{Expr, OnConflict, Query, SelectStatement},
 };
 use uuid::Uuid;
 
 use super::{
-    StoreError, StoreResult,
+    Conflict, StoreError, StoreResult,
     entity::{
         consent, consent_change, contact as entity, contact_attribute as attribute, erased_address, field_definition,
         import_contact, topic, topic_subscription,
     },
-    execute_in_turn, keys,
+    insert_rows, keys,
 };
 use crate::crypto::{DataKey, KeyRing, WrappedKey};
 use crate::domain::{
@@ -487,38 +487,32 @@ fn changed_attribute_rows(
 }
 
 async fn upsert_attribute_rows(conn: &impl ConnectionTrait, rows: Vec<attribute::ActiveModel>) -> StoreResult<()> {
-    let backend = conn.get_database_backend();
-    let upserts = rows.chunks(ROWS_PER_STATEMENT).map(|chunk| {
-        attribute::Entity::insert_many(chunk.to_vec())
-            .on_conflict(
-                OnConflict::columns([attribute::Column::ContactId, attribute::Column::FieldKey])
-                    .update_columns([
-                        attribute::Column::ValueText,
-                        attribute::Column::ValueNumber,
-                        attribute::Column::ValueBool,
-                        attribute::Column::ValueTime,
-                        attribute::Column::Sealed,
-                    ])
-                    .to_owned(),
-            )
-            .build(backend)
-    });
-    execute_in_turn(conn, upserts).await?;
-    Ok(())
+    let on_conflict = Conflict::Update {
+        target: &[attribute::Column::ContactId, attribute::Column::FieldKey],
+        set: &[
+            attribute::Column::ValueText,
+            attribute::Column::ValueNumber,
+            attribute::Column::ValueBool,
+            attribute::Column::ValueTime,
+            attribute::Column::Sealed,
+        ],
+    };
+    insert_rows(conn, rows, on_conflict, ROWS_PER_STATEMENT).await
 }
 
 /// Rows per multi-row statement: a contact row binds 14 values, well under SQLite's limit of
 /// bound parameters at this count.
 const ROWS_PER_STATEMENT: usize = 500;
 
-/// The contacts holding any of these email addresses or external ids, in three statements
-/// whatever their number, locked until the caller's transaction ends (on PostgreSQL; a SQLite
-/// writer holds the whole database), so that a batch can decide on them and write them
-/// without another writer moving their versions on.
+/// The contacts holding any of these email addresses (given with their blind indexes, as
+/// `email_index` computes them) or external ids, in three statements whatever their number,
+/// locked until the caller's transaction ends (on PostgreSQL; a SQLite writer holds the whole
+/// database), so that a batch can decide on them and write them without another writer moving
+/// their versions on.
 pub async fn find_for_update(
     conn: &impl ConnectionTrait,
     keys: &KeyRing,
-    emails: &[&EmailAddress],
+    emails: &[(&EmailAddress, &str)],
     external_ids: &[&ExternalId],
 ) -> StoreResult<Vec<Contact>> {
     if emails.is_empty() && external_ids.is_empty() {
@@ -526,7 +520,7 @@ pub async fn find_for_update(
     }
     let mut any = Condition::any();
     if !emails.is_empty() {
-        any = any.add(entity::Column::EmailIndex.is_in(emails.iter().map(|email| email_index(keys, email))));
+        any = any.add(entity::Column::EmailIndex.is_in(emails.iter().map(|(_, index)| *index)));
     }
     if !external_ids.is_empty() {
         any = any.add(entity::Column::ExternalId.is_in(external_ids.iter().map(|id| id.as_str())));
@@ -535,16 +529,17 @@ pub async fn find_for_update(
     with_attributes(conn, keys, models).await
 }
 
-/// Which of these email addresses and phone numbers belong to erased contacts, in one statement.
+/// Which of these email addresses (with their blind indexes) and phone numbers belong to erased
+/// contacts, in one statement.
 pub async fn erased_among(
     conn: &impl ConnectionTrait,
     keys: &KeyRing,
-    emails: &[&EmailAddress],
+    emails: &[(&EmailAddress, &str)],
     phones: &[&PhoneNumber],
 ) -> StoreResult<(HashSet<EmailAddress>, HashSet<PhoneNumber>)> {
     let mut by_index: HashMap<String, Result<&EmailAddress, &PhoneNumber>> = HashMap::new();
-    for email in emails {
-        by_index.insert(email_index(keys, email), Ok(*email));
+    for (email, index) in emails {
+        by_index.insert((*index).to_owned(), Ok(*email));
     }
     for phone in phones {
         by_index.insert(phone_index(keys, phone), Err(*phone));
@@ -619,8 +614,13 @@ impl Presealed {
             .map(|(_, _, envelope)| envelope.as_str())
     }
 
+    /// The email address sealed ahead, with its blind index.
+    pub fn indexed_email(&self) -> Option<(&EmailAddress, &str)> {
+        self.email_index.as_ref().map(|(email, index)| (email, index.as_str()))
+    }
+
     fn email_index(&self, email: &EmailAddress) -> Option<&str> {
-        self.email_index.as_ref().filter(|(indexed, _)| indexed == email).map(|(_, index)| index.as_str())
+        self.indexed_email().filter(|(indexed, _)| *indexed == email).map(|(_, index)| index)
     }
 }
 
@@ -649,11 +649,8 @@ pub async fn insert_many(
             .map_or_else(|| key.wrap(&keys.masters, &contact.id.as_uuid().to_string()), |ahead| ahead.wrapped.clone());
         wrapped_keys.push((contact.id.as_uuid(), wrapped));
     }
-    let backend = conn.get_database_backend();
-    let inserts =
-        rows.chunks(ROWS_PER_STATEMENT).map(|chunk| entity::Entity::insert_many(chunk.to_vec()).build(backend));
-    execute_in_turn(conn, inserts).await?;
-    keys::store_many(conn, &wrapped_keys).await?;
+    insert_rows(conn, rows, Conflict::Fail, ROWS_PER_STATEMENT).await?;
+    keys::store_many(conn, wrapped_keys).await?;
     upsert_attribute_rows(conn, attribute_rows).await
 }
 
@@ -679,29 +676,24 @@ pub async fn update_many(
         attribute_rows.extend(changed_attribute_rows(&key, after.id, &before.attributes, &after.attributes, &personal));
         delete_removed_attributes(conn, after.id, &before.attributes, &after.attributes).await?;
     }
-    for chunk in rows.chunks(ROWS_PER_STATEMENT) {
-        entity::Entity::insert_many(chunk.to_vec())
-            .on_conflict(
-                OnConflict::column(entity::Column::Id)
-                    .update_columns([
-                        entity::Column::ExternalId,
-                        entity::Column::Email,
-                        entity::Column::EmailIndex,
-                        entity::Column::Phone,
-                        entity::Column::PhoneIndex,
-                        entity::Column::FirstName,
-                        entity::Column::LastName,
-                        entity::Column::Locale,
-                        entity::Column::TimeZone,
-                        entity::Column::Country,
-                        entity::Column::Version,
-                        entity::Column::UpdatedAt,
-                    ])
-                    .to_owned(),
-            )
-            .exec_without_returning(conn)
-            .await?;
-    }
+    let on_conflict = Conflict::Update {
+        target: &[entity::Column::Id],
+        set: &[
+            entity::Column::ExternalId,
+            entity::Column::Email,
+            entity::Column::EmailIndex,
+            entity::Column::Phone,
+            entity::Column::PhoneIndex,
+            entity::Column::FirstName,
+            entity::Column::LastName,
+            entity::Column::Locale,
+            entity::Column::TimeZone,
+            entity::Column::Country,
+            entity::Column::Version,
+            entity::Column::UpdatedAt,
+        ],
+    };
+    insert_rows(conn, rows, on_conflict, ROWS_PER_STATEMENT).await?;
     upsert_attribute_rows(conn, attribute_rows).await
 }
 

@@ -5,13 +5,14 @@
 use sea_orm::{
     ActiveValue::Set,
     ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
-    sea_query::{Expr, ExprTrait, OnConflict},
+    sea_query::{Expr, ExprTrait},
 };
 use uuid::Uuid;
 
 use super::{
-    StoreError, StoreResult,
+    Conflict, StoreError, StoreResult,
     entity::{import as entity, import_contact, import_rejection as rejection},
+    insert_rows,
 };
 use crate::domain::{
     contact::ContactId,
@@ -74,21 +75,15 @@ pub async fn page(conn: &impl ConnectionTrait, request: &PageRequest<Uuid>) -> S
 /// Links contacts to the run that created or updated them; a contact in the file twice is
 /// linked once.
 pub async fn link(conn: &impl ConnectionTrait, import_id: Uuid, contacts: &[ContactId]) -> StoreResult<()> {
-    for chunk in contacts.chunks(ROWS_PER_STATEMENT) {
-        let rows = chunk.iter().map(|contact_id| import_contact::ActiveModel {
+    let rows = contacts
+        .iter()
+        .map(|contact_id| import_contact::ActiveModel {
             import_id: Set(import_id),
             contact_id: Set(contact_id.as_uuid()),
-        });
-        import_contact::Entity::insert_many(rows)
-            .on_conflict(
-                OnConflict::columns([import_contact::Column::ImportId, import_contact::Column::ContactId])
-                    .do_nothing()
-                    .to_owned(),
-            )
-            .exec_without_returning(conn)
-            .await?;
-    }
-    Ok(())
+        })
+        .collect();
+    let key = [import_contact::Column::ImportId, import_contact::Column::ContactId];
+    insert_rows(conn, rows, Conflict::Ignore { target: &key }, ROWS_PER_STATEMENT).await
 }
 
 pub async fn reject(conn: &impl ConnectionTrait, import_id: Uuid, errors: &[RowError]) -> StoreResult<()> {

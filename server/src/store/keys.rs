@@ -13,8 +13,9 @@ use sea_orm::{
 use uuid::Uuid;
 
 use super::{
-    StoreError, StoreResult,
+    Conflict, StoreError, StoreResult,
     entity::{blind_index_key, contact_key},
+    insert_rows,
 };
 use crate::crypto::{BlindIndexKey, CryptoError, DataKey, KeyRing, MasterKeys, WrappedKey};
 
@@ -60,18 +61,18 @@ pub async fn store(conn: &impl ConnectionTrait, keys: &KeyRing, contact_id: Uuid
 }
 
 /// Stores the data keys of new contacts set-wise, as wrapped by the current master key.
-pub async fn store_many(conn: &impl ConnectionTrait, wrapped_keys: &[(Uuid, WrappedKey)]) -> StoreResult<()> {
+pub async fn store_many(conn: &impl ConnectionTrait, wrapped_keys: Vec<(Uuid, WrappedKey)>) -> StoreResult<()> {
     let now = Utc::now();
-    for chunk in wrapped_keys.chunks(ROWS_PER_STATEMENT) {
-        let rows = chunk.iter().map(|(contact_id, wrapped)| contact_key::ActiveModel {
-            contact_id: Set(*contact_id),
-            master_key_id: Set(wrapped.master_key_id.clone()),
-            wrapped_key: Set(wrapped.wrapped.clone()),
+    let rows = wrapped_keys
+        .into_iter()
+        .map(|(contact_id, wrapped)| contact_key::ActiveModel {
+            contact_id: Set(contact_id),
+            master_key_id: Set(wrapped.master_key_id),
+            wrapped_key: Set(wrapped.wrapped),
             created_at: Set(now),
-        });
-        contact_key::Entity::insert_many(rows).exec_without_returning(conn).await?;
-    }
-    Ok(())
+        })
+        .collect();
+    insert_rows(conn, rows, Conflict::Fail, ROWS_PER_STATEMENT).await
 }
 
 /// Rows per multi-row INSERT of keys: well under SQLite's limit of bound parameters.
