@@ -25,6 +25,8 @@ mod m20261203_000003_partial_attribute_indexes;
 mod m20261204_000001_outbox_waiting_index;
 mod m20261206_000001_event_timeline;
 mod m20261206_000002_clustered_contact_tables;
+mod m20261206_000003_attributes_in_contact_row;
+mod m20261206_000004_contact_import;
 
 pub struct Migrator;
 
@@ -54,6 +56,18 @@ impl MigratorTrait for Migrator {
             Box::new(m20261204_000001_outbox_waiting_index::Migration),
             Box::new(m20261206_000001_event_timeline::Migration),
             Box::new(m20261206_000002_clustered_contact_tables::Migration),
+            Box::new(m20261206_000003_attributes_in_contact_row::Migration),
+            Box::new(m20261206_000004_contact_import::Migration),
         ]
     }
+}
+
+/// Runs the script written for the connection's backend: `sqlite`, or `postgres` for the rest.
+async fn run_script(manager: &SchemaManager<'_>, sqlite: &str, postgres: &str) -> Result<(), DbErr> {
+    let script = match manager.get_database_backend() {
+        sea_orm_migration::sea_orm::DbBackend::Sqlite => sqlite,
+        _ => postgres,
+    };
+    manager.get_connection().execute_unprepared(script).await?;
+    Ok(())
 }

@@ -4,7 +4,7 @@
 //! must equal the one taken before it: a refusal that wrote half of something is a bug too.
 
 use rapport_e2e::{TestApp, assert_error, assert_rejected, on_both_databases};
-use sea_orm::{ConnectOptions, ConnectionTrait, Database, DbBackend, Statement};
+use sea_orm::{ConnectionTrait, Database, Statement};
 use serde_json::{Value, json};
 
 /// Every scalar of a contact, so that comparing two answers compares the whole contact.
@@ -106,7 +106,7 @@ fn random_id() -> String {
 async fn row_counts(app: &TestApp) -> Vec<(&'static str, i64)> {
     let db = Database::connect(&app.database_url).await.expect("test database");
     let mut counts = Vec::new();
-    for table in ["contact", "contact_attribute", "consent", "consent_change", "topic_subscription", "event"] {
+    for table in ["contact", "consent", "consent_change", "topic_subscription", "event"] {
         let statement = Statement::from_string(db.get_database_backend(), format!("SELECT COUNT(*) AS n FROM {table}"));
         let row = db.query_one_raw(statement).await.expect("count query").expect("one row");
         counts.push((table, row.try_get::<i64>("", "n").expect("a count")));
@@ -116,37 +116,74 @@ async fn row_counts(app: &TestApp) -> Vec<(&'static str, i64)> {
 }
 
 on_both_databases! {
-    async fn number_and_time_indexes_hold_only_values_of_their_type_and_serve_comparisons(app) {
-        // Each value row has one typed value: the number and time indexes take only the rows
-        // that have one, and a comparison (which implies a value) can still use them.
-        let mut options = ConnectOptions::new(app.database_url.clone());
-        options.max_connections(1);
-        let db = Database::connect(options).await.expect("test database");
+    async fn moving_custom_values_out_of_the_contact_row_and_back_keeps_every_value_and_its_order(app) {
+        // The migration that moved custom values into the contact's row, undone and redone:
+        // every value of every type, sealed or in clear, comes back as it was, and date-times
+        // (stored as UTC text of fixed width) still compare by instant, to the microsecond.
+        use migration::{Migrator, MigratorTrait};
+        for (key, field_type, personal) in [
+            ("city", "STRING", false),
+            ("score", "NUMBER", false),
+            ("vip", "BOOLEAN", false),
+            ("birthday", "DATE", false),
+            ("last_order", "DATE_TIME", false),
+            ("nickname", "STRING", true),
+            ("first_visit", "DATE_TIME", true),
+        ] {
+            define_field(&app, json!({ "key": key, "label": key, "type": field_type, "personal": personal })).await;
+        }
+        define_field(&app, json!({ "key": "tier", "label": "Tier", "type": "ENUM", "enumValues": ["silver", "gold"] })).await;
+        let contacts = [
+            ("a", json!({ "city": "Berlin", "score": 10, "vip": true, "birthday": "1980-05-01", "last_order": "2026-01-10T10:00:00.25Z", "tier": "gold", "nickname": "Ace", "first_visit": "2020-02-29T08:15:00.123456Z" })),
+            ("b", json!({ "score": -3.5, "vip": false, "last_order": "2026-01-10T11:00:00+01:00" })),
+            ("c", json!({})),
+        ];
+        let mut before = Vec::new();
+        for (name, attributes) in contacts {
+            before.push(upsert(&app, json!({ "email": format!("{name}@example.com"), "attributes": attributes })).await.0);
+        }
+        let compare = |comparison: &str, value: &str| {
+            json!({ "attributes": [{ "field": "last_order", "comparison": comparison, "value": value }] })
+        };
+        let orderings = [
+            (compare("GREATER", "2026-01-10T10:00:00.1Z"), vec!["a"]),
+            (compare("LESS", "2026-01-10T10:00:00.250001Z"), vec!["a", "b"]),
+            (compare("EQUAL", "2026-01-10T10:00:00Z"), vec!["b"]),
+            (compare("EQUAL", "2026-01-10T11:00:00.250+01:00"), vec!["a"]),
+        ];
+        for (filter, expected) in &orderings {
+            assert_eq!(matching(&app, filter.clone()).await, emails(expected), "{filter}");
+        }
+
+        let db = Database::connect(&app.database_url).await.expect("test database");
         let backend = db.get_database_backend();
-        let first_column = |sql: &str, column: usize| {
+        let count = |condition: &str| {
             let db = &db;
-            let sql = sql.to_owned();
+            let sql = format!("SELECT COUNT(*) FROM contact_attribute WHERE {condition}");
             async move {
-                let rows = db.query_all_raw(Statement::from_string(backend, sql)).await.expect("query");
-                rows.iter().map(|row| row.try_get_by_index::<String>(column).expect("text")).collect::<Vec<String>>()
+                let row = db.query_one_raw(Statement::from_string(backend, sql)).await.expect("count").expect("a row");
+                row.try_get_by_index::<i64>(0).expect("a count")
             }
         };
-        for (index, column, bound) in [
-            ("contact_attribute_number_idx", "value_number", "3"),
-            ("contact_attribute_time_idx", "value_time", "'2026-01-01T00:00:00Z'"),
-        ] {
-            let definition = match backend {
-                DbBackend::Sqlite => format!("SELECT sql FROM sqlite_master WHERE name = '{index}'"),
-                _ => format!("SELECT indexdef FROM pg_indexes WHERE indexname = '{index}'"),
-            };
-            let definition = first_column(&definition, 0).await.join("");
-            assert!(definition.contains(&format!("WHERE {column} IS NOT NULL")) || definition.contains(&format!("WHERE ({column} IS NOT NULL)")), "{definition}");
+        // This migration and the one after it.
+        Migrator::down(&db, Some(2)).await.expect("migrate down");
+        assert_eq!(count("TRUE").await, 11, "a row per value");
+        assert_eq!(count("sealed").await, 2);
+        assert_eq!(count("value_number IS NOT NULL").await, 2);
+        assert_eq!(count("value_bool IS NOT NULL").await, 2);
+        assert_eq!(count("value_time IS NOT NULL").await, 2);
+        assert_eq!(count("field_key = 'last_order' AND value_time > '2026-01-10T10:00:00.1Z'").await, 1);
+        assert_eq!(count("field_key = 'score' AND value_number < 0").await, 1);
+        assert_eq!(count("field_key = 'tier' AND value_text = 'gold' AND value_type = 'enum'").await, 1);
 
-            let query = format!("SELECT contact_id FROM contact_attribute WHERE field_key = 'score' AND {column} > {bound}");
-            let plan = app.query_plan(|backend| Statement::from_string(backend, query.clone())).await;
-            assert!(plan.iter().any(|line| line.contains(index)), "{query}: {plan:#?}");
-        }
+        Migrator::up(&db, None).await.expect("migrate up");
         db.close().await.ok();
+        for (contact, name) in before.iter().zip(["a", "b", "c"]) {
+            assert_eq!(&lookup(&app, json!({ "email": format!("{name}@example.com") })).await, contact);
+        }
+        for (filter, expected) in &orderings {
+            assert_eq!(matching(&app, filter.clone()).await, emails(expected), "after the round trip: {filter}");
+        }
     }
 
     async fn upsert_by_email_creates_a_contact_with_normalised_values(app) {
@@ -625,7 +662,7 @@ on_both_databases! {
         let counts_before = row_counts(&app).await;
         assert_eq!(
             counts_before,
-            [("contact", 2), ("contact_attribute", 2), ("consent", 4), ("consent_change", 4), ("topic_subscription", 2), ("event", 2)]
+            [("contact", 2), ("consent", 4), ("consent_change", 4), ("topic_subscription", 2), ("event", 2)]
         );
 
         let deleted = app.data(DELETE, json!({ "id": a })).await;
@@ -638,7 +675,7 @@ on_both_databases! {
         // Exactly the deleted contact's rows are gone; the other contact keeps all of its own.
         assert_eq!(
             row_counts(&app).await,
-            [("contact", 1), ("contact_attribute", 1), ("consent", 2), ("consent_change", 2), ("topic_subscription", 1), ("event", 1)]
+            [("contact", 1), ("consent", 2), ("consent_change", 2), ("topic_subscription", 1), ("event", 1)]
         );
         let kept = app
             .data(
@@ -1008,9 +1045,16 @@ on_both_databases! {
         }";
         let mut costs = Vec::new();
         for first in [5, 50] {
-            let before = app.statements();
-            let data = app.data(NESTED, json!({ "first": first })).await;
-            costs.push(app.statements() - before);
+            // The counter also sees the server's background workers: the fewest of three runs
+            // is the query's own cost.
+            let mut cost = u64::MAX;
+            let mut data = Value::Null;
+            for _ in 0..3 {
+                let before = app.statements();
+                data = app.data(NESTED, json!({ "first": first })).await;
+                cost = cost.min(app.statements() - before);
+            }
+            costs.push(cost);
 
             let edges = data["contacts"]["edges"].as_array().expect("edges");
             assert_eq!(edges.len(), first);

@@ -5,7 +5,8 @@
 //! would create, so that encryption, the largest part of writing new contacts, runs beside the
 //! database's work instead of inside the writer's transaction. A bad row is reported (line,
 //! column, reason) and the rest go on; the run is recorded as one import with its counts and one
-//! audit entry, and links every contact it touched.
+//! audit entry, and remembers every contact it touched: those it creates name it in their row,
+//! stored ones it matched are linked to it.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -353,9 +354,9 @@ impl Services {
 
         let (created, updated) = plan.changes();
         only_creates.keep(updated.is_empty())?;
-        contacts_store::insert_many(&tx, keys, &created, batch.presealed).await?;
+        contacts_store::insert_many(&tx, keys, &created, batch.presealed, Some(import_id)).await?;
         contacts_store::update_many(&tx, keys, &updated).await?;
-        repository::link(&tx, import_id, &plan.touched).await?;
+        repository::link(&tx, import_id, &plan.stored_matched).await?;
         repository::reject(&tx, import_id, &rejected).await?;
         repository::add_counts(&tx, import_id, &counts).await?;
         tx.commit().await?;
@@ -585,8 +586,8 @@ struct BatchPlan<'a> {
     by_external_id: HashMap<ExternalId, usize>,
     erased_emails: HashSet<EmailAddress>,
     erased_phones: HashSet<PhoneNumber>,
-    /// Every contact a row matched, in first-seen order.
-    touched: Vec<ContactId>,
+    /// Every stored contact a row matched, in first-seen order.
+    stored_matched: Vec<ContactId>,
     seen: HashSet<ContactId>,
 }
 
@@ -606,7 +607,7 @@ impl<'a> BatchPlan<'a> {
             by_external_id: HashMap::new(),
             erased_emails: HashSet::new(),
             erased_phones: HashSet::new(),
-            touched: Vec::new(),
+            stored_matched: Vec::new(),
             seen: HashSet::new(),
         };
         for contact in existing {
@@ -706,8 +707,9 @@ impl<'a> BatchPlan<'a> {
             }
         };
         self.index(at, &next);
-        if self.seen.insert(next.id) {
-            self.touched.push(next.id);
+        // A contact this batch creates names the import in its own row; a stored one is linked.
+        if self.contacts[at].0.is_some() && self.seen.insert(next.id) {
+            self.stored_matched.push(next.id);
         }
         Ok(applied)
     }

@@ -10,17 +10,19 @@ use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, NaiveDate, Utc};
 use sea_orm::{
-    ActiveValue::Set,
-    ColumnTrait, Condition, ConnectionTrait, EntityTrait, ExprTrait, QueryFilter, QueryOrder, QuerySelect,
-    sea_query::{Expr, OnConflict, Query, SelectStatement},
+    ActiveValue::{NotSet, Set},
+    ColumnTrait, Condition, ConnectionTrait, DbBackend, EntityTrait, ExprTrait, PaginatorTrait, QueryFilter,
+    QueryOrder, QuerySelect,
+    sea_query::{Expr, OnConflict, Query, SimpleExpr},
 };
+use serde_json::{Map, Value as Json, json};
 use uuid::Uuid;
 
 use super::{
     Conflict, StoreError, StoreResult,
     entity::{
-        consent, consent_change, contact as entity, contact_attribute as attribute, erased_address, field_definition,
-        import_contact, topic, topic_subscription,
+        consent, consent_change, contact as entity, erased_address, field_definition, import_contact, topic,
+        topic_subscription,
     },
     insert_rows, keys,
 };
@@ -49,14 +51,12 @@ pub async fn find(conn: &impl ConnectionTrait, keys: &KeyRing, reference: &Conta
         ContactRef::ExternalId(external_id) => query.filter(entity::Column::ExternalId.eq(external_id.as_str())),
         ContactRef::Email(email) => query.filter(entity::Column::EmailIndex.eq(email_index(keys, email))),
     };
-    // One statement: the contact LEFT JOINed with its attribute rows; a second for its key.
-    let mut found = query.find_with_related(attribute::Entity).all(conn).await?;
-    let Some((model, rows)) = found.pop() else {
+    let Some(model) = query.one(conn).await? else {
         return Ok(None);
     };
     let mut data_keys = keys::data_keys(conn, keys, [model.id]).await?;
     let key = data_keys.remove(&model.id).ok_or(StoreError::Corrupt { table: "contact_key", column: "contact_id" })?;
-    to_domain(model, rows, &key).map(Some)
+    to_domain(model, &key).map(Some)
 }
 
 /// Contacts with this phone number (phone numbers need not be unique), through the blind index.
@@ -142,9 +142,9 @@ pub async fn insert(conn: &impl ConnectionTrait, keys: &KeyRing, contact: &Conta
     // The key is generated before the row so the row can be sealed, and stored after it
     // because its table refers to the contact.
     let key = DataKey::generate();
-    entity::Entity::insert(to_active(contact, keys, &key, None)).exec_without_returning(conn).await?;
-    keys::store(conn, keys, contact.id.as_uuid(), &key).await?;
-    write_attributes(conn, &key, contact.id, &Attributes::new(), &contact.attributes).await
+    let personal = personal_fields(conn).await?;
+    entity::Entity::insert(to_active(contact, keys, &key, None, &personal)).exec_without_returning(conn).await?;
+    keys::store(conn, keys, contact.id.as_uuid(), &key).await
 }
 
 /// Writes `updated` over the stored contact if its version is still `updated.version - 1`.
@@ -160,17 +160,14 @@ pub async fn update(
         .await?
         .remove(&id)
         .ok_or(StoreError::Corrupt { table: "contact_key", column: "contact_id" })?;
+    let personal = personal_fields(conn).await?;
     let result = entity::Entity::update_many()
-        .set(to_active(updated, keys, &key, None))
+        .set(to_active(updated, keys, &key, None, &personal))
         .filter(entity::Column::Id.eq(updated.id.as_uuid()))
         .filter(entity::Column::Version.eq(previous.version))
         .exec(conn)
         .await?;
-    if result.rows_affected == 0 {
-        return Ok(false);
-    }
-    write_attributes(conn, &key, updated.id, &previous.attributes, &updated.attributes).await?;
-    Ok(true)
+    Ok(result.rows_affected > 0)
 }
 
 pub async fn delete(conn: &impl ConnectionTrait, id: ContactId) -> StoreResult<bool> {
@@ -187,6 +184,7 @@ pub async fn erase(conn: &impl ConnectionTrait, id: ContactId, at: DateTime<Utc>
     let Some(model) = entity::Entity::find_by_id(uuid).lock_exclusive().one(conn).await? else {
         return Ok(None);
     };
+    let custom_fields = model.attributes.as_object().map_or(0, Map::len) as u64;
     let profile_fields = [
         &model.external_id,
         &model.email,
@@ -222,11 +220,7 @@ pub async fn erase(conn: &impl ConnectionTrait, id: ContactId, at: DateTime<Utc>
     consent::Entity::delete_many().filter(consent::Column::ContactId.eq(uuid)).exec(conn).await?;
     let erasure = Erasure {
         profile_fields,
-        custom_fields: attribute::Entity::delete_many()
-            .filter(attribute::Column::ContactId.eq(uuid))
-            .exec(conn)
-            .await?
-            .rows_affected,
+        custom_fields,
         consent_decisions: consent_change::Entity::delete_many()
             .filter(consent_change::Column::ContactId.eq(uuid))
             .exec(conn)
@@ -301,7 +295,7 @@ pub async fn by_ids(conn: &impl ConnectionTrait, keys: &KeyRing, ids: &[ContactI
     }
     let models =
         entity::Entity::find().filter(entity::Column::Id.is_in(ids.iter().map(|id| id.as_uuid()))).all(conn).await?;
-    with_attributes(conn, keys, models).await
+    opened(conn, keys, models).await
 }
 
 /// One page of contacts in id (= creation) order, restricted by `filter`.
@@ -311,7 +305,7 @@ pub async fn page(
     filter: &ContactFilter,
     request: &PageRequest<ContactId>,
 ) -> StoreResult<Page<Contact>> {
-    let mut query = entity::Entity::find().filter(condition(filter));
+    let mut query = entity::Entity::find().filter(condition(conn.get_database_backend(), filter));
     if let Some(after) = request.after {
         query = query.filter(entity::Column::Id.gt(after.as_uuid()));
     }
@@ -325,43 +319,32 @@ pub async fn page(
     let models = query.limit(request.limit + 1).all(conn).await?;
     let page = Page::from_rows(models, request.limit, request.direction);
     let ids: Vec<Uuid> = page.items.iter().map(|model| model.id).collect();
-    let mut contacts: HashMap<Uuid, Contact> = with_attributes(conn, keys, page.items)
-        .await?
-        .into_iter()
-        .map(|contact| (contact.id.as_uuid(), contact))
-        .collect();
+    let mut contacts: HashMap<Uuid, Contact> =
+        opened(conn, keys, page.items).await?.into_iter().map(|contact| (contact.id.as_uuid(), contact)).collect();
     Ok(Page { items: ids.iter().filter_map(|id| contacts.remove(id)).collect(), has_more: page.has_more })
 }
 
-fn condition(filter: &ContactFilter) -> Condition {
+fn condition(backend: DbBackend, filter: &ContactFilter) -> Condition {
     let mut all = Condition::all();
     for attribute_condition in &filter.attributes {
         all = all.add(match attribute_condition {
             AttributeCondition::IsSet { field, set } => {
-                let holders = attribute_holders(field);
-                if *set { entity::Column::Id.in_subquery(holders) } else { entity::Column::Id.not_in_subquery(holders) }
+                let holds = holds_value(backend, field);
+                if *set { holds } else { holds.not() }
             }
             AttributeCondition::Compare { field, comparison, value } => {
-                let (column, operand) = value_column(value);
-                let mut holders = attribute_holders(field);
-                // "not equal" includes contacts without a value: it is the complement of "equal".
-                let (operator, negate) = match comparison {
-                    Comparison::Equal => (Comparison::Equal, false),
-                    Comparison::NotEqual => (Comparison::Equal, true),
-                    other => (*other, false),
-                };
-                let column = Expr::col((attribute::Entity, column));
-                holders.and_where(match operator {
-                    Comparison::Equal | Comparison::NotEqual => column.eq(operand),
-                    Comparison::Less => column.lt(operand),
-                    Comparison::LessOrEqual => column.lte(operand),
-                    Comparison::Greater => column.gt(operand),
-                    Comparison::GreaterOrEqual => column.gte(operand),
-                });
-                if negate {
-                    entity::Column::Id.not_in_subquery(holders)
-                } else {
-                    entity::Column::Id.in_subquery(holders)
+                let stored = stored_value(backend, field, value);
+                let operand = operand(backend, value);
+                match comparison {
+                    Comparison::Equal => stored.eq(operand),
+                    // "Not equal" includes contacts without a value: it is the complement of "equal".
+                    Comparison::NotEqual => {
+                        Condition::any().add(stored.clone().ne(operand)).add(stored.is_null()).into()
+                    }
+                    Comparison::Less => stored.lt(operand),
+                    Comparison::LessOrEqual => stored.lte(operand),
+                    Comparison::Greater => stored.gt(operand),
+                    Comparison::GreaterOrEqual => stored.gte(operand),
                 }
             }
         });
@@ -401,103 +384,147 @@ fn condition(filter: &ContactFilter) -> Condition {
         });
     }
     if let Some(import_id) = filter.import {
+        // The contacts the import created name it in their row; those it found are linked.
         all = all.add(
-            entity::Column::Id.in_subquery(
-                Query::select()
-                    .column(import_contact::Column::ContactId)
-                    .from(import_contact::Entity)
-                    .and_where(import_contact::Column::ImportId.eq(import_id))
-                    .to_owned(),
+            Condition::any().add(entity::Column::ImportId.eq(import_id)).add(
+                entity::Column::Id.in_subquery(
+                    Query::select()
+                        .column(import_contact::Column::ContactId)
+                        .from(import_contact::Entity)
+                        .and_where(import_contact::Column::ImportId.eq(import_id))
+                        .to_owned(),
+                ),
             ),
         );
     }
     all
 }
 
-fn attribute_holders(field: &Key) -> SelectStatement {
-    Query::select()
-        .column(attribute::Column::ContactId)
-        .from(attribute::Entity)
-        .and_where(attribute::Column::FieldKey.eq(field.as_str()))
-        .to_owned()
+/// How many contacts hold one of `values` in clear in the enum field `field`.
+pub async fn count_enum_holders(conn: &impl ConnectionTrait, field: &Key, values: &[String]) -> StoreResult<u64> {
+    let stored = stored_value(conn.get_database_backend(), field, &FieldValue::Enum(String::new()));
+    Ok(entity::Entity::find().filter(stored.is_in(values.iter().map(String::as_str))).count(conn).await?)
 }
 
-/// The column a value is stored in, and the value as that column holds it.
-fn value_column(value: &FieldValue) -> (attribute::Column, sea_orm::Value) {
-    match value {
-        FieldValue::String(text) | FieldValue::Enum(text) => (attribute::Column::ValueText, text.clone().into()),
-        FieldValue::Date(date) => (attribute::Column::ValueText, date.format("%Y-%m-%d").to_string().into()),
-        FieldValue::Number(number) => (attribute::Column::ValueNumber, (*number).into()),
-        FieldValue::Boolean(flag) => (attribute::Column::ValueBool, (*flag).into()),
-        FieldValue::DateTime(at) => (attribute::Column::ValueTime, (*at).into()),
-    }
-}
-
-async fn write_attributes(
-    conn: &impl ConnectionTrait,
-    key: &DataKey,
-    contact_id: ContactId,
-    previous: &Attributes,
-    current: &Attributes,
-) -> StoreResult<()> {
-    delete_removed_attributes(conn, contact_id, previous, current).await?;
-    if current.iter().any(|(key, value)| previous.get(key) != Some(value)) {
-        let personal = personal_fields(conn).await?;
-        upsert_attribute_rows(conn, changed_attribute_rows(key, contact_id, previous, current, &personal)).await?;
-    }
-    Ok(())
-}
-
-async fn delete_removed_attributes(
-    conn: &impl ConnectionTrait,
-    contact_id: ContactId,
-    previous: &Attributes,
-    current: &Attributes,
-) -> StoreResult<()> {
-    let removed: Vec<&str> = previous.keys().filter(|key| !current.contains_key(*key)).map(Key::as_str).collect();
-    if !removed.is_empty() {
-        attribute::Entity::delete_many()
-            .filter(attribute::Column::ContactId.eq(contact_id.as_uuid()))
-            .filter(attribute::Column::FieldKey.is_in(removed))
-            .exec(conn)
-            .await?;
-    }
-    Ok(())
-}
-
-/// The rows of the values that differ from `previous`, personal ones sealed.
-fn changed_attribute_rows(
-    key: &DataKey,
-    contact_id: ContactId,
-    previous: &Attributes,
-    current: &Attributes,
-    personal: &HashSet<String>,
-) -> Vec<attribute::ActiveModel> {
-    current
-        .iter()
-        .filter(|(field, value)| previous.get(*field) != Some(*value))
-        .map(|(field, value)| {
-            let mut row = to_attribute_row(contact_id, field, value);
-            if personal.contains(field.as_str()) {
-                seal_attribute(&mut row, key, contact_id, field, value);
-            }
-            row
-        })
-        .collect()
-}
-
-async fn upsert_attribute_rows(conn: &impl ConnectionTrait, rows: Vec<attribute::ActiveModel>) -> StoreResult<()> {
-    let on_conflict = Conflict::Update {
-        target: &[attribute::Column::ContactId, attribute::Column::FieldKey],
-        set: &[
-            attribute::Column::ValueText,
-            attribute::Column::ValueNumber,
-            attribute::Column::ValueBool,
-            attribute::Column::ValueTime,
-            attribute::Column::Sealed,
-        ],
+/// Removes every contact's value of `field`, sealed or not.
+pub async fn remove_values_of(conn: &impl ConnectionTrait, field: &Key) -> StoreResult<u64> {
+    let backend = conn.get_database_backend();
+    let removed = match backend {
+        DbBackend::Sqlite => Expr::cust_with_values("json_remove(contact.attributes, ?)", [json_path(field)]),
+        _ => Expr::cust_with_values("contact.attributes - $1", [field.as_str()]),
     };
-    insert_rows(conn, rows, on_conflict, ROWS_PER_STATEMENT).await
+    let result = entity::Entity::update_many()
+        .col_expr(entity::Column::Attributes, removed)
+        .filter(holds_value(backend, field))
+        .exec(conn)
+        .await?;
+    Ok(result.rows_affected)
+}
+
+/// Whether a contact holds a value of `field`, of any type, sealed or not.
+fn holds_value(backend: DbBackend, field: &Key) -> SimpleExpr {
+    match backend {
+        DbBackend::Sqlite => Expr::cust_with_values("json_type(contact.attributes, ?) IS NOT NULL", [json_path(field)]),
+        _ => Expr::cust_with_values("jsonb_exists(contact.attributes, $1)", [field.as_str()]),
+    }
+}
+
+/// A contact's value of `field` as stored in clear with the type of `value` (none for a sealed
+/// one or another type), comparable with `operand(value)`. PostgreSQL reads a date-time as a
+/// timestamp, SQLite compares its text, which sorts as its time does.
+fn stored_value(backend: DbBackend, field: &Key, value: &FieldValue) -> SimpleExpr {
+    let tag = value.field_type().as_str();
+    match backend {
+        DbBackend::Sqlite => {
+            Expr::cust_with_values("json_extract(contact.attributes, ?)", [format!("{}.{tag}", json_path(field))])
+        }
+        _ => {
+            let cast = match value {
+                FieldValue::Number(_) => "::double precision",
+                FieldValue::Boolean(_) => "::boolean",
+                FieldValue::DateTime(_) => "::timestamp with time zone",
+                FieldValue::String(_) | FieldValue::Enum(_) | FieldValue::Date(_) => "",
+            };
+            Expr::cust_with_values(format!("(contact.attributes -> $1 ->> $2){cast}"), [field.as_str(), tag])
+        }
+    }
+}
+
+/// The value a comparison binds, as `stored_value` reads stored ones.
+fn operand(backend: DbBackend, value: &FieldValue) -> sea_orm::Value {
+    match value {
+        FieldValue::DateTime(at) if backend == DbBackend::Sqlite => at.format(DATETIME_FORMAT).to_string().into(),
+        FieldValue::String(text) | FieldValue::Enum(text) => text.clone().into(),
+        FieldValue::Date(date) => date.format(DATE_FORMAT).to_string().into(),
+        FieldValue::Number(number) => (*number).into(),
+        FieldValue::Boolean(flag) => (*flag).into(),
+        FieldValue::DateTime(at) => (*at).into(),
+    }
+}
+
+/// SQLite's path to a field in the document; keys are lower-case letters, digits and `_`.
+fn json_path(field: &Key) -> String {
+    format!("$.{}", field.as_str())
+}
+
+const DATE_FORMAT: &str = "%Y-%m-%d";
+/// Fixed width, in UTC: the text sorts as the time does.
+const DATETIME_FORMAT: &str = "%Y-%m-%dT%H:%M:%S%.6fZ";
+
+/// Keys of the custom fields whose values are personal data, read in the writer's transaction.
+async fn personal_fields(conn: &impl ConnectionTrait) -> StoreResult<HashSet<String>> {
+    let keys: Vec<String> = field_definition::Entity::find()
+        .select_only()
+        .column(field_definition::Column::Key)
+        .filter(field_definition::Column::Personal.eq(true))
+        .into_tuple()
+        .all(conn)
+        .await?;
+    Ok(keys.into_iter().collect())
+}
+
+/// The document of a contact's custom values, those of `personal` fields sealed under `key`.
+fn attributes_document(
+    key: &DataKey,
+    contact_id: ContactId,
+    attributes: &Attributes,
+    personal: &HashSet<String>,
+) -> Json {
+    let contact_id = contact_id.as_uuid().to_string();
+    let document: Map<String, Json> = attributes
+        .iter()
+        .map(|(field, value)| {
+            let type_name = value.field_type().as_str();
+            let stored = if personal.contains(field.as_str()) {
+                // Every type is sealed as text: a number or a date in clear would still say
+                // something about the person.
+                let text = match value {
+                    FieldValue::String(text) | FieldValue::Enum(text) => text.clone(),
+                    FieldValue::Date(date) => date.format(DATE_FORMAT).to_string(),
+                    FieldValue::Number(number) => number.to_string(),
+                    FieldValue::Boolean(flag) => flag.to_string(),
+                    FieldValue::DateTime(at) => at.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
+                };
+                json!({ "sealed": key.seal(&text, &contact_id, &attribute_column(field)), "type": type_name })
+            } else {
+                let clear = match value {
+                    FieldValue::String(text) | FieldValue::Enum(text) => Json::from(text.as_str()),
+                    FieldValue::Date(date) => Json::from(date.format(DATE_FORMAT).to_string()),
+                    FieldValue::Number(number) => Json::from(*number),
+                    FieldValue::Boolean(flag) => Json::from(*flag),
+                    FieldValue::DateTime(at) => Json::from(at.format(DATETIME_FORMAT).to_string()),
+                };
+                json!({ type_name: clear })
+            };
+            (field.as_str().to_owned(), stored)
+        })
+        .collect();
+    Json::Object(document)
+}
+
+/// What a sealed attribute value is bound to besides its contact.
+fn attribute_column(field: &Key) -> String {
+    format!("attribute:{}", field.as_str())
 }
 
 /// Rows per multi-row statement: a contact row binds 14 values, well under SQLite's limit of
@@ -526,7 +553,7 @@ pub async fn find_for_update(
         any = any.add(entity::Column::ExternalId.is_in(external_ids.iter().map(|id| id.as_str())));
     }
     let models = entity::Entity::find().filter(any).lock_exclusive().all(conn).await?;
-    with_attributes(conn, keys, models).await
+    opened(conn, keys, models).await
 }
 
 /// Which of these email addresses (with their blind indexes) and phone numbers belong to erased
@@ -625,33 +652,33 @@ impl Presealed {
 }
 
 /// Inserts new contacts set-wise, each sealed under a data key of its own: the one sealed ahead
-/// for it in `presealed` if there is one, else a new one.
+/// for it in `presealed` if there is one, else a new one; `import_id` names the import that
+/// creates them, if one does.
 pub async fn insert_many(
     conn: &impl ConnectionTrait,
     keys: &KeyRing,
     contacts: &[Contact],
     presealed: &HashMap<ContactId, Presealed>,
+    import_id: Option<Uuid>,
 ) -> StoreResult<()> {
     if contacts.is_empty() {
         return Ok(());
     }
     let personal = personal_fields(conn).await?;
-    let empty = Attributes::new();
     let mut rows = Vec::with_capacity(contacts.len());
     let mut wrapped_keys = Vec::with_capacity(contacts.len());
-    let mut attribute_rows = Vec::new();
     for contact in contacts {
         let ahead = presealed.get(&contact.id);
         let key = ahead.map_or_else(DataKey::generate, |ahead| ahead.key.clone());
-        rows.push(to_active(contact, keys, &key, ahead));
-        attribute_rows.extend(changed_attribute_rows(&key, contact.id, &empty, &contact.attributes, &personal));
+        let mut row = to_active(contact, keys, &key, ahead, &personal);
+        row.import_id = Set(import_id);
+        rows.push(row);
         let wrapped = ahead
             .map_or_else(|| key.wrap(&keys.masters, &contact.id.as_uuid().to_string()), |ahead| ahead.wrapped.clone());
         wrapped_keys.push((contact.id.as_uuid(), wrapped));
     }
     insert_rows(conn, rows, Conflict::Fail, ROWS_PER_STATEMENT).await?;
-    keys::store_many(conn, wrapped_keys).await?;
-    upsert_attribute_rows(conn, attribute_rows).await
+    keys::store_many(conn, wrapped_keys).await
 }
 
 /// Writes new states (`after`) of stored contacts (`before`) set-wise. The caller holds them
@@ -667,14 +694,14 @@ pub async fn update_many(
     let personal = personal_fields(conn).await?;
     let mut data_keys = keys::data_keys(conn, keys, changed.iter().map(|(before, _)| before.id.as_uuid())).await?;
     let mut rows = Vec::with_capacity(changed.len());
-    let mut attribute_rows = Vec::new();
-    for (before, after) in changed {
+    for (_, after) in changed {
         let key = data_keys
             .remove(&after.id.as_uuid())
             .ok_or(StoreError::Corrupt { table: "contact_key", column: "contact_id" })?;
-        rows.push(to_active(after, keys, &key, None));
-        attribute_rows.extend(changed_attribute_rows(&key, after.id, &before.attributes, &after.attributes, &personal));
-        delete_removed_attributes(conn, after.id, &before.attributes, &after.attributes).await?;
+        let mut row = to_active(after, keys, &key, None, &personal);
+        // Every column of a multi-row insert is bound; the conflict clause leaves this one be.
+        row.import_id = Set(None);
+        rows.push(row);
     }
     let on_conflict = Conflict::Update {
         target: &[entity::Column::Id],
@@ -691,139 +718,93 @@ pub async fn update_many(
             entity::Column::Country,
             entity::Column::Version,
             entity::Column::UpdatedAt,
+            entity::Column::Attributes,
         ],
     };
-    insert_rows(conn, rows, on_conflict, ROWS_PER_STATEMENT).await?;
-    upsert_attribute_rows(conn, attribute_rows).await
+    insert_rows(conn, rows, on_conflict, ROWS_PER_STATEMENT).await
 }
 
-fn to_attribute_row(contact_id: ContactId, key: &Key, value: &FieldValue) -> attribute::ActiveModel {
-    let mut row = attribute::ActiveModel {
-        contact_id: Set(contact_id.as_uuid()),
-        field_key: Set(key.as_str().to_owned()),
-        value_type: Set(value.field_type().as_str().to_owned()),
-        value_text: Set(None),
-        value_number: Set(None),
-        value_bool: Set(None),
-        value_time: Set(None),
-        sealed: Set(false),
-    };
-    match value {
-        FieldValue::String(text) | FieldValue::Enum(text) => row.value_text = Set(Some(text.clone())),
-        FieldValue::Date(date) => row.value_text = Set(Some(date.format("%Y-%m-%d").to_string())),
-        FieldValue::Number(number) => row.value_number = Set(Some(*number)),
-        FieldValue::Boolean(flag) => row.value_bool = Set(Some(*flag)),
-        FieldValue::DateTime(at) => row.value_time = Set(Some(*at)),
-    }
-    row
-}
-
-/// Keys of the custom fields whose values are personal data, read in the writer's transaction.
-async fn personal_fields(conn: &impl ConnectionTrait) -> StoreResult<HashSet<String>> {
-    let keys: Vec<String> = field_definition::Entity::find()
-        .select_only()
-        .column(field_definition::Column::Key)
-        .filter(field_definition::Column::Personal.eq(true))
-        .into_tuple()
-        .all(conn)
-        .await?;
-    Ok(keys.into_iter().collect())
-}
-
-/// Every type of value is sealed as text: a number or a date in clear would still say
-/// something about the person.
-fn seal_attribute(
-    row: &mut attribute::ActiveModel,
-    key: &DataKey,
-    contact_id: ContactId,
-    field: &Key,
-    value: &FieldValue,
-) {
-    let text = match value {
-        FieldValue::String(text) | FieldValue::Enum(text) => text.clone(),
-        FieldValue::Date(date) => date.format("%Y-%m-%d").to_string(),
-        FieldValue::Number(number) => number.to_string(),
-        FieldValue::Boolean(flag) => flag.to_string(),
-        FieldValue::DateTime(at) => at.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
-    };
-    row.value_text = Set(Some(key.seal(&text, &contact_id.as_uuid().to_string(), &attribute_column(field))));
-    row.value_number = Set(None);
-    row.value_bool = Set(None);
-    row.value_time = Set(None);
-    row.sealed = Set(true);
-}
-
-/// What a sealed attribute value is bound to besides its contact.
-fn attribute_column(field: &Key) -> String {
-    format!("attribute:{}", field.as_str())
-}
-
-async fn with_attributes(
-    conn: &impl ConnectionTrait,
-    keys: &KeyRing,
-    models: Vec<entity::Model>,
-) -> StoreResult<Vec<Contact>> {
+/// Opens stored contacts with their data keys, read in one statement.
+async fn opened(conn: &impl ConnectionTrait, keys: &KeyRing, models: Vec<entity::Model>) -> StoreResult<Vec<Contact>> {
     if models.is_empty() {
         return Ok(Vec::new());
     }
     let mut data_keys = keys::data_keys(conn, keys, models.iter().map(|model| model.id)).await?;
-    let rows = attribute::Entity::find()
-        .filter(attribute::Column::ContactId.is_in(models.iter().map(|model| model.id)))
-        .all(conn)
-        .await?;
-    let mut attributes: HashMap<Uuid, Vec<attribute::Model>> = HashMap::new();
-    for row in rows {
-        attributes.entry(row.contact_id).or_default().push(row);
-    }
     models
         .into_iter()
         .map(|model| {
-            let rows = attributes.remove(&model.id).unwrap_or_default();
             let key = data_keys
                 .remove(&model.id)
                 .ok_or(StoreError::Corrupt { table: "contact_key", column: "contact_id" })?;
-            to_domain(model, rows, &key)
+            to_domain(model, &key)
         })
         .collect()
 }
 
-fn attribute_value(row: &attribute::Model, key: &DataKey) -> StoreResult<FieldValue> {
-    let field_type = row.value_type.parse::<FieldType>().map_err(|_| corrupt_attribute("value_type"))?;
-    if row.sealed {
-        let field = Key::parse(&row.field_key).map_err(|_| corrupt_attribute("field_key"))?;
-        let sealed = row.value_text.as_deref().ok_or(corrupt_attribute("value_text"))?;
-        let text = key
-            .open(sealed, &row.contact_id.to_string(), &attribute_column(&field))
-            .map_err(|reason| StoreError::Undecryptable { table: "contact_attribute", reason })?;
-        let bad = |_| corrupt_attribute("value_text");
-        return Ok(match field_type {
-            FieldType::String => FieldValue::String(text),
-            FieldType::Enum => FieldValue::Enum(text),
-            FieldType::Date => FieldValue::Date(
-                NaiveDate::parse_from_str(&text, "%Y-%m-%d").map_err(|_| corrupt_attribute("value_text"))?,
-            ),
-            FieldType::Number => FieldValue::Number(text.parse().map_err(|_| corrupt_attribute("value_text"))?),
-            FieldType::Boolean => FieldValue::Boolean(text.parse().map_err(|_| corrupt_attribute("value_text"))?),
-            FieldType::DateTime => FieldValue::DateTime(
-                chrono::DateTime::parse_from_rfc3339(&text).map_err(bad)?.with_timezone(&chrono::Utc),
-            ),
-        });
+/// The custom values of a stored document, personal ones opened with `key`.
+fn read_attributes(contact_id: &str, document: &Json, key: &DataKey) -> StoreResult<Attributes> {
+    let corrupt = || corrupt("attributes");
+    let mut attributes = Attributes::new();
+    for (field, stored) in document.as_object().ok_or_else(corrupt)? {
+        let field = Key::parse(field).map_err(|_| corrupt())?;
+        let stored = stored.as_object().ok_or_else(corrupt)?;
+        let value = match stored.get("sealed") {
+            Some(sealed) => {
+                let field_type = stored.get("type").and_then(Json::as_str).ok_or_else(corrupt)?;
+                let field_type = field_type.parse::<FieldType>().map_err(|_| corrupt())?;
+                let sealed = sealed.as_str().ok_or_else(corrupt)?;
+                let text = key
+                    .open(sealed, contact_id, &attribute_column(&field))
+                    .map_err(|reason| StoreError::Undecryptable { table: "contact", reason })?;
+                opened_value(field_type, &text).ok_or_else(corrupt)?
+            }
+            None => {
+                let (type_name, clear) = stored.iter().next().ok_or_else(corrupt)?;
+                let field_type = type_name.parse::<FieldType>().map_err(|_| corrupt())?;
+                clear_value(field_type, clear).ok_or_else(corrupt)?
+            }
+        };
+        attributes.insert(field, value);
     }
-    let text = || row.value_text.clone().ok_or(corrupt_attribute("value_text"));
-    Ok(match field_type {
-        FieldType::String => FieldValue::String(text()?),
-        FieldType::Enum => FieldValue::Enum(text()?),
-        FieldType::Date => FieldValue::Date(
-            NaiveDate::parse_from_str(&text()?, "%Y-%m-%d").map_err(|_| corrupt_attribute("value_text"))?,
+    Ok(attributes)
+}
+
+/// A value stored in clear, as `attributes_document` wrote it.
+fn clear_value(field_type: FieldType, clear: &Json) -> Option<FieldValue> {
+    Some(match field_type {
+        FieldType::String => FieldValue::String(clear.as_str()?.to_owned()),
+        FieldType::Enum => FieldValue::Enum(clear.as_str()?.to_owned()),
+        FieldType::Date => FieldValue::Date(NaiveDate::parse_from_str(clear.as_str()?, DATE_FORMAT).ok()?),
+        FieldType::Number => FieldValue::Number(clear.as_f64()?),
+        FieldType::Boolean => FieldValue::Boolean(clear.as_bool()?),
+        FieldType::DateTime => FieldValue::DateTime(
+            chrono::DateTime::parse_from_rfc3339(clear.as_str()?).ok()?.with_timezone(&chrono::Utc),
         ),
-        FieldType::Number => FieldValue::Number(row.value_number.ok_or(corrupt_attribute("value_number"))?),
-        FieldType::Boolean => FieldValue::Boolean(row.value_bool.ok_or(corrupt_attribute("value_bool"))?),
-        FieldType::DateTime => FieldValue::DateTime(row.value_time.ok_or(corrupt_attribute("value_time"))?),
+    })
+}
+
+/// A sealed value once opened: every type is sealed as text.
+fn opened_value(field_type: FieldType, text: &str) -> Option<FieldValue> {
+    Some(match field_type {
+        FieldType::String => FieldValue::String(text.to_owned()),
+        FieldType::Enum => FieldValue::Enum(text.to_owned()),
+        FieldType::Date => FieldValue::Date(NaiveDate::parse_from_str(text, DATE_FORMAT).ok()?),
+        FieldType::Number => FieldValue::Number(text.parse().ok()?),
+        FieldType::Boolean => FieldValue::Boolean(text.parse().ok()?),
+        FieldType::DateTime => {
+            FieldValue::DateTime(chrono::DateTime::parse_from_rfc3339(text).ok()?.with_timezone(&chrono::Utc))
+        }
     })
 }
 
 /// The row of `contact`, sealed under `key`; values sealed ahead under the same key are reused.
-fn to_active(contact: &Contact, keys: &KeyRing, key: &DataKey, ahead: Option<&Presealed>) -> entity::ActiveModel {
+fn to_active(
+    contact: &Contact,
+    keys: &KeyRing,
+    key: &DataKey,
+    ahead: Option<&Presealed>,
+    personal: &HashSet<String>,
+) -> entity::ActiveModel {
     let profile = &contact.profile;
     let contact_id = contact.id.as_uuid().to_string();
     let seal = |column: &str, value: Option<&str>| {
@@ -851,16 +832,15 @@ fn to_active(contact: &Contact, keys: &KeyRing, key: &DataKey, ahead: Option<&Pr
         version: Set(contact.version),
         created_at: Set(contact.created_at),
         updated_at: Set(contact.updated_at),
+        attributes: Set(attributes_document(key, contact.id, &contact.attributes, personal)),
+        // Set only by the import that creates the contact: an update leaves it as it is.
+        import_id: NotSet,
     }
 }
 
-fn to_domain(model: entity::Model, attribute_rows: Vec<attribute::Model>, key: &DataKey) -> StoreResult<Contact> {
-    let mut attributes = Attributes::new();
-    for row in &attribute_rows {
-        let field = Key::parse(&row.field_key).map_err(|_| corrupt_attribute("field_key"))?;
-        attributes.insert(field, attribute_value(row, key)?);
-    }
+fn to_domain(model: entity::Model, key: &DataKey) -> StoreResult<Contact> {
     let contact_id = model.id.to_string();
+    let attributes = read_attributes(&contact_id, &model.attributes, key)?;
     let open = |column: &'static str, sealed: Option<String>| -> StoreResult<Option<String>> {
         sealed
             .map(|sealed| {
@@ -902,8 +882,4 @@ fn parse<T, E>(
 
 fn corrupt(column: &'static str) -> StoreError {
     StoreError::Corrupt { table: "contact", column }
-}
-
-fn corrupt_attribute(column: &'static str) -> StoreError {
-    StoreError::Corrupt { table: "contact_attribute", column }
 }

@@ -2,9 +2,9 @@
 
 use std::collections::HashMap;
 
-use sea_orm::{ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder};
+use sea_orm::{ActiveValue::Set, ConnectionTrait, EntityTrait, QueryOrder};
 
-use super::{StoreError, StoreResult, entity::contact_attribute, entity::field_definition as entity};
+use super::{StoreError, StoreResult, contacts, entity::field_definition as entity};
 use crate::domain::{
     field::{FieldDefinition, FieldType},
     key::Key,
@@ -32,17 +32,15 @@ pub async fn update(conn: &impl ConnectionTrait, definition: &FieldDefinition) -
     Ok(())
 }
 
+/// Deletes the definition and every contact's value of it.
 pub async fn delete(conn: &impl ConnectionTrait, key: &Key) -> StoreResult<bool> {
+    contacts::remove_values_of(conn, key).await?;
     Ok(entity::Entity::delete_by_id(key.as_str()).exec(conn).await?.rows_affected > 0)
 }
 
 /// How many contacts hold one of `values` in an enum field (before those values are removed).
 pub async fn count_values_in_use(conn: &impl ConnectionTrait, key: &Key, values: &[String]) -> StoreResult<u64> {
-    Ok(contact_attribute::Entity::find()
-        .filter(contact_attribute::Column::FieldKey.eq(key.as_str()))
-        .filter(contact_attribute::Column::ValueText.is_in(values.iter().map(String::as_str)))
-        .count(conn)
-        .await?)
+    contacts::count_enum_holders(conn, key, values).await
 }
 
 fn to_active(definition: &FieldDefinition) -> entity::ActiveModel {

@@ -72,8 +72,8 @@ pub async fn page(conn: &impl ConnectionTrait, request: &PageRequest<Uuid>) -> S
     Page::from_rows(rows, request.limit, request.direction).try_map(to_domain)
 }
 
-/// Links contacts to the run that created or updated them; a contact in the file twice is
-/// linked once.
+/// Links stored contacts to a run that updated them or found them unchanged (those it creates
+/// name it in their own row); a contact linked twice is linked once.
 pub async fn link(conn: &impl ConnectionTrait, import_id: Uuid, contacts: &[ContactId]) -> StoreResult<()> {
     let rows = contacts
         .iter()

@@ -20,18 +20,14 @@ pub struct Model {
     pub version: i64,
     pub created_at: DateTimeUtc,
     pub updated_at: DateTimeUtc,
+    /// Custom field values: `{"<field>": {"<type>": value}}`, or `{"sealed": …, "type": …}` for a
+    /// personal one (see the migration that introduced it).
+    pub attributes: Json,
+    /// The import that created the contact, if one did.
+    pub import_id: Option<Uuid>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
-pub enum Relation {
-    #[sea_orm(has_many = "super::contact_attribute::Entity")]
-    Attributes,
-}
-
-impl Related<super::contact_attribute::Entity> for Entity {
-    fn to() -> RelationDef {
-        Relation::Attributes.def()
-    }
-}
+pub enum Relation {}
 
 impl ActiveModelBehavior for ActiveModel {}

@@ -1,6 +1,6 @@
 use sea_orm::entity::prelude::*;
 
-/// A contact that an import created or updated.
+/// A contact that an import updated or found unchanged (or, before `contact.import_id`, created).
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
 #[sea_orm(table_name = "import_contact")]
 pub struct Model {

@@ -10,7 +10,6 @@ pub mod consent_change;
 pub mod consent_purpose;
 pub mod contact;
 pub mod contact_activity;
-pub mod contact_attribute;
 pub mod contact_key;
 pub mod contact_token_revocation;
 pub mod email;
