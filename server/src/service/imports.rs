@@ -352,11 +352,12 @@ impl Services {
         rejected.sort_by_key(|error| error.line);
         counts.rejected = rejected.len() as u64;
 
-        let (created, updated) = plan.changes();
+        let stored_matched = std::mem::take(&mut plan.stored_matched);
+        let (created, updated) = plan.into_changes();
         only_creates.keep(updated.is_empty())?;
         contacts_store::insert_many(&tx, keys, &created, batch.presealed, Some(import_id)).await?;
         contacts_store::update_many(&tx, keys, &updated).await?;
-        repository::link(&tx, import_id, &plan.stored_matched).await?;
+        repository::link(&tx, import_id, &stored_matched).await?;
         repository::reject(&tx, import_id, &rejected).await?;
         repository::add_counts(&tx, import_id, &counts).await?;
         tx.commit().await?;
@@ -686,30 +687,33 @@ impl<'a> BatchPlan<'a> {
             Some(_) if next == *current => Applied::Unchanged,
             Some(_) => Applied::Updated,
         };
+        let id = next.id;
         let at = match found {
             Some(at) => {
-                let previous = std::mem::replace(&mut self.contacts[at].1, next.clone());
-                if previous.email != next.email
-                    && let Some(email) = &previous.email
-                {
-                    self.by_email.remove(email);
+                let previous = &self.contacts[at].1;
+                let email_gone = previous.email.clone().filter(|email| next.email.as_ref() != Some(email));
+                let external_id_gone =
+                    previous.external_id.clone().filter(|external_id| next.external_id.as_ref() != Some(external_id));
+                if let Some(email) = email_gone {
+                    self.by_email.remove(&email);
                 }
-                if previous.external_id != next.external_id
-                    && let Some(id) = &previous.external_id
-                {
-                    self.by_external_id.remove(id);
+                if let Some(external_id) = external_id_gone {
+                    self.by_external_id.remove(&external_id);
                 }
+                self.index(at, &next);
+                self.contacts[at].1 = next;
                 at
             }
             None => {
-                self.contacts.push((None, next.clone()));
-                self.contacts.len() - 1
+                let at = self.contacts.len();
+                self.index(at, &next);
+                self.contacts.push((None, next));
+                at
             }
         };
-        self.index(at, &next);
         // A contact this batch creates names the import in its own row; a stored one is linked.
-        if self.contacts[at].0.is_some() && self.seen.insert(next.id) {
-            self.stored_matched.push(next.id);
+        if self.contacts[at].0.is_some() && self.seen.insert(id) {
+            self.stored_matched.push(id);
         }
         Ok(applied)
     }
@@ -729,17 +733,18 @@ impl<'a> BatchPlan<'a> {
 
     /// The contacts to insert, and the (stored, new) states of those to update. A contact
     /// changed by several rows moves on by one version, as one write.
-    fn changes(&self) -> (Vec<Contact>, Vec<(&Contact, Contact)>) {
+    fn into_changes(self) -> (Vec<Contact>, Vec<(Contact, Contact)>) {
         let mut created = Vec::new();
         let mut updated = Vec::new();
-        for (before, after) in &self.contacts {
+        for (before, after) in self.contacts {
             match before {
-                None => created.push(Contact { version: 1, ..after.clone() }),
+                None => created.push(Contact { version: 1, ..after }),
                 Some(before) => {
                     // Rows that changed a contact and then changed it back leave it as it was.
-                    let unchanged = Contact { version: before.version, updated_at: before.updated_at, ..after.clone() };
-                    if unchanged != *before {
-                        updated.push((before, Contact { version: before.version + 1, ..after.clone() }));
+                    let unchanged = Contact { version: before.version, updated_at: before.updated_at, ..after };
+                    if unchanged != before {
+                        let version = before.version + 1;
+                        updated.push((before, Contact { version, updated_at: after.updated_at, ..unchanged }));
                     }
                 }
             }

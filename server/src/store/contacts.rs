@@ -686,7 +686,7 @@ pub async fn insert_many(
 pub async fn update_many(
     conn: &impl ConnectionTrait,
     keys: &KeyRing,
-    changed: &[(&Contact, Contact)],
+    changed: &[(Contact, Contact)],
 ) -> StoreResult<()> {
     if changed.is_empty() {
         return Ok(());
