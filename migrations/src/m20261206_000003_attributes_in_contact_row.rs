@@ -22,12 +22,14 @@ impl MigrationName for Migration {
     }
 }
 
+/// A number goes through `quote`, which writes as many digits as the double needs to read back
+/// the same (the JSON functions write 15).
 const SQLITE_UP: &str = r#"
 ALTER TABLE contact ADD COLUMN attributes json_text NOT NULL DEFAULT '{}';
 UPDATE contact SET attributes = (
     SELECT json_group_object(a.field_key, CASE
         WHEN a.sealed THEN json_object('sealed', a.value_text, 'type', a.value_type)
-        WHEN a.value_type = 'number' THEN json_object('number', a.value_number)
+        WHEN a.value_type = 'number' THEN json_object('number', json(quote(a.value_number)))
         WHEN a.value_type = 'boolean' THEN json_object('boolean', json(CASE WHEN a.value_bool THEN 'true' ELSE 'false' END))
         WHEN a.value_type = 'datetime' THEN json_object('datetime',
             substr(a.value_time, 1, 10) || 'T' || substr(a.value_time, 12, 8) || '.' ||
@@ -40,7 +42,8 @@ UPDATE contact SET attributes = (
 DROP TABLE contact_attribute;
 "#;
 
-/// The value rows again, from the documents, in the table as the clustering migration left it.
+/// The value rows again, from the documents, in the table as the clustering migration left it;
+/// values of fields no longer defined have nowhere to go.
 const SQLITE_DOWN: &str = r#"
 CREATE TABLE contact_attribute (
     contact_id uuid_text NOT NULL REFERENCES contact (id) ON DELETE CASCADE,
@@ -65,7 +68,8 @@ SELECT c.id, j.key,
     json_extract(j.value, '$.boolean'),
     replace(json_extract(j.value, '$.datetime'), 'Z', '+00:00'),
     json_type(j.value, '$.sealed') IS NOT NULL
-FROM contact c, json_each(c.attributes) j;
+FROM contact c, json_each(c.attributes) j
+WHERE j.key IN (SELECT key FROM field_definition);
 CREATE INDEX contact_attribute_text_idx ON contact_attribute (field_key, value_text);
 CREATE INDEX contact_attribute_number_idx ON contact_attribute (field_key, value_number) WHERE value_number IS NOT NULL;
 CREATE INDEX contact_attribute_time_idx ON contact_attribute (field_key, value_time) WHERE value_time IS NOT NULL;
@@ -111,7 +115,8 @@ SELECT c.id, j.key,
     (j.value ->> 'boolean')::boolean,
     (j.value ->> 'datetime')::timestamp with time zone,
     jsonb_exists(j.value, 'sealed')
-FROM contact c, jsonb_each(c.attributes) j;
+FROM contact c, jsonb_each(c.attributes) j
+WHERE j.key IN (SELECT key FROM field_definition);
 CREATE INDEX contact_attribute_text_idx ON contact_attribute (field_key, value_text);
 CREATE INDEX contact_attribute_number_idx ON contact_attribute (field_key, value_number) WHERE value_number IS NOT NULL;
 CREATE INDEX contact_attribute_time_idx ON contact_attribute (field_key, value_time) WHERE value_time IS NOT NULL;

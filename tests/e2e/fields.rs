@@ -347,6 +347,40 @@ on_both_databases! {
         assert_eq!(fields(&app).await[0]["type"], "NUMBER");
     }
 
+    async fn a_value_of_a_field_deleted_after_the_input_was_checked_is_not_stored(app) {
+        // A writer checks its input against the definitions and then writes; a field deleted in
+        // between must not leave its value behind in the contact's row, where nothing else
+        // would ever remove it. The store reads the definitions again in its own transaction.
+        use rapport::domain::{
+            contact::{Contact, ContactId, EmailAddress, Profile},
+            field::FieldValue,
+            key::Key,
+        };
+        define(&app, json!({ "key": "nickname", "label": "Nickname", "type": "STRING" })).await;
+        let now = chrono::Utc::now();
+        let contact = Contact {
+            id: ContactId::generate(),
+            external_id: None,
+            email: Some(EmailAddress::parse("orphan@example.com").expect("an address")),
+            profile: Profile::default(),
+            attributes: [
+                (Key::parse("nickname").expect("a key"), FieldValue::String("Kept".to_owned())),
+                (Key::parse("deleted_meanwhile").expect("a key"), FieldValue::Boolean(true)),
+            ]
+            .into_iter()
+            .collect(),
+            created_at: now,
+            updated_at: now,
+            version: 1,
+        };
+        let database = app.services.database();
+        rapport::store::contacts::insert(database.connection(), database.keys().expect("keys"), &contact)
+            .await
+            .expect("insert");
+        let stored = json!({ "id": contact.id.as_uuid().to_string() });
+        assert_eq!(attributes_of(&app, &stored).await, json!({ "nickname": "Kept" }));
+    }
+
     async fn deleting_a_field_removes_it_and_every_contacts_value_of_it(app) {
         define(&app, json!({ "key": "score", "label": "Score", "type": "NUMBER", "required": true })).await;
         define(&app, json!({ "key": "nickname", "label": "Nickname", "type": "STRING" })).await;

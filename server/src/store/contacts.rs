@@ -142,8 +142,8 @@ pub async fn insert(conn: &impl ConnectionTrait, keys: &KeyRing, contact: &Conta
     // The key is generated before the row so the row can be sealed, and stored after it
     // because its table refers to the contact.
     let key = DataKey::generate();
-    let personal = personal_fields(conn).await?;
-    entity::Entity::insert(to_active(contact, keys, &key, None, &personal)).exec_without_returning(conn).await?;
+    let fields = defined_fields(conn).await?;
+    entity::Entity::insert(to_active(contact, keys, &key, None, &fields)).exec_without_returning(conn).await?;
     keys::store(conn, keys, contact.id.as_uuid(), &key).await
 }
 
@@ -160,9 +160,9 @@ pub async fn update(
         .await?
         .remove(&id)
         .ok_or(StoreError::Corrupt { table: "contact_key", column: "contact_id" })?;
-    let personal = personal_fields(conn).await?;
+    let fields = defined_fields(conn).await?;
     let result = entity::Entity::update_many()
-        .set(to_active(updated, keys, &key, None, &personal))
+        .set(to_active(updated, keys, &key, None, &fields))
         .filter(entity::Column::Id.eq(updated.id.as_uuid()))
         .filter(entity::Column::Version.eq(previous.version))
         .exec(conn)
@@ -471,31 +471,36 @@ const DATE_FORMAT: &str = "%Y-%m-%d";
 /// Fixed width, in UTC: the text sorts as the time does.
 const DATETIME_FORMAT: &str = "%Y-%m-%dT%H:%M:%S%.6fZ";
 
-/// Keys of the custom fields whose values are personal data, read in the writer's transaction.
-async fn personal_fields(conn: &impl ConnectionTrait) -> StoreResult<HashSet<String>> {
-    let keys: Vec<String> = field_definition::Entity::find()
+/// The defined custom fields, each with whether its values are personal data, read in the
+/// writer's transaction and held there (on PostgreSQL) so that a field cannot be deleted between
+/// this read and the write: no value row refers to its definition any more to prevent it.
+async fn defined_fields(conn: &impl ConnectionTrait) -> StoreResult<HashMap<String, bool>> {
+    let fields: Vec<(String, bool)> = field_definition::Entity::find()
         .select_only()
         .column(field_definition::Column::Key)
-        .filter(field_definition::Column::Personal.eq(true))
+        .column(field_definition::Column::Personal)
+        .lock_shared()
         .into_tuple()
         .all(conn)
         .await?;
-    Ok(keys.into_iter().collect())
+    Ok(fields.into_iter().collect())
 }
 
-/// The document of a contact's custom values, those of `personal` fields sealed under `key`.
+/// The document of a contact's custom values, those of personal fields sealed under `key`. A
+/// value of a field that is not (or no longer) defined is left out.
 fn attributes_document(
     key: &DataKey,
     contact_id: ContactId,
     attributes: &Attributes,
-    personal: &HashSet<String>,
+    fields: &HashMap<String, bool>,
 ) -> Json {
     let contact_id = contact_id.as_uuid().to_string();
     let document: Map<String, Json> = attributes
         .iter()
-        .map(|(field, value)| {
+        .filter_map(|(field, value)| Some((field, value, *fields.get(field.as_str())?)))
+        .map(|(field, value, personal)| {
             let type_name = value.field_type().as_str();
-            let stored = if personal.contains(field.as_str()) {
+            let stored = if personal {
                 // Every type is sealed as text: a number or a date in clear would still say
                 // something about the person.
                 let text = match value {
@@ -664,13 +669,13 @@ pub async fn insert_many(
     if contacts.is_empty() {
         return Ok(());
     }
-    let personal = personal_fields(conn).await?;
+    let fields = defined_fields(conn).await?;
     let mut rows = Vec::with_capacity(contacts.len());
     let mut wrapped_keys = Vec::with_capacity(contacts.len());
     for contact in contacts {
         let ahead = presealed.get(&contact.id);
         let key = ahead.map_or_else(DataKey::generate, |ahead| ahead.key.clone());
-        let mut row = to_active(contact, keys, &key, ahead, &personal);
+        let mut row = to_active(contact, keys, &key, ahead, &fields);
         row.import_id = Set(import_id);
         rows.push(row);
         let wrapped = ahead
@@ -691,14 +696,14 @@ pub async fn update_many(
     if changed.is_empty() {
         return Ok(());
     }
-    let personal = personal_fields(conn).await?;
+    let fields = defined_fields(conn).await?;
     let mut data_keys = keys::data_keys(conn, keys, changed.iter().map(|(before, _)| before.id.as_uuid())).await?;
     let mut rows = Vec::with_capacity(changed.len());
     for (_, after) in changed {
         let key = data_keys
             .remove(&after.id.as_uuid())
             .ok_or(StoreError::Corrupt { table: "contact_key", column: "contact_id" })?;
-        let mut row = to_active(after, keys, &key, None, &personal);
+        let mut row = to_active(after, keys, &key, None, &fields);
         // Every column of a multi-row insert is bound; the conflict clause leaves this one be.
         row.import_id = Set(None);
         rows.push(row);
@@ -803,7 +808,7 @@ fn to_active(
     keys: &KeyRing,
     key: &DataKey,
     ahead: Option<&Presealed>,
-    personal: &HashSet<String>,
+    fields: &HashMap<String, bool>,
 ) -> entity::ActiveModel {
     let profile = &contact.profile;
     let contact_id = contact.id.as_uuid().to_string();
@@ -832,7 +837,7 @@ fn to_active(
         version: Set(contact.version),
         created_at: Set(contact.created_at),
         updated_at: Set(contact.updated_at),
-        attributes: Set(attributes_document(key, contact.id, &contact.attributes, personal)),
+        attributes: Set(attributes_document(key, contact.id, &contact.attributes, fields)),
         // Set only by the import that creates the contact: an update leaves it as it is.
         import_id: NotSet,
     }

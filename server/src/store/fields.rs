@@ -32,10 +32,15 @@ pub async fn update(conn: &impl ConnectionTrait, definition: &FieldDefinition) -
     Ok(())
 }
 
-/// Deletes the definition and every contact's value of it.
+/// Deletes the definition and every contact's value of it. The definition goes first: on
+/// PostgreSQL that waits for the contact writers that read it (they hold it shared) and no
+/// writer can wait for this transaction's contact rows while it waits.
 pub async fn delete(conn: &impl ConnectionTrait, key: &Key) -> StoreResult<bool> {
-    contacts::remove_values_of(conn, key).await?;
-    Ok(entity::Entity::delete_by_id(key.as_str()).exec(conn).await?.rows_affected > 0)
+    let deleted = entity::Entity::delete_by_id(key.as_str()).exec(conn).await?.rows_affected > 0;
+    if deleted {
+        contacts::remove_values_of(conn, key).await?;
+    }
+    Ok(deleted)
 }
 
 /// How many contacts hold one of `values` in an enum field (before those values are removed).
