@@ -691,14 +691,15 @@ impl<'a> BatchPlan<'a> {
         let at = match found {
             Some(at) => {
                 let previous = &self.contacts[at].1;
-                let email_gone = previous.email.clone().filter(|email| next.email.as_ref() != Some(email));
-                let external_id_gone =
-                    previous.external_id.clone().filter(|external_id| next.external_id.as_ref() != Some(external_id));
-                if let Some(email) = email_gone {
-                    self.by_email.remove(&email);
+                if previous.email != next.email
+                    && let Some(email) = &previous.email
+                {
+                    self.by_email.remove(email);
                 }
-                if let Some(external_id) = external_id_gone {
-                    self.by_external_id.remove(&external_id);
+                if previous.external_id != next.external_id
+                    && let Some(external_id) = &previous.external_id
+                {
+                    self.by_external_id.remove(external_id);
                 }
                 self.index(at, &next);
                 self.contacts[at].1 = next;

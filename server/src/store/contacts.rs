@@ -333,7 +333,7 @@ fn condition(backend: DbBackend, filter: &ContactFilter) -> Condition {
                 if *set { holds } else { holds.not() }
             }
             AttributeCondition::Compare { field, comparison, value } => {
-                let stored = stored_value(backend, field, value);
+                let stored = stored_value(backend, field, value.field_type());
                 let operand = operand(backend, value);
                 match comparison {
                     Comparison::Equal => stored.eq(operand),
@@ -402,7 +402,7 @@ fn condition(backend: DbBackend, filter: &ContactFilter) -> Condition {
 
 /// How many contacts hold one of `values` in clear in the enum field `field`.
 pub async fn count_enum_holders(conn: &impl ConnectionTrait, field: &Key, values: &[String]) -> StoreResult<u64> {
-    let stored = stored_value(conn.get_database_backend(), field, &FieldValue::Enum(String::new()));
+    let stored = stored_value(conn.get_database_backend(), field, FieldType::Enum);
     Ok(entity::Entity::find().filter(stored.is_in(values.iter().map(String::as_str))).count(conn).await?)
 }
 
@@ -432,18 +432,18 @@ fn holds_value(backend: DbBackend, field: &Key) -> SimpleExpr {
 /// A contact's value of `field` as stored in clear with the type of `value` (none for a sealed
 /// one or another type), comparable with `operand(value)`. PostgreSQL reads a date-time as a
 /// timestamp, SQLite compares its text, which sorts as its time does.
-fn stored_value(backend: DbBackend, field: &Key, value: &FieldValue) -> SimpleExpr {
-    let tag = value.field_type().as_str();
+fn stored_value(backend: DbBackend, field: &Key, field_type: FieldType) -> SimpleExpr {
+    let tag = field_type.as_str();
     match backend {
         DbBackend::Sqlite => {
             Expr::cust_with_values("json_extract(contact.attributes, ?)", [format!("{}.{tag}", json_path(field))])
         }
         _ => {
-            let cast = match value {
-                FieldValue::Number(_) => "::double precision",
-                FieldValue::Boolean(_) => "::boolean",
-                FieldValue::DateTime(_) => "::timestamp with time zone",
-                FieldValue::String(_) | FieldValue::Enum(_) | FieldValue::Date(_) => "",
+            let cast = match field_type {
+                FieldType::Number => "::double precision",
+                FieldType::Boolean => "::boolean",
+                FieldType::DateTime => "::timestamp with time zone",
+                FieldType::String | FieldType::Enum | FieldType::Date => "",
             };
             Expr::cust_with_values(format!("(contact.attributes -> $1 ->> $2){cast}"), [field.as_str(), tag])
         }
@@ -503,21 +503,15 @@ fn attributes_document(
             let stored = if personal {
                 // Every type is sealed as text: a number or a date in clear would still say
                 // something about the person.
-                let text = match value {
-                    FieldValue::String(text) | FieldValue::Enum(text) => text.clone(),
-                    FieldValue::Date(date) => date.format(DATE_FORMAT).to_string(),
-                    FieldValue::Number(number) => number.to_string(),
-                    FieldValue::Boolean(flag) => flag.to_string(),
-                    FieldValue::DateTime(at) => at.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
+                let text = match value.to_json() {
+                    Json::String(text) => text,
+                    other => other.to_string(),
                 };
                 json!({ "sealed": key.seal(&text, &contact_id, &attribute_column(field)), "type": type_name })
             } else {
                 let clear = match value {
-                    FieldValue::String(text) | FieldValue::Enum(text) => Json::from(text.as_str()),
-                    FieldValue::Date(date) => Json::from(date.format(DATE_FORMAT).to_string()),
-                    FieldValue::Number(number) => Json::from(*number),
-                    FieldValue::Boolean(flag) => Json::from(*flag),
                     FieldValue::DateTime(at) => Json::from(at.format(DATETIME_FORMAT).to_string()),
+                    other => other.to_json(),
                 };
                 json!({ type_name: clear })
             };
@@ -774,18 +768,15 @@ fn read_attributes(contact_id: &str, document: &Json, key: &DataKey) -> StoreRes
     Ok(attributes)
 }
 
-/// A value stored in clear, as `attributes_document` wrote it.
+/// A value stored in clear, as `attributes_document` wrote it: a number or a boolean as such,
+/// every other type as the same text it is sealed as.
 fn clear_value(field_type: FieldType, clear: &Json) -> Option<FieldValue> {
-    Some(match field_type {
-        FieldType::String => FieldValue::String(clear.as_str()?.to_owned()),
-        FieldType::Enum => FieldValue::Enum(clear.as_str()?.to_owned()),
-        FieldType::Date => FieldValue::Date(NaiveDate::parse_from_str(clear.as_str()?, DATE_FORMAT).ok()?),
-        FieldType::Number => FieldValue::Number(clear.as_f64()?),
-        FieldType::Boolean => FieldValue::Boolean(clear.as_bool()?),
-        FieldType::DateTime => FieldValue::DateTime(
-            chrono::DateTime::parse_from_rfc3339(clear.as_str()?).ok()?.with_timezone(&chrono::Utc),
-        ),
-    })
+    match (field_type, clear) {
+        (FieldType::Number, _) => clear.as_f64().map(FieldValue::Number),
+        (FieldType::Boolean, _) => clear.as_bool().map(FieldValue::Boolean),
+        (_, Json::String(text)) => opened_value(field_type, text),
+        _ => None,
+    }
 }
 
 /// A sealed value once opened: every type is sealed as text.
