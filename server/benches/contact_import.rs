@@ -31,7 +31,7 @@ use rapport::{
     startup,
 };
 use secrecy::SecretString;
-use support::{Machine, PostgresDatabase, wait_for_quiet};
+use support::{CpuSpent, CpuTimes, Machine, PostgresDatabase, wait_for_quiet};
 
 const DEFAULT_ROWS: u64 = 1_000_000;
 /// The goal on 2 cores, rows per second, on either database.
@@ -55,7 +55,11 @@ fn intro(rows: u64, bytes: u64) -> String {
          run; on SQLite the database engine runs in the process too); \"RSS at start\" is the \
          resident size when the run begins (the PostgreSQL run begins with what the SQLite run \
          before it left resident, which the peak then includes) and \"RSS at a quarter\" the size \
-         a quarter of the way through, to compare with the peak.\n",
+         a quarter of the way through, to compare with the peak. \"CPU per row\" is the whole \
+         machine's busy CPU time over the run (the import and, on PostgreSQL, the server) divided by \
+         the rows; \"CPUs idle\" is the share of the machine the run left unused, and \"CPU stolen\" \
+         the share its hypervisor gave to other guests. Rows per second swing by up to half from one \
+         run to the next on a shared virtual machine: compare CPU per row as well.\n",
         bytes as f64 / 1e6,
         rapport::service::imports::DEFAULT_BATCH_ROWS,
     )
@@ -73,6 +77,8 @@ struct Measurement {
     start_rss_kib: u64,
     quarter_rss_kib: u64,
     idle_before: Option<f64>,
+    /// The whole machine's CPU over the run: the import and, for PostgreSQL, the server.
+    cpu: Option<CpuSpent>,
 }
 
 async fn run() -> anyhow::Result<()> {
@@ -144,10 +150,12 @@ async fn measure(database: &'static str, url: &str, file: &Path, rows: u64) -> a
         })
     };
     let report = file.with_extension("errors.csv");
+    let cpu_before = CpuTimes::now();
     let started = Instant::now();
     let summary =
         startup::import_contacts(&settings, file, ImportOptions::new("contacts.csv", ImportKey::Email), &report).await;
     let seconds = started.elapsed().as_secs_f64();
+    let cpu = cpu_before.zip(CpuTimes::now()).and_then(|(before, after)| after.since(&before));
     sampling.store(false, Ordering::Relaxed);
     let samples = sampler.join().map_err(|_| anyhow!("the memory sampler panicked"))?;
     let summary = summary?;
@@ -161,6 +169,7 @@ async fn measure(database: &'static str, url: &str, file: &Path, rows: u64) -> a
         start_rss_kib: samples.first().copied().unwrap_or_default(),
         quarter_rss_kib: samples.get(samples.len() / 4).copied().unwrap_or_default(),
         idle_before,
+        cpu,
     })
 }
 
@@ -230,15 +239,25 @@ fn report(machine: &Machine, results: &[Measurement]) -> String {
         idle.join(", "),
     );
     text.push_str(
-        "| database | rows | time | rows/s | RSS at start | RSS at a quarter | peak RSS | goal |\n\
-         |---|---:|---:|---:|---:|---:|---:|---|\n",
+        "| database | rows | time | rows/s | CPU per row | CPUs idle | CPU stolen | RSS at start | RSS at a quarter | peak RSS | goal |\n\
+         |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n",
     );
     for result in results {
         let rate = result.rows as f64 / result.seconds;
         let verdict = if rate >= GOAL { "met" } else { "not met" };
+        let (per_row, idle, stolen) = result.cpu.map_or_else(
+            || ("unknown".to_owned(), "unknown".to_owned(), "unknown".to_owned()),
+            |cpu| {
+                (
+                    format!("{:.1} µs", cpu.busy_seconds * 1e6 / result.rows as f64),
+                    format!("{:.0} %", cpu.idle_share * 100.0),
+                    format!("{:.1} %", cpu.steal_share * 100.0),
+                )
+            },
+        );
         let _ = writeln!(
             text,
-            "| {} | {} | {:.1} s | {rate:.0} | {:.0} MiB | {:.0} MiB | {:.0} MiB | {GOAL:.0}/s: {verdict} |",
+            "| {} | {} | {:.1} s | {rate:.0} | {per_row} | {idle} | {stolen} | {:.0} MiB | {:.0} MiB | {:.0} MiB | {GOAL:.0}/s: {verdict} |",
             result.database,
             result.rows,
             result.seconds,

@@ -52,18 +52,62 @@ pub async fn wait_for_quiet() -> Option<f64> {
 
 /// The share of CPU time spent idle over `period`, from /proc/stat (Linux only).
 async fn cpu_idle_share(period: Duration) -> Option<f64> {
-    fn sample() -> Option<(u64, u64)> {
+    let before = CpuTimes::now()?;
+    tokio::time::sleep(period).await;
+    CpuTimes::now()?.since(&before).map(|spent| spent.idle_share)
+}
+
+/// The machine's CPU time so far, all CPUs together, in the clock ticks of /proc/stat's first
+/// line (Linux only).
+#[derive(Debug, Clone, Copy)]
+pub struct CpuTimes {
+    /// user, nice, system, irq and softirq
+    busy: u64,
+    /// idle and waiting for I/O
+    idle: u64,
+    /// taken by the hypervisor for other guests
+    steal: u64,
+    total: u64,
+}
+
+/// How the CPUs spent a stretch of time.
+#[derive(Debug, Clone, Copy)]
+// Every bench compiles this module on its own, and only contact_import reads all of it.
+#[allow(dead_code)]
+pub struct CpuSpent {
+    /// CPU-seconds of work, every process together.
+    pub busy_seconds: f64,
+    pub idle_share: f64,
+    pub steal_share: f64,
+}
+
+/// Clock ticks per second of /proc/stat: `USER_HZ`, which Linux fixes at 100 for user space.
+const USER_HZ: f64 = 100.0;
+
+impl CpuTimes {
+    pub fn now() -> Option<Self> {
         let stat = std::fs::read_to_string("/proc/stat").ok()?;
         let fields: Vec<u64> =
             stat.lines().next()?.split_whitespace().skip(1).filter_map(|field| field.parse().ok()).collect();
-        let idle = fields.get(3)? + fields.get(4).copied().unwrap_or(0);
-        Some((idle, fields.iter().sum()))
+        let field = |at: usize| fields.get(at).copied().unwrap_or(0);
+        Some(Self {
+            busy: field(0) + field(1) + field(2) + field(5) + field(6),
+            idle: field(3) + field(4),
+            steal: field(7),
+            // guest time is counted in user time already.
+            total: (0..8).map(field).sum(),
+        })
     }
-    let (idle_before, total_before) = sample()?;
-    tokio::time::sleep(period).await;
-    let (idle_after, total_after) = sample()?;
-    let total = total_after.checked_sub(total_before).filter(|total| *total > 0)?;
-    Some(idle_after.saturating_sub(idle_before) as f64 / total as f64)
+
+    /// What was spent since `earlier`; none if no time passed.
+    pub fn since(&self, earlier: &Self) -> Option<CpuSpent> {
+        let total = self.total.checked_sub(earlier.total).filter(|total| *total > 0)? as f64;
+        Some(CpuSpent {
+            busy_seconds: self.busy.saturating_sub(earlier.busy) as f64 / USER_HZ,
+            idle_share: self.idle.saturating_sub(earlier.idle) as f64 / total,
+            steal_share: self.steal.saturating_sub(earlier.steal) as f64 / total,
+        })
+    }
 }
 
 /// POSTs one request as the load will and returns the body, which must be a 200 without errors.
