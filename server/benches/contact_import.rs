@@ -1,7 +1,8 @@
 //! The contact import benchmark: a generated CSV file of one million contacts imported through
 //! the very function `rapport import contacts` calls, on SQLite and on PostgreSQL, each into an
-//! empty database. Rows per second and the process's peak memory go to `BENCHMARKS.md`; memory
-//! is sampled through the run to show whether it stays flat as the file goes by.
+//! empty database. Rows per second, the machine's CPU time per row and the process's peak memory
+//! go to `BENCHMARKS.md`; memory is sampled through the run to show whether it stays flat as the
+//! file goes by.
 //!
 //! Run it with `cargo bench -p rapport --bench contact_import` (needs a PostgreSQL server, found
 //! like the end-to-end tests find theirs). `RAPPORT_BENCH_IMPORT_ROWS` sets another row count
@@ -58,8 +59,8 @@ fn intro(rows: u64, bytes: u64) -> String {
          a quarter of the way through, to compare with the peak. \"CPU per row\" is the whole \
          machine's busy CPU time over the run (the import and, on PostgreSQL, the server) divided by \
          the rows; \"CPUs idle\" is the share of the machine the run left unused, and \"CPU stolen\" \
-         the share its hypervisor gave to other guests. Rows per second swing by up to half from one \
-         run to the next on a shared virtual machine: compare CPU per row as well.\n",
+         the share its hypervisor gave to other guests. On a shared virtual machine the slowest of \
+         several runs of one build can be a third below the fastest: compare CPU per row as well.\n",
         bytes as f64 / 1e6,
         rapport::service::imports::DEFAULT_BATCH_ROWS,
     )

@@ -1,6 +1,7 @@
-//! What the benchmarks share: the wrk load and its settings, waiting for idle CPUs, a PostgreSQL
-//! database of their own, a description of the machine, and the section of `BENCHMARKS.md` each
-//! one owns. Each bench includes this module, so everything here is used by every bench.
+//! What the benchmarks share: the wrk load and its settings, waiting for idle CPUs, the machine's
+//! CPU time, a PostgreSQL database of their own, a description of the machine, and the section of
+//! `BENCHMARKS.md` each one owns. Each bench includes this module, so nearly everything here is
+//! used by every bench.
 
 use std::{
     fmt::Write as _,
@@ -77,7 +78,9 @@ pub struct CpuTimes {
 pub struct CpuSpent {
     /// CPU-seconds of work, every process together.
     pub busy_seconds: f64,
+    /// Of all the CPUs' time, stolen time included.
     pub idle_share: f64,
+    /// Of all the CPUs' time: what the hypervisor gave to other guests.
     pub steal_share: f64,
 }
 
@@ -89,13 +92,13 @@ impl CpuTimes {
         let stat = std::fs::read_to_string("/proc/stat").ok()?;
         let fields: Vec<u64> =
             stat.lines().next()?.split_whitespace().skip(1).filter_map(|field| field.parse().ok()).collect();
-        let field = |at: usize| fields.get(at).copied().unwrap_or(0);
+        // Guest time, in the fields after these, is counted in user and nice time already.
+        let [user, nice, system, idle, iowait, irq, softirq, steal] = fields.get(..8)?.try_into().ok()?;
         Some(Self {
-            busy: field(0) + field(1) + field(2) + field(5) + field(6),
-            idle: field(3) + field(4),
-            steal: field(7),
-            // guest time is counted in user time already.
-            total: (0..8).map(field).sum(),
+            busy: user + nice + system + irq + softirq,
+            idle: idle + iowait,
+            steal,
+            total: user + nice + system + idle + iowait + irq + softirq + steal,
         })
     }
 
