@@ -263,8 +263,9 @@ fn write_key_file(path: &Path, key: &MasterKey) -> anyhow::Result<()> {
 }
 
 /// Re-wraps every data key and the blind index key with the current master key, one committed
-/// batch at a time. Keys already wrapped by the current key are skipped, so an interrupted run
-/// resumes where it stopped; the server keeps serving meanwhile as long as it holds both keys.
+/// batch at a time, in contact id order. Keys already wrapped by the current key are skipped, so
+/// an interrupted run resumes where it stopped; the server keeps serving meanwhile as long as it
+/// holds both keys.
 pub async fn rotate_keys(settings: &Settings, batch_size: u64, max_batches: Option<u64>) -> anyhow::Result<()> {
     let masters = master_keys(settings)?;
     let database = open_keys(connect(settings).await?, masters).await?;
@@ -283,6 +284,7 @@ pub async fn rotate_keys(settings: &Settings, batch_size: u64, max_batches: Opti
     progress.set_message("re-wrapping");
     progress.set_position(done);
     let mut batches = 0;
+    let mut after = None;
     loop {
         if max_batches.is_some_and(|max| batches >= max) {
             progress.abandon_with_message("stopped");
@@ -290,14 +292,21 @@ pub async fn rotate_keys(settings: &Settings, batch_size: u64, max_batches: Opti
             break;
         }
         let tx = database.begin_write().await?;
-        let rewrapped = crate::store::keys::rewrap_data_keys(&tx, keys, batch_size.max(1)).await?;
+        let (rewrapped, last) = crate::store::keys::rewrap_data_keys(&tx, keys, after, batch_size.max(1)).await?;
         tx.commit().await?;
-        if rewrapped == 0 {
+        if last.is_none() {
+            if after.is_some() {
+                // A pass ends where the ids end; one more from the start finds any key written
+                // behind it meanwhile (by a server still wrapping with the old key).
+                after = None;
+                continue;
+            }
             progress.finish_with_message("done");
             tracing::info!(master_key_id = keys.masters.current_id(), "every key is wrapped by the current master key");
             break;
         }
         batches += 1;
+        after = last;
         progress.inc(rewrapped);
     }
     database.close().await.context("closing the database")?;

@@ -136,17 +136,24 @@ pub async fn rewrap_blind_index_key(conn: &impl ConnectionTrait, keys: &KeyRing)
     Ok(true)
 }
 
-/// Re-wraps up to `limit` data keys that another master key wrapped, and returns how many.
+/// Re-wraps up to `limit` data keys that another master key wrapped, of contacts after `after`
+/// in id order. Returns how many, and the last contact whose key it re-wrapped: the next call
+/// starts there instead of walking again past every key re-wrapped so far.
 /// Keys already under the current master key are never selected, so a rotation that was
 /// interrupted picks up where it stopped.
-pub async fn rewrap_data_keys(conn: &impl ConnectionTrait, keys: &KeyRing, limit: u64) -> StoreResult<u64> {
-    let rows = contact_key::Entity::find()
-        .filter(contact_key::Column::MasterKeyId.ne(keys.masters.current_id()))
-        .order_by_asc(contact_key::Column::ContactId)
-        .limit(limit)
-        .all(conn)
-        .await?;
+pub async fn rewrap_data_keys(
+    conn: &impl ConnectionTrait,
+    keys: &KeyRing,
+    after: Option<Uuid>,
+    limit: u64,
+) -> StoreResult<(u64, Option<Uuid>)> {
+    let mut query = contact_key::Entity::find().filter(contact_key::Column::MasterKeyId.ne(keys.masters.current_id()));
+    if let Some(after) = after {
+        query = query.filter(contact_key::Column::ContactId.gt(after));
+    }
+    let rows = query.order_by_asc(contact_key::Column::ContactId).limit(limit).all(conn).await?;
     let count = rows.len() as u64;
+    let last = rows.last().map(|row| row.contact_id);
     for row in rows {
         let wrapped = WrappedKey { master_key_id: row.master_key_id.clone(), wrapped: row.wrapped_key };
         let rewrapped =
@@ -160,7 +167,7 @@ pub async fn rewrap_data_keys(conn: &impl ConnectionTrait, keys: &KeyRing, limit
             .exec(conn)
             .await?;
     }
-    Ok(count)
+    Ok((count, last))
 }
 
 fn key_error(table: &'static str) -> impl Fn(CryptoError) -> StoreError {
