@@ -113,6 +113,20 @@ impl CpuTimes {
     }
 }
 
+/// CPU-seconds this process has used so far, user and system time together (Linux only): on
+/// PostgreSQL, the part of a run's CPU that Rapport spent rather than the server.
+// Every bench compiles this module on its own, and only contact_import reads it.
+#[allow(dead_code)]
+pub fn process_cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // The command name, in parentheses, may hold spaces; the fields after it do not.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    // utime and stime are the stat file's 14th and 15th fields; this list starts at the 3rd.
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some((utime + stime) as f64 / USER_HZ)
+}
+
 /// POSTs one request as the load will and returns the body, which must be a 200 without errors.
 pub async fn post_graphql(client: &reqwest::Client, url: &str, body: &str) -> anyhow::Result<Value> {
     let response = client
