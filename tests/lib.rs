@@ -461,6 +461,15 @@ const SNAPSHOT_QUERY: &str = r#"{
 }"#;
 
 /// The repository's root directory.
+/// How many migrations `Migrator::down` undoes to undo the one named `name`: it and every one
+/// after it, however many later migrations there are by then.
+pub fn migrations_from(name: &str) -> u32 {
+    use migration::{MigrationName, MigratorTrait};
+    let names: Vec<String> = migration::Migrator::migrations().iter().map(|step| step.name().to_owned()).collect();
+    let at = names.iter().position(|step| step == name).unwrap_or_else(|| panic!("no migration is named {name}"));
+    u32::try_from(names.len() - at).expect("a count of migrations")
+}
+
 pub fn repository_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("repository root").to_path_buf()
 }
