@@ -97,11 +97,12 @@ async fn run() -> anyhow::Result<()> {
     let sqlite_url = format!("sqlite://{}?mode=rwc", work.path().join("rapport.db").display());
     let mut results = vec![measure("SQLite", &sqlite_url, &file, rows).await?];
     let postgres = PostgresDatabase::create().await?;
+    let server = postgres.settings().await;
     let measured = measure("PostgreSQL", &postgres.url, &file, rows).await;
     postgres.drop_database().await;
     results.push(measured?);
 
-    let run = report(&machine, &results);
+    let run = report(&machine, &server?, &results);
     println!("\n{run}");
     let path = support::update_section("contact_import", |_| format!("{}\n{run}", intro(rows, bytes)))?;
     println!("wrote {}", path.display());
@@ -220,7 +221,7 @@ fn status_kib(field: &str) -> u64 {
         .unwrap_or_default()
 }
 
-fn report(machine: &Machine, results: &[Measurement]) -> String {
+fn report(machine: &Machine, server: &str, results: &[Measurement]) -> String {
     let mut text = String::new();
     let idle: Vec<String> = results
         .iter()
@@ -233,6 +234,7 @@ fn report(machine: &Machine, results: &[Measurement]) -> String {
         text,
         "### {}\n\nRun at {} UTC on commit {}.\n\n\
          - Machine: {} CPUs ({}), {} memory, Linux {} ({}); {}\n\
+         - {server}\n\
          - CPU idle in the second before each run: {}\n",
         machine.date,
         machine.time,

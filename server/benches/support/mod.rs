@@ -312,6 +312,31 @@ impl PostgresDatabase {
         Ok(Self { admin_url, name, url })
     }
 
+    /// The server's version and the settings that weigh on bulk writes, for a report: with the
+    /// default `max_wal_size` (1 GB) a million-contact import checkpoints several times, and
+    /// every page it touches again afterwards goes whole into the log.
+    // Every bench compiles this module on its own, and only contact_import reads it.
+    #[allow(dead_code)]
+    pub async fn settings(&self) -> anyhow::Result<String> {
+        let connection = Database::connect(&self.url).await.context("cannot connect to the database")?;
+        let sql = "SELECT current_setting('server_version'), current_setting('shared_buffers'), \
+                   current_setting('max_wal_size'), current_setting('synchronous_commit')";
+        let row = connection
+            .query_one_raw(sea_orm::Statement::from_string(sea_orm::DbBackend::Postgres, sql))
+            .await?
+            .context("no settings")?;
+        let setting = |at: usize| row.try_get_by_index::<String>(at);
+        let described = format!(
+            "PostgreSQL {}: shared_buffers {}, max_wal_size {}, synchronous_commit {} (the benchmark's database)",
+            setting(0)?,
+            setting(1)?,
+            setting(2)?,
+            setting(3)?,
+        );
+        connection.close().await.ok();
+        Ok(described)
+    }
+
     pub async fn drop_database(&self) {
         let dropped = async {
             let admin = Database::connect(&self.admin_url).await?;

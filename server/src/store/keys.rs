@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use chrono::Utc;
 use sea_orm::{
     ActiveValue::Set,
-    ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
+    ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Statement, Value,
     sea_query::{Expr, OnConflict},
 };
 use uuid::Uuid;
@@ -15,7 +15,7 @@ use uuid::Uuid;
 use super::{
     Conflict, StoreError, StoreResult,
     entity::{blind_index_key, contact_key},
-    insert_rows,
+    execute_in_turn, insert_rows,
 };
 use crate::crypto::{BlindIndexKey, CryptoError, DataKey, KeyRing, MasterKeys, WrappedKey};
 
@@ -154,20 +154,64 @@ pub async fn rewrap_data_keys(
     let rows = query.order_by_asc(contact_key::Column::ContactId).limit(limit).all(conn).await?;
     let count = rows.len() as u64;
     let last = rows.last().map(|row| row.contact_id);
+    let mut rewrapped = Vec::with_capacity(rows.len());
     for row in rows {
-        let wrapped = WrappedKey { master_key_id: row.master_key_id.clone(), wrapped: row.wrapped_key };
-        let rewrapped =
+        let wrapped = WrappedKey { master_key_id: row.master_key_id, wrapped: row.wrapped_key };
+        let new =
             DataKey::rewrap(&keys.masters, &wrapped, &row.contact_id.to_string()).map_err(key_error("contact_key"))?;
-        // Guarded by the old key id: a concurrent rotation that got there first wins untouched.
-        contact_key::Entity::update_many()
-            .col_expr(contact_key::Column::MasterKeyId, Expr::value(rewrapped.master_key_id))
-            .col_expr(contact_key::Column::WrappedKey, Expr::value(rewrapped.wrapped))
-            .filter(contact_key::Column::ContactId.eq(row.contact_id))
-            .filter(contact_key::Column::MasterKeyId.eq(row.master_key_id))
-            .exec(conn)
-            .await?;
+        rewrapped.push(Rewrapped { contact_id: row.contact_id, old_master_key_id: wrapped.master_key_id, new });
     }
+    store_rewrapped(conn, &rewrapped).await?;
     Ok((count, last))
+}
+
+/// A data key re-wrapped in memory, with the master key id it was read under.
+struct Rewrapped {
+    contact_id: Uuid,
+    old_master_key_id: String,
+    new: WrappedKey,
+}
+
+/// Re-wrapped keys per UPDATE: four bound values each, well under SQLite's limit.
+const REWRAPS_PER_STATEMENT: usize = 1_000;
+
+/// Writes re-wrapped keys set-wise, one `UPDATE … FROM (VALUES …)` per chunk instead of one
+/// statement per key (most of a rotation's time on SQLite). Each key is guarded by the master key
+/// id it was read under: a concurrent rotation that got there first wins untouched. Both
+/// databases name the columns of a VALUES list column1, column2, …
+async fn store_rewrapped(conn: &impl ConnectionTrait, rewrapped: &[Rewrapped]) -> StoreResult<()> {
+    let backend = conn.get_database_backend();
+    let statements = rewrapped.chunks(REWRAPS_PER_STATEMENT).map(|chunk| {
+        let mut sql = String::from(
+            r#"UPDATE "contact_key" SET "master_key_id" = "rewrapped"."column3", "wrapped_key" = "rewrapped"."column4" FROM (VALUES "#,
+        );
+        let mut values = Vec::with_capacity(chunk.len() * 4);
+        for (at, key) in chunk.iter().enumerate() {
+            sql.push_str(if at == 0 { "(" } else { ", (" });
+            for column in 0..4 {
+                if column > 0 {
+                    sql.push_str(", ");
+                }
+                match backend {
+                    DbBackend::Postgres => sql.push_str(&format!("${}", at * 4 + column + 1)),
+                    _ => sql.push('?'),
+                }
+            }
+            sql.push(')');
+            values.extend([
+                Value::from(key.contact_id),
+                Value::from(key.old_master_key_id.as_str()),
+                Value::from(key.new.master_key_id.as_str()),
+                Value::from(key.new.wrapped.as_str()),
+            ]);
+        }
+        sql.push_str(
+            r#") AS "rewrapped" WHERE "contact_key"."contact_id" = "rewrapped"."column1" AND "contact_key"."master_key_id" = "rewrapped"."column2""#,
+        );
+        Statement::from_sql_and_values(backend, sql, values)
+    });
+    execute_in_turn(conn, statements).await?;
+    Ok(())
 }
 
 fn key_error(table: &'static str) -> impl Fn(CryptoError) -> StoreError {
