@@ -464,7 +464,7 @@ const SNAPSHOT_QUERY: &str = r#"{
 /// How many migrations `Migrator::down` undoes to undo the one named `name`: it and every one
 /// after it, however many later migrations there are by then.
 pub fn migrations_from(name: &str) -> u32 {
-    use migration::{MigrationName, MigratorTrait};
+    use migration::MigratorTrait;
     let names: Vec<String> = migration::Migrator::migrations().iter().map(|step| step.name().to_owned()).collect();
     let at = names.iter().position(|step| step == name).unwrap_or_else(|| panic!("no migration is named {name}"));
     u32::try_from(names.len() - at).expect("a count of migrations")
