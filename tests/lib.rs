@@ -460,7 +460,6 @@ const SNAPSHOT_QUERY: &str = r#"{
   }
 }"#;
 
-/// The repository's root directory.
 /// How many migrations `Migrator::down` undoes to undo the one named `name`: it and every one
 /// after it, however many later migrations there are by then.
 pub fn migrations_from(name: &str) -> u32 {
@@ -470,6 +469,7 @@ pub fn migrations_from(name: &str) -> u32 {
     u32::try_from(names.len() - at).expect("a count of migrations")
 }
 
+/// The repository's root directory.
 pub fn repository_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("repository root").to_path_buf()
 }

@@ -6,12 +6,14 @@
 //! `contact_key_master_key_idx`. Each entry is a b-tree insert on every new contact, where an
 //! import spends most of its time (BENCHMARKS.md). No query looks a contact up by a NULL, and
 //! both databases use a `WHERE … IS NOT NULL` index for `= value` and `IN (…)`. The master key
-//! index served only the count that `rapport keys rotate` shows once when it starts: one scan
-//! of the key table per rotation instead of an index entry per contact.
+//! index served only the two counts that `rapport keys rotate` shows once when it starts: two
+//! scans of the key table per rotation instead of an index entry per contact.
 //!
 //! Uniqueness is unchanged: NULLs never conflicted. The indexes keep their names, so that the
 //! errors of a duplicate external id or email address still name them. Each index is built
-//! again, which holds a lock on `contact` for as long as that takes on a large table.
+//! again, and `contact` stays locked until the migration commits: on PostgreSQL, dropping an
+//! index locks the table against reads as well as writes. On a large table, run it in a
+//! maintenance window.
 
 use sea_orm_migration::prelude::*;
 

@@ -166,7 +166,8 @@ on_both_databases! {
                 row.try_get_by_index::<i64>(0).expect("a count")
             }
         };
-        Migrator::down(&db, Some(rapport_e2e::migrations_from("m20261206_000003_attributes_in_contact_row"))).await.expect("migrate down");
+        let undone = rapport_e2e::migrations_from("m20261206_000003_attributes_in_contact_row");
+        Migrator::down(&db, Some(undone)).await.expect("migrate down");
         assert_eq!(count("TRUE").await, 11, "a row per value");
         assert_eq!(count("sealed").await, 2);
         assert_eq!(count("value_number IS NOT NULL").await, 2);

@@ -226,6 +226,40 @@ on_both_databases! {
         let ada = after.data(LOOKUP, json!({ "by": { "email": "Ada.Lovelace@example.com" } })).await;
         assert_eq!(ada["contact"]["firstName"], "Augusta");
     }
+
+    async fn a_rotation_batch_larger_than_one_statement_rewraps_every_key_to_its_own_contact(app) {
+        // 2,500 keys in one batch: the store writes them 1,000 to a statement.
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let rows: String = (0..2_500).map(|n| format!("person{n}@example.com,First{n}\n")).collect();
+        std::fs::write(dir.path().join("people.csv"), format!("email,first_name\n{rows}")).expect("the file");
+        let old = secret(&app.settings.master_key);
+        let imported = Command::new(rapport_binary())
+            .args(["import", "contacts", "people.csv"])
+            .current_dir(dir.path())
+            .env_clear()
+            .env("RAPPORT_DATABASE_URL", &app.database_url)
+            .env("RAPPORT_MASTER_KEY", &old)
+            .output()
+            .expect("rapport runs");
+        assert!(imported.status.success(), "{}", String::from_utf8_lossy(&imported.stderr));
+
+        let new = MasterKey::generate();
+        let output = run_rotate(&app.database_url, &new.to_base64(), &old, &["--batch-size", "5000"]);
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        let ids = query_strings(&app.database_url, "SELECT master_key_id FROM contact_key").await;
+        assert_eq!(ids.len(), 2_500);
+        assert!(ids.iter().all(|id| id == new.id()), "every key is under the new master key");
+
+        // A key written to another contact's row would not unwrap: each is bound to its contact.
+        let mut settings = app.settings.clone();
+        settings.master_key = Some(SecretString::from(new.to_base64()));
+        settings.previous_master_key = None;
+        let after = respawn(&app, settings).await;
+        for n in [0, 999, 1_000, 1_999, 2_000, 2_499] {
+            let found = after.data(LOOKUP, json!({ "by": { "email": format!("person{n}@example.com") } })).await;
+            assert_eq!(found["contact"]["firstName"], format!("First{n}"), "person{n}");
+        }
+    }
 }
 
 /// Runs `rapport serve` with only these variables and returns its stderr.

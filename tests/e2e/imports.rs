@@ -226,7 +226,8 @@ on_both_databases! {
         assert_eq!((count("import_contact", &first).await, count("import_contact", &second).await), (0, 3));
 
         // Undone, every membership is a link again; redone, the links keep serving the lists.
-        Migrator::down(&db, Some(rapport_e2e::migrations_from("m20261206_000004_contact_import"))).await.expect("migrate down");
+        let undone = rapport_e2e::migrations_from("m20261206_000004_contact_import");
+        Migrator::down(&db, Some(undone)).await.expect("migrate down");
         assert_eq!((count("import_contact", &first).await, count("import_contact", &second).await), (2, 3));
         Migrator::up(&db, None).await.expect("migrate up");
         db.close().await.ok();
