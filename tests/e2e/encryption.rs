@@ -232,16 +232,9 @@ on_both_databases! {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let rows: String = (0..2_500).map(|n| format!("person{n}@example.com,First{n}\n")).collect();
         std::fs::write(dir.path().join("people.csv"), format!("email,first_name\n{rows}")).expect("the file");
+        let (success, stdout, stderr) = crate::imports::import(&app, dir.path(), &["people.csv"]);
+        assert!(success, "{stdout}{stderr}");
         let old = secret(&app.settings.master_key);
-        let imported = Command::new(rapport_binary())
-            .args(["import", "contacts", "people.csv"])
-            .current_dir(dir.path())
-            .env_clear()
-            .env("RAPPORT_DATABASE_URL", &app.database_url)
-            .env("RAPPORT_MASTER_KEY", &old)
-            .output()
-            .expect("rapport runs");
-        assert!(imported.status.success(), "{}", String::from_utf8_lossy(&imported.stderr));
 
         let new = MasterKey::generate();
         let output = run_rotate(&app.database_url, &new.to_base64(), &old, &["--batch-size", "5000"]);

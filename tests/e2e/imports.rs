@@ -33,7 +33,7 @@ async fn define_fields(app: &TestApp) {
 }
 
 /// Runs `rapport import contacts …` in `dir` against the app's database: (success, stdout, stderr).
-fn import(app: &TestApp, dir: &Path, args: &[&str]) -> (bool, String, String) {
+pub(crate) fn import(app: &TestApp, dir: &Path, args: &[&str]) -> (bool, String, String) {
     let master_key = app.settings.master_key.as_ref().expect("master key").expose_secret().to_owned();
     let output = Command::new(rapport_binary())
         .args(["import", "contacts"])

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use chrono::Utc;
 use sea_orm::{
     ActiveValue::Set,
-    ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Statement, Value,
+    ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Statement, Value,
     sea_query::{Expr, OnConflict},
 };
 use uuid::Uuid;
@@ -15,7 +15,7 @@ use uuid::Uuid;
 use super::{
     Conflict, StoreError, StoreResult,
     entity::{blind_index_key, contact_key},
-    execute_in_turn, insert_rows,
+    execute_in_turn, insert_rows, push_value_rows,
 };
 use crate::crypto::{BlindIndexKey, CryptoError, DataKey, KeyRing, MasterKeys, WrappedKey};
 
@@ -185,19 +185,9 @@ async fn store_rewrapped(conn: &impl ConnectionTrait, rewrapped: &[Rewrapped]) -
         let mut sql = String::from(
             r#"UPDATE "contact_key" SET "master_key_id" = "rewrapped"."column3", "wrapped_key" = "rewrapped"."column4" FROM (VALUES "#,
         );
+        push_value_rows(&mut sql, backend, chunk.len(), 4);
         let mut values = Vec::with_capacity(chunk.len() * 4);
-        for (at, key) in chunk.iter().enumerate() {
-            sql.push_str(if at == 0 { "(" } else { ", (" });
-            for column in 0..4 {
-                if column > 0 {
-                    sql.push_str(", ");
-                }
-                match backend {
-                    DbBackend::Postgres => sql.push_str(&format!("${}", at * 4 + column + 1)),
-                    _ => sql.push('?'),
-                }
-            }
-            sql.push(')');
+        for key in chunk {
             values.extend([
                 Value::from(key.contact_id),
                 Value::from(key.old_master_key_id.as_str()),

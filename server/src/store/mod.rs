@@ -204,7 +204,6 @@ fn conflict_clause<C: IdenStatic>(on_conflict: &Conflict<'_, C>) -> String {
 /// `INSERT INTO "table" ("a", "b") VALUES (?, ?), (?, ?) …` for `rows` rows, with the
 /// backend's placeholders.
 fn insert_sql(backend: DbBackend, table: &str, columns: &[&str], rows: usize, tail: &str) -> String {
-    use std::fmt::Write as _;
     let mut sql = String::with_capacity(64 + columns.len() * (24 + rows * 7) + tail.len());
     sql.push_str("INSERT INTO \"");
     sql.push_str(table);
@@ -218,10 +217,19 @@ fn insert_sql(backend: DbBackend, table: &str, columns: &[&str], rows: usize, ta
         sql.push('"');
     }
     sql.push_str(") VALUES ");
+    push_value_rows(&mut sql, backend, rows, columns.len());
+    sql.push_str(tail);
+    sql
+}
+
+/// Appends `(?, ?), (?, ?) …`, `rows` rows of `columns` parameters each, with the backend's
+/// placeholders: the rows of a multi-row VALUES list.
+pub(crate) fn push_value_rows(sql: &mut String, backend: DbBackend, rows: usize, columns: usize) {
+    use std::fmt::Write as _;
     let mut parameter = 0;
     for row in 0..rows {
         sql.push_str(if row == 0 { "(" } else { ", (" });
-        for at in 0..columns.len() {
+        for at in 0..columns {
             if at > 0 {
                 sql.push_str(", ");
             }
@@ -235,8 +243,6 @@ fn insert_sql(backend: DbBackend, table: &str, columns: &[&str], rows: usize, ta
         }
         sql.push(')');
     }
-    sql.push_str(tail);
-    sql
 }
 
 /// SQLite page cache per connection: the one writer keeps the most, as it walks every index a
