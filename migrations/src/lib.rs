@@ -28,6 +28,7 @@ mod m20261206_000002_clustered_contact_tables;
 mod m20261206_000003_attributes_in_contact_row;
 mod m20261206_000004_contact_import;
 mod m20261207_000001_lean_contact_indexes;
+mod m20261207_000002_data_key_deletion_trigger;
 
 pub struct Migrator;
 
@@ -60,6 +61,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261206_000003_attributes_in_contact_row::Migration),
             Box::new(m20261206_000004_contact_import::Migration),
             Box::new(m20261207_000001_lean_contact_indexes::Migration),
+            Box::new(m20261207_000002_data_key_deletion_trigger::Migration),
         ]
     }
 }

@@ -384,6 +384,43 @@ on_both_databases! {
         assert_eq!(body["errors"][0]["extensions"]["code"], "FORBIDDEN", "{body:#}");
         assert_eq!(imports(&app).await.len(), 1);
     }
+
+    // Deleting a contact destroys its data key (crypto-shredding) whether a foreign key or,
+    // from `m20261207_000002`, a trigger does it; the migration keeps every key both ways.
+    async fn a_deleted_contact_takes_its_data_key_with_it_across_the_trigger_migration(app) {
+        use migration::{Migrator, MigratorTrait};
+
+        define_fields(&app).await;
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("contacts.csv"), MIXED).unwrap();
+        let (success, stdout, stderr) = import(&app, dir.path(), &["contacts.csv"]);
+        assert!(success, "stdout: {stdout}\nstderr: {stderr}");
+        let keys = || crate::encryption::query_strings(&app.database_url, "SELECT master_key_id FROM contact_key");
+        let delete = |email: &'static str| {
+            let app = &app;
+            async move {
+                let id = contact(app, email).await["id"].clone();
+                let deleted = app.data("mutation($id: ID!) { deleteContact(id: $id) { deletedContactId } }", json!({ "id": id })).await;
+                assert_eq!(deleted["deleteContact"]["deletedContactId"], id);
+            }
+        };
+        let stored = keys().await.len();
+        assert_eq!(stored, 3, "one key per imported contact: Ada, Grace and Barbara");
+        let connection = sea_orm::Database::connect(app.database_url.as_str()).await.expect("connect");
+        let trigger = rapport_e2e::migrations_from("m20261207_000002_data_key_deletion_trigger");
+
+        Migrator::down(&connection, Some(trigger)).await.expect("migrate down");
+        assert_eq!(keys().await.len(), stored, "every key is kept");
+        delete("ada@example.com").await;
+        assert_eq!(keys().await.len(), stored - 1, "the foreign key deleted Ada's key");
+
+        Migrator::up(&connection, None).await.expect("migrate up");
+        assert_eq!(keys().await.len(), stored - 1, "every key is kept");
+        delete("grace@example.com").await;
+        assert_eq!(keys().await.len(), stored - 2, "the trigger deleted Grace's key");
+        let barbara = contact(&app, "barbara@example.com").await;
+        assert_eq!(barbara["lastName"], "Liskov", "the contact left is readable with its key");
+    }
 }
 
 /// The migration that clusters values, data keys and import links on their keys (SQLite only)

@@ -1,9 +1,10 @@
 //! Contact imports. A CSV file of any size is parsed on a blocking thread of its own into
 //! batches of rows, while the batch before is written set-wise in one transaction: a few
 //! statements per batch, never one per row, and never more than a few batches in memory. The
-//! parsing thread also seals each row's personal values under a data key for the contact the row
-//! would create, so that encryption, the largest part of writing new contacts, runs beside the
-//! database's work instead of inside the writer's transaction. A bad row is reported (line,
+//! parsing thread also decides each batch as if none of its rows named a stored contact, and
+//! builds and seals the rows of the contacts it would then create, so that the writer, whose
+//! turns with the database are the import's critical path, only has to read whether that holds
+//! and send those rows: the common case of a file of new contacts. A bad row is reported (line,
 //! column, reason) and the rest go on; the run is recorded as one import with its counts and one
 //! audit entry, and remembers every contact it touched: those it creates name it in their row,
 //! stored ones it matched are linked to it.
@@ -11,6 +12,7 @@
 use std::{
     collections::{HashMap, HashSet},
     io::Read,
+    sync::Arc,
 };
 
 use chrono::{DateTime, Utc};
@@ -21,7 +23,7 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::instrument;
 use uuid::Uuid;
 
-use super::{Error, RequestContext, Result, Services};
+use super::{Clock, Error, RequestContext, Result, Services};
 use crate::{
     audit::{self, Changes},
     crypto::KeyRing,
@@ -35,7 +37,7 @@ use crate::{
     },
     store::{
         self,
-        contacts::{self as contacts_store, Presealed},
+        contacts::{self as contacts_store, FieldSecrecy, NewContact, PreparedContact},
         imports as repository,
     },
 };
@@ -86,8 +88,7 @@ enum Parsed {
     Header(std::result::Result<ColumnMap, MappingError>),
     Batch {
         rows: Vec<ImportRow>,
-        /// One per row, in the same order: what the row seals to if it creates its contact.
-        ahead: Vec<Presealed>,
+        ahead: Ahead,
         rejected: Vec<RowError>,
         bytes_read: u64,
     },
@@ -116,7 +117,12 @@ impl Services {
         let parser = {
             let definitions = definitions.clone();
             let options = options.clone();
-            tokio::task::spawn_blocking(move || parse_file(source, &definitions, &options, &keys, &sender))
+            let clock = Arc::clone(&self.clock);
+            tokio::task::spawn_blocking(move || {
+                let context =
+                    ParseContext { definitions: &definitions, options: &options, keys: &keys, clock: &*clock };
+                parse_file(source, &context, &sender);
+            })
         };
         let columns = match receiver.recv().await {
             Some(Parsed::Header(Ok(columns))) => columns,
@@ -290,14 +296,10 @@ impl Services {
         definitions: &HashMap<Key, FieldDefinition>,
         columns: &ColumnMap,
         rows: Vec<ImportRow>,
-        ahead: Vec<Presealed>,
+        mut ahead: Ahead,
         parse_rejected: Vec<RowError>,
         only_creates: oneshot::Sender<bool>,
     ) -> Result<(ImportCounts, Vec<RowError>)> {
-        let candidates: Vec<ContactId> = ahead.iter().map(Presealed::contact_id).collect();
-        let presealed: HashMap<ContactId, Presealed> =
-            ahead.into_iter().map(|ahead| (ahead.contact_id(), ahead)).collect();
-        let batch = Batch { rows: &rows, candidates: &candidates, presealed: &presealed };
         let mut only_creates = Promise::Unsaid(only_creates);
         let mut attempts_left = 3;
         loop {
@@ -306,7 +308,8 @@ impl Services {
                 import_id,
                 definitions,
                 columns,
-                &batch,
+                &rows,
+                &mut ahead,
                 parse_rejected.clone(),
                 &mut only_creates,
             );
@@ -317,45 +320,75 @@ impl Services {
         }
     }
 
+    /// One try at a batch. The contacts prepared ahead are used up by the try that writes them;
+    /// a later try builds again whatever it still needs.
+    #[allow(clippy::too_many_arguments)]
     async fn try_write_batch(
         &self,
         import_id: Uuid,
         definitions: &HashMap<Key, FieldDefinition>,
         columns: &ColumnMap,
-        batch: &Batch<'_>,
+        rows: &[ImportRow],
+        ahead: &mut Ahead,
         mut rejected: Vec<RowError>,
         only_creates: &mut Promise,
     ) -> Result<(ImportCounts, Vec<RowError>)> {
         let keys = self.db.keys()?;
-        let rows = batch.rows;
         let now = self.now();
-        // The parsing thread computed each address's blind index with the row's sealing.
         let emails: Vec<(&EmailAddress, &str)> =
-            batch.candidates.iter().filter_map(|candidate| batch.presealed.get(candidate)?.indexed_email()).collect();
+            ahead.email_indexes.iter().map(|(email, index)| (email, index.as_str())).collect();
         let external_ids: Vec<&ExternalId> = rows.iter().filter_map(|row| row.external_id.as_ref()).collect();
         let phones: Vec<&PhoneNumber> = rows.iter().filter_map(|row| row.profile.phone.as_ref()).collect();
         let tx = self.db.begin_write().await?;
         let existing = contacts_store::find_for_update(&tx, keys, &emails, &external_ids).await?;
         let (erased_emails, erased_phones) = contacts_store::erased_among(&tx, keys, &emails, &phones).await?;
-        let mut plan = BatchPlan::new(existing, columns, definitions, now);
-        plan.erased_emails = erased_emails;
-        plan.erased_phones = erased_phones;
         let mut counts = ImportCounts { rows: (rows.len() + rejected.len()) as u64, ..ImportCounts::default() };
-        for (row, candidate) in rows.iter().zip(batch.candidates) {
-            match plan.apply(row, *candidate) {
-                Ok(Applied::Created) => counts.created += 1,
-                Ok(Applied::Updated) => counts.updated += 1,
-                Ok(Applied::Unchanged) => counts.unchanged += 1,
-                Err(error) => rejected.push(error),
+        let as_planned = existing.is_empty() && erased_emails.is_empty() && erased_phones.is_empty();
+        let (created, updated, stored_matched) = if as_planned && let Some(planned) = ahead.planned.take() {
+            // Nothing stored meets the batch: the parsing thread's decision stands as it is.
+            counts.created = planned.created.len() as u64;
+            counts.updated = planned.updated;
+            counts.unchanged = planned.unchanged;
+            rejected.extend(planned.rejected);
+            let created =
+                planned.created.into_iter().map(|contact| NewContact::Prepared(contact.at(now, now))).collect();
+            (created, Vec::new(), Vec::new())
+        } else {
+            let mut plan = BatchPlan::new(existing, columns, definitions, now);
+            plan.erased_emails = erased_emails;
+            plan.erased_phones = erased_phones;
+            for (row, candidate) in rows.iter().zip(&ahead.candidates) {
+                match plan.apply(row, *candidate) {
+                    Ok(Applied::Created) => counts.created += 1,
+                    Ok(Applied::Updated) => counts.updated += 1,
+                    Ok(Applied::Unchanged) => counts.unchanged += 1,
+                    Err(error) => rejected.push(error),
+                }
             }
-        }
+            let stored_matched = std::mem::take(&mut plan.stored_matched);
+            let (created, updated) = plan.into_changes();
+            // A contact created as the parsing thread foresaw keeps the row it built.
+            let mut prepared: HashMap<ContactId, PreparedContact> = ahead
+                .planned
+                .take()
+                .map(|planned| planned.created.into_iter().map(|contact| (contact.contact().id, contact)).collect())
+                .unwrap_or_default();
+            let created = created
+                .into_iter()
+                .map(|contact| match prepared.remove(&contact.id) {
+                    Some(ahead) if ahead.holds(&contact) => {
+                        NewContact::Prepared(ahead.at(contact.created_at, contact.updated_at))
+                    }
+                    _ => NewContact::Plain(contact),
+                })
+                .collect();
+            (created, updated, stored_matched)
+        };
         rejected.sort_by_key(|error| error.line);
         counts.rejected = rejected.len() as u64;
 
-        let stored_matched = std::mem::take(&mut plan.stored_matched);
-        let (created, updated) = plan.into_changes();
         only_creates.keep(updated.is_empty())?;
-        contacts_store::insert_many(&tx, keys, &created, batch.presealed, Some(import_id)).await?;
+        contacts_store::insert_many(&tx, keys, created, Some(import_id)).await?;
         contacts_store::update_many(&tx, keys, &updated).await?;
         repository::link(&tx, import_id, &stored_matched).await?;
         repository::reject(&tx, import_id, &rejected).await?;
@@ -468,15 +501,19 @@ fn file_name(raw: &str) -> String {
     if name.is_empty() { "contacts.csv".to_owned() } else { name }
 }
 
-/// Reads the file on a blocking thread and sends batches of parsed rows until the file ends,
-/// the file cannot be read on, or the writer stops listening.
-fn parse_file(
-    source: impl Read,
-    definitions: &HashMap<Key, FieldDefinition>,
-    options: &ImportOptions,
-    keys: &KeyRing,
-    sender: &mpsc::Sender<Parsed>,
-) {
+/// What the parsing thread works with.
+struct ParseContext<'a> {
+    definitions: &'a HashMap<Key, FieldDefinition>,
+    options: &'a ImportOptions,
+    keys: &'a KeyRing,
+    clock: &'a dyn Clock,
+}
+
+/// Reads the file on a blocking thread and sends batches of parsed rows, each with what is
+/// worked out ahead for it, until the file ends, the file cannot be read on, or the writer stops
+/// listening.
+fn parse_file(source: impl Read, context: &ParseContext<'_>, sender: &mpsc::Sender<Parsed>) {
+    let ParseContext { definitions, options, .. } = *context;
     let mut reader = csv::ReaderBuilder::new().flexible(true).has_headers(true).from_reader(source);
     let header = match reader.byte_headers() {
         Ok(header) => header.clone(),
@@ -506,11 +543,17 @@ fn parse_file(
             return;
         }
     };
+    let fields: Arc<FieldSecrecy> = Arc::new(
+        definitions.values().map(|definition| (definition.key.as_str().to_owned(), definition.personal)).collect(),
+    );
     let batch_rows = options.batch_rows.max(1);
     let mut rows = Vec::with_capacity(batch_rows);
-    let mut ahead = Vec::with_capacity(batch_rows);
     let mut rejected = Vec::new();
     let mut record = csv::ByteRecord::new();
+    let send = |rows: Vec<ImportRow>, rejected: Vec<RowError>, bytes_read: u64| {
+        let ahead = Ahead::work_out(&rows, &columns, context, &fields);
+        sender.blocking_send(Parsed::Batch { rows, ahead, rejected, bytes_read }).is_ok()
+    };
     loop {
         match reader.read_byte_record(&mut record) {
             Ok(true) => {}
@@ -527,26 +570,76 @@ fn parse_file(
             Err(_) => Err(RowError { line, column: None, reason: "is not valid UTF-8".to_owned() }),
         };
         match parsed {
-            Ok(row) => {
-                ahead.push(Presealed::new(keys, ContactId::generate(), row.email.as_ref(), &row.profile));
-                rows.push(row);
-            }
+            Ok(row) => rows.push(row),
             Err(error) => rejected.push(error),
         }
         if rows.len() + rejected.len() >= batch_rows {
-            let batch = Parsed::Batch {
-                rows: std::mem::replace(&mut rows, Vec::with_capacity(batch_rows)),
-                ahead: std::mem::replace(&mut ahead, Vec::with_capacity(batch_rows)),
-                rejected: std::mem::take(&mut rejected),
-                bytes_read: reader.position().byte(),
-            };
-            if sender.blocking_send(batch).is_err() {
+            let full = std::mem::replace(&mut rows, Vec::with_capacity(batch_rows));
+            if !send(full, std::mem::take(&mut rejected), reader.position().byte()) {
                 return;
             }
         }
     }
     if !rows.is_empty() || !rejected.is_empty() {
-        let _ = sender.blocking_send(Parsed::Batch { rows, ahead, rejected, bytes_read: reader.position().byte() });
+        send(rows, rejected, reader.position().byte());
+    }
+}
+
+/// What the parsing thread works out for a batch before the writer reads the database.
+struct Ahead {
+    /// Per row, the id a contact it creates gets.
+    candidates: Vec<ContactId>,
+    /// The blind index of every email address the rows name.
+    email_indexes: HashMap<EmailAddress, String>,
+    /// The batch decided as if no row named a stored contact or an erased address, which the
+    /// writer keeps if its read finds none; a try that used it up leaves none.
+    planned: Option<Planned>,
+}
+
+/// A batch decided without stored contacts.
+struct Planned {
+    /// The contacts it creates, their rows built and sealed.
+    created: Vec<PreparedContact>,
+    /// Rows that changed (or left as they were) a contact an earlier row of the batch created.
+    updated: u64,
+    unchanged: u64,
+    rejected: Vec<RowError>,
+}
+
+impl Ahead {
+    fn work_out(
+        rows: &[ImportRow],
+        columns: &ColumnMap,
+        context: &ParseContext<'_>,
+        fields: &Arc<FieldSecrecy>,
+    ) -> Self {
+        let keys = context.keys;
+        let candidates: Vec<ContactId> = rows.iter().map(|_| ContactId::generate()).collect();
+        let email_indexes: HashMap<EmailAddress, String> = rows
+            .iter()
+            .filter_map(|row| row.email.as_ref())
+            .map(|email| (email.clone(), contacts_store::email_index(keys, email)))
+            .collect();
+        let now = crate::domain::at_storage_precision(context.clock.now());
+        let mut plan = BatchPlan::new(Vec::new(), columns, context.definitions, now);
+        let (mut updated, mut unchanged, mut rejected) = (0, 0, Vec::new());
+        for (row, candidate) in rows.iter().zip(&candidates) {
+            match plan.apply(row, *candidate) {
+                Ok(Applied::Created) => {}
+                Ok(Applied::Updated) => updated += 1,
+                Ok(Applied::Unchanged) => unchanged += 1,
+                Err(error) => rejected.push(error),
+            }
+        }
+        let (created, _) = plan.into_changes();
+        let created = created
+            .into_iter()
+            .map(|contact| {
+                let email_index = contact.email.as_ref().and_then(|email| email_indexes.get(email)).cloned();
+                PreparedContact::new(keys, contact, email_index, fields)
+            })
+            .collect();
+        Self { candidates, email_indexes, planned: Some(Planned { created, updated, unchanged, rejected }) }
     }
 }
 
@@ -558,14 +651,6 @@ fn unreadable(error: &csv::Error) -> String {
         csv::ErrorKind::Utf8 { .. } => format!("the file is not valid UTF-8{line}"),
         _ => format!("the file is not valid CSV{line}"),
     }
-}
-
-/// A parsed batch as the writer uses it.
-struct Batch<'a> {
-    rows: &'a [ImportRow],
-    /// Per row, the id a contact it creates gets.
-    candidates: &'a [ContactId],
-    presealed: &'a HashMap<ContactId, Presealed>,
 }
 
 /// What one row did to its contact.

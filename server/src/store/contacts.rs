@@ -6,7 +6,10 @@
 //! to the contact and the column; email and phone are found through their blind index.
 //! Erasing a contact keeps those blind indexes, and nothing else, on the erased list.
 
-use std::collections::{HashMap, HashSet};
+use std::{
+    collections::{HashMap, HashSet},
+    sync::Arc,
+};
 
 use chrono::{DateTime, NaiveDate, Utc};
 use sea_orm::{
@@ -474,7 +477,7 @@ const DATETIME_FORMAT: &str = "%Y-%m-%dT%H:%M:%S%.6fZ";
 /// The defined custom fields, each with whether its values are personal data, read in the
 /// writer's transaction and held there (on PostgreSQL) so that a field cannot be deleted between
 /// this read and the write: no value row refers to its definition any more to prevent it.
-async fn defined_fields(conn: &impl ConnectionTrait) -> StoreResult<HashMap<String, bool>> {
+async fn defined_fields(conn: &impl ConnectionTrait) -> StoreResult<FieldSecrecy> {
     let fields: Vec<(String, bool)> = field_definition::Entity::find()
         .select_only()
         .column(field_definition::Column::Key)
@@ -488,12 +491,7 @@ async fn defined_fields(conn: &impl ConnectionTrait) -> StoreResult<HashMap<Stri
 
 /// The document of a contact's custom values, those of personal fields sealed under `key`. A
 /// value of a field that is not (or no longer) defined is left out.
-fn attributes_document(
-    key: &DataKey,
-    contact_id: ContactId,
-    attributes: &Attributes,
-    fields: &HashMap<String, bool>,
-) -> Json {
+fn attributes_document(key: &DataKey, contact_id: ContactId, attributes: &Attributes, fields: &FieldSecrecy) -> Json {
     let contact_id = contact_id.as_uuid().to_string();
     let document: Map<String, Json> = attributes
         .iter()
@@ -595,69 +593,72 @@ pub async fn erased_among(
     Ok(erased)
 }
 
-/// A new contact's data key and personal values, sealed before the transaction that inserts the
-/// contact, so that the encryption can run beside the database's work instead of inside it (an
-/// import seals on its parsing thread while the batch before is written). `insert_many` takes
-/// what still matches the contact it writes and seals the rest itself.
-pub struct Presealed {
-    contact_id: ContactId,
-    key: DataKey,
+/// The custom fields by key, each with whether its values are personal data: what a contact's
+/// row is built with.
+pub type FieldSecrecy = HashMap<String, bool>;
+
+/// A new contact's row, sealed under a data key of its own, and that key wrapped: built before
+/// the transaction that inserts it, so that the encryption and the building can run beside the
+/// database's work instead of inside it (an import builds them on its parsing thread while the
+/// batch before is written).
+pub struct PreparedContact {
+    contact: Contact,
+    row: entity::ActiveModel,
     wrapped: WrappedKey,
-    email_index: Option<(EmailAddress, String)>,
-    /// (column, plaintext, envelope)
-    envelopes: Vec<(&'static str, String, String)>,
+    /// The fields the row was built with: if they have changed by the time it is written, the
+    /// row is built again.
+    fields: Arc<FieldSecrecy>,
 }
 
-impl Presealed {
-    /// Seals, for a contact that will have `contact_id`, the email address and the personal
-    /// profile values given, under a data key generated for it.
-    pub fn new(keys: &KeyRing, contact_id: ContactId, email: Option<&EmailAddress>, profile: &Profile) -> Self {
+impl PreparedContact {
+    /// Builds `contact`'s row; `email_index` is its email address's blind index if it is known.
+    pub fn new(keys: &KeyRing, contact: Contact, email_index: Option<String>, fields: &Arc<FieldSecrecy>) -> Self {
         let key = DataKey::generate();
-        let id = contact_id.as_uuid().to_string();
-        let wrapped = key.wrap(&keys.masters, &id);
-        let values = [
-            ("email", email.map(EmailAddress::as_str)),
-            ("phone", profile.phone.as_ref().map(PhoneNumber::as_str)),
-            ("first_name", profile.first_name.as_ref().map(PersonName::as_str)),
-            ("last_name", profile.last_name.as_ref().map(PersonName::as_str)),
-        ];
-        let envelopes = values
-            .into_iter()
-            .filter_map(|(column, value)| value.map(|value| (column, value.to_owned(), key.seal(value, &id, column))))
-            .collect();
-        let email_index = email.map(|email| (email.clone(), email_index(keys, email)));
-        Self { contact_id, key, wrapped, email_index, envelopes }
+        let row = to_active(&contact, keys, &key, email_index, fields);
+        let wrapped = key.wrap(&keys.masters, &contact.id.as_uuid().to_string());
+        Self { contact, row, wrapped, fields: Arc::clone(fields) }
     }
 
-    pub fn contact_id(&self) -> ContactId {
-        self.contact_id
+    pub fn contact(&self) -> &Contact {
+        &self.contact
     }
 
-    fn envelope(&self, column: &str, plaintext: &str) -> Option<&str> {
-        self.envelopes
-            .iter()
-            .find(|(sealed_column, sealed_plaintext, _)| *sealed_column == column && sealed_plaintext == plaintext)
-            .map(|(_, _, envelope)| envelope.as_str())
+    /// Whether the row holds `contact`, whatever the times of both.
+    pub fn holds(&self, contact: &Contact) -> bool {
+        let Contact { id, external_id, email, profile, attributes, created_at: _, updated_at: _, version } =
+            &self.contact;
+        *id == contact.id
+            && *external_id == contact.external_id
+            && *email == contact.email
+            && *profile == contact.profile
+            && *attributes == contact.attributes
+            && *version == contact.version
     }
 
-    /// The email address sealed ahead, with its blind index.
-    pub fn indexed_email(&self) -> Option<(&EmailAddress, &str)> {
-        self.email_index.as_ref().map(|(email, index)| (email, index.as_str()))
-    }
-
-    fn email_index(&self, email: &EmailAddress) -> Option<&str> {
-        self.indexed_email().filter(|(indexed, _)| *indexed == email).map(|(_, index)| index)
+    /// The same contact, created and updated at these times (which are not sealed).
+    pub fn at(mut self, created_at: DateTime<Utc>, updated_at: DateTime<Utc>) -> Self {
+        self.contact.created_at = created_at;
+        self.contact.updated_at = updated_at;
+        self.row.created_at = Set(created_at);
+        self.row.updated_at = Set(updated_at);
+        self
     }
 }
 
-/// Inserts new contacts set-wise, each sealed under a data key of its own: the one sealed ahead
-/// for it in `presealed` if there is one, else a new one; `import_id` names the import that
-/// creates them, if one does.
+/// A contact for `insert_many` to create: its row built ahead, or to be built there.
+// Nearly every contact an import creates is prepared: boxing them would allocate once more each.
+#[allow(clippy::large_enum_variant)]
+pub enum NewContact {
+    Prepared(PreparedContact),
+    Plain(Contact),
+}
+
+/// Inserts new contacts set-wise, each sealed under a data key of its own; `import_id` names
+/// the import that creates them, if one does.
 pub async fn insert_many(
     conn: &impl ConnectionTrait,
     keys: &KeyRing,
-    contacts: &[Contact],
-    presealed: &HashMap<ContactId, Presealed>,
+    contacts: Vec<NewContact>,
     import_id: Option<Uuid>,
 ) -> StoreResult<()> {
     if contacts.is_empty() {
@@ -667,14 +668,19 @@ pub async fn insert_many(
     let mut rows = Vec::with_capacity(contacts.len());
     let mut wrapped_keys = Vec::with_capacity(contacts.len());
     for contact in contacts {
-        let ahead = presealed.get(&contact.id);
-        let key = ahead.map_or_else(DataKey::generate, |ahead| ahead.key.clone());
-        let mut row = to_active(contact, keys, &key, ahead, &fields);
+        let (id, mut row, wrapped) = match contact {
+            NewContact::Prepared(prepared) if *prepared.fields == fields => {
+                (prepared.contact.id, prepared.row, prepared.wrapped)
+            }
+            NewContact::Prepared(PreparedContact { contact, .. }) | NewContact::Plain(contact) => {
+                let key = DataKey::generate();
+                let row = to_active(&contact, keys, &key, None, &fields);
+                (contact.id, row, key.wrap(&keys.masters, &contact.id.as_uuid().to_string()))
+            }
+        };
         row.import_id = Set(import_id);
         rows.push(row);
-        let wrapped = ahead
-            .map_or_else(|| key.wrap(&keys.masters, &contact.id.as_uuid().to_string()), |ahead| ahead.wrapped.clone());
-        wrapped_keys.push((contact.id.as_uuid(), wrapped));
+        wrapped_keys.push((id.as_uuid(), wrapped));
     }
     insert_rows(conn, rows, Conflict::Fail, ROWS_PER_STATEMENT).await?;
     keys::store_many(conn, wrapped_keys).await
@@ -793,26 +799,19 @@ fn opened_value(field_type: FieldType, text: &str) -> Option<FieldValue> {
     })
 }
 
-/// The row of `contact`, sealed under `key`; values sealed ahead under the same key are reused.
+/// The row of `contact`, sealed under `key`; `email_index` is its email address's blind index
+/// if the caller knows it already.
 fn to_active(
     contact: &Contact,
     keys: &KeyRing,
     key: &DataKey,
-    ahead: Option<&Presealed>,
-    fields: &HashMap<String, bool>,
+    email_index: Option<String>,
+    fields: &FieldSecrecy,
 ) -> entity::ActiveModel {
     let profile = &contact.profile;
     let contact_id = contact.id.as_uuid().to_string();
-    let seal = |column: &str, value: Option<&str>| {
-        value.map(|value| match ahead.and_then(|ahead| ahead.envelope(column, value)) {
-            Some(envelope) => envelope.to_owned(),
-            None => key.seal(value, &contact_id, column),
-        })
-    };
-    let index_of = |email: &EmailAddress| match ahead.and_then(|ahead| ahead.email_index(email)) {
-        Some(index) => index.to_owned(),
-        None => email_index(keys, email),
-    };
+    let seal = |column: &str, value: Option<&str>| value.map(|value| key.seal(value, &contact_id, column));
+    let index_of = |email: &EmailAddress| email_index.unwrap_or_else(|| self::email_index(keys, email));
     entity::ActiveModel {
         id: Set(contact.id.as_uuid()),
         external_id: Set(contact.external_id.as_ref().map(|v| v.as_str().to_owned())),

@@ -31,7 +31,7 @@ use std::{
 use sea_orm::{
     ActiveModelTrait, ConnectOptions, ConnectionTrait, Database as SeaDatabase, DatabaseConnection,
     DatabaseTransaction, DbBackend, DbErr, EntityName, EntityTrait, IdenStatic, Iterable, SqlErr,
-    SqliteTransactionMode, Statement, TransactionOptions, TransactionTrait,
+    SqliteTransactionMode, Statement, TransactionOptions, TransactionTrait, Value,
 };
 
 pub use sea_orm::DatabaseConnection as Connection;
@@ -144,6 +144,13 @@ pub enum Conflict<'a, C> {
 /// rather than by sea-query, and each value is moved out of its row rather than cloned: for the
 /// millions of values an import binds, building them through sea-query took about as long as
 /// SQLite took to store them (BENCHMARKS.md, "Where the import's time goes").
+///
+/// On SQLite a statement binds one value, its rows as a JSON document that SQLite takes apart
+/// (`jsonb_each`), instead of a value per column and row. sea-orm copies every bound value of a
+/// statement, and sqlx encodes and frees each one, all on the thread that drives the
+/// transaction, while SQLite's own thread waits: that was most of an import's time on SQLite.
+/// One document costs one copy. PostgreSQL's server, not the client, is what an import waits
+/// for there, so it keeps a bound value per column and row.
 pub async fn insert_rows<A: ActiveModelTrait>(
     conn: &impl ConnectionTrait,
     rows: Vec<A>,
@@ -152,39 +159,178 @@ pub async fn insert_rows<A: ActiveModelTrait>(
 ) -> StoreResult<()> {
     let backend = conn.get_database_backend();
     let columns: Vec<<A::Entity as EntityTrait>::Column> = <A::Entity as EntityTrait>::Column::iter().collect();
-    let names: Vec<&str> = columns.iter().map(|column| column.as_str()).collect();
     let table = A::Entity::default();
     let clause = conflict_clause(&on_conflict);
     let mut rows = rows.into_iter().peekable();
     let mut failure = None;
     let statements = std::iter::from_fn(|| {
         rows.peek()?;
-        let mut values = Vec::with_capacity(rows_per_statement * columns.len());
-        let mut count = 0;
-        for mut row in rows.by_ref().take(rows_per_statement) {
-            for column in &columns {
-                match row.take(*column).into_value() {
-                    Some(value) => values.push(value),
-                    None => {
-                        failure = Some(DbErr::Custom(format!(
-                            "insert_rows: {}.{} is not set",
-                            table.table_name(),
-                            column.as_str()
-                        )));
-                        return None;
-                    }
-                }
-            }
-            count += 1;
-        }
-        let sql = insert_sql(backend, table.table_name(), &names, count, &clause);
-        Some(Statement::from_sql_and_values(backend, sql, values))
+        let chunk = rows.by_ref().take(rows_per_statement);
+        let built = match backend {
+            DbBackend::Sqlite => json_rows_statement(chunk, &columns, table.table_name(), &clause),
+            _ => bound_rows_statement(backend, chunk, &columns, table.table_name(), &clause),
+        };
+        built.map_err(|error| failure = Some(error)).ok()
     });
     let outcome = execute_in_turn(conn, statements).await;
     if let Some(error) = failure {
         return Err(error.into());
     }
     outcome.map(|_| ())
+}
+
+/// The value of `column`, moved out of `row`.
+fn take_value<A: ActiveModelTrait>(
+    row: &mut A,
+    column: <A::Entity as EntityTrait>::Column,
+    table: &str,
+) -> Result<Value, DbErr> {
+    row.take(column)
+        .into_value()
+        .ok_or_else(|| DbErr::Custom(format!("insert_rows: {table}.{} is not set", column.as_str())))
+}
+
+/// `INSERT … VALUES (…), (…)` with a bound value per column and row.
+fn bound_rows_statement<A: ActiveModelTrait>(
+    backend: DbBackend,
+    chunk: impl Iterator<Item = A>,
+    columns: &[<A::Entity as EntityTrait>::Column],
+    table: &str,
+    clause: &str,
+) -> Result<Statement, DbErr> {
+    let mut values = Vec::new();
+    let mut count = 0;
+    for mut row in chunk {
+        for column in columns {
+            values.push(take_value(&mut row, *column, table)?);
+        }
+        count += 1;
+    }
+    let names: Vec<&str> = columns.iter().map(|column| column.as_str()).collect();
+    let sql = insert_sql(backend, table, &names, count, clause);
+    Ok(Statement::from_sql_and_values(backend, sql, values))
+}
+
+/// `INSERT … SELECT … FROM jsonb_each(?)` on SQLite: the rows as one JSON array of arrays, each
+/// value written as sqlx would have bound it (see `push_json_value`). `jsonb_each` hands each
+/// row to `->>` in SQLite's binary form; `json_each` would write each row out as text for `->>`
+/// to parse again.
+fn json_rows_statement<A: ActiveModelTrait>(
+    chunk: impl Iterator<Item = A>,
+    columns: &[<A::Entity as EntityTrait>::Column],
+    table: &str,
+    clause: &str,
+) -> Result<Statement, DbErr> {
+    let mut document = Vec::with_capacity(64 * 1024);
+    // Per column, whether its values are bytes, written as hex: the first row says.
+    let mut binary: Vec<bool> = Vec::with_capacity(columns.len());
+    document.push(b'[');
+    for (at, mut row) in chunk.enumerate() {
+        document.extend_from_slice(if at == 0 { b"[" } else { b",[" });
+        for (index, column) in columns.iter().enumerate() {
+            if index > 0 {
+                document.push(b',');
+            }
+            let value = take_value(&mut row, *column, table)?;
+            let is_binary = push_json_value(&mut document, value).map_err(|kind| {
+                DbErr::Custom(format!(
+                    "insert_rows: {table}.{} holds {kind}, which SQLite cannot take as JSON",
+                    column.as_str()
+                ))
+            })?;
+            match binary.get(index) {
+                None => binary.push(is_binary),
+                Some(known) if *known == is_binary => {}
+                Some(_) => {
+                    return Err(DbErr::Custom(format!("insert_rows: {table}.{} changes type", column.as_str())));
+                }
+            }
+        }
+        document.push(b']');
+    }
+    document.push(b']');
+    let document = String::from_utf8(document).map_err(|error| DbErr::Custom(error.to_string()))?;
+    let names: Vec<&str> = columns.iter().map(|column| column.as_str()).collect();
+    let mut sql = String::with_capacity(64 + columns.len() * 40 + clause.len());
+    push_insert_into(&mut sql, table, &names);
+    sql.push_str(" SELECT ");
+    for (index, is_binary) in binary.iter().enumerate() {
+        if index > 0 {
+            sql.push_str(", ");
+        }
+        if *is_binary {
+            sql.push_str(&format!("unhex(\"value\" ->> {index})"));
+        } else {
+            sql.push_str(&format!("\"value\" ->> {index}"));
+        }
+    }
+    // "WHERE true" keeps an ON CONFLICT clause from being read as a join's ON.
+    sql.push_str(" FROM jsonb_each(?) WHERE true");
+    sql.push_str(clause);
+    Ok(Statement::from_sql_and_values(DbBackend::Sqlite, sql, [Value::String(Some(document))]))
+}
+
+/// Writes `value` as a JSON value that SQLite's `->>` turns into what sqlx binds for it: text
+/// as a string, numbers as numbers, booleans as 1 and 0, times as sqlx's RFC 3339 text, JSON as
+/// its text, and bytes (UUIDs too) as hex for `unhex`, which says so by returning true. A
+/// kind of value that has no such form is refused with its name.
+fn push_json_value(document: &mut Vec<u8>, value: Value) -> Result<bool, &'static str> {
+    use std::io::Write as _;
+    fn write_json(document: &mut Vec<u8>, value: &impl serde::Serialize) -> Result<(), &'static str> {
+        serde_json::to_writer(document, value).map_err(|_| "a value JSON cannot hold")
+    }
+    fn finite(number: f64) -> Result<f64, &'static str> {
+        if number.is_finite() { Ok(number) } else { Err("a number that is not finite") }
+    }
+    match value {
+        Value::Bool(value) => write_json(document, &value).map(|()| false),
+        Value::TinyInt(value) => write_json(document, &value).map(|()| false),
+        Value::SmallInt(value) => write_json(document, &value).map(|()| false),
+        Value::Int(value) => write_json(document, &value).map(|()| false),
+        Value::BigInt(value) => write_json(document, &value).map(|()| false),
+        Value::TinyUnsigned(value) => write_json(document, &value).map(|()| false),
+        Value::SmallUnsigned(value) => write_json(document, &value).map(|()| false),
+        Value::Unsigned(value) => write_json(document, &value).map(|()| false),
+        Value::Float(value) => {
+            let value = value.map(|number| finite(f64::from(number))).transpose()?;
+            write_json(document, &value).map(|()| false)
+        }
+        Value::Double(value) => {
+            let value = value.map(finite).transpose()?;
+            write_json(document, &value).map(|()| false)
+        }
+        Value::String(value) => write_json(document, &value).map(|()| false),
+        Value::Char(value) => write_json(document, &value).map(|()| false),
+        Value::Json(value) => {
+            let text = value.map(|json| json.to_string());
+            write_json(document, &text).map(|()| false)
+        }
+        Value::ChronoDateTimeUtc(value) => {
+            let text = value.map(|at| at.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, false));
+            write_json(document, &text).map(|()| false)
+        }
+        Value::Uuid(value) => {
+            match value {
+                Some(uuid) => {
+                    let _ = write!(document, "\"{}\"", uuid.simple());
+                }
+                None => document.extend_from_slice(b"null"),
+            }
+            Ok(true)
+        }
+        Value::Bytes(value) => {
+            match value {
+                Some(bytes) => {
+                    document.push(b'"');
+                    document.extend_from_slice(hex::encode(bytes).as_bytes());
+                    document.push(b'"');
+                }
+                None => document.extend_from_slice(b"null"),
+            }
+            Ok(true)
+        }
+        _ => Err("a kind of value this writer does not know"),
+    }
 }
 
 fn conflict_clause<C: IdenStatic>(on_conflict: &Conflict<'_, C>) -> String {
@@ -205,6 +351,15 @@ fn conflict_clause<C: IdenStatic>(on_conflict: &Conflict<'_, C>) -> String {
 /// backend's placeholders.
 fn insert_sql(backend: DbBackend, table: &str, columns: &[&str], rows: usize, tail: &str) -> String {
     let mut sql = String::with_capacity(64 + columns.len() * (24 + rows * 7) + tail.len());
+    push_insert_into(&mut sql, table, columns);
+    sql.push_str(" VALUES ");
+    push_value_rows(&mut sql, backend, rows, columns.len());
+    sql.push_str(tail);
+    sql
+}
+
+/// Appends `INSERT INTO "table" ("a", "b")`.
+fn push_insert_into(sql: &mut String, table: &str, columns: &[&str]) {
     sql.push_str("INSERT INTO \"");
     sql.push_str(table);
     sql.push_str("\" (");
@@ -216,10 +371,7 @@ fn insert_sql(backend: DbBackend, table: &str, columns: &[&str], rows: usize, ta
         sql.push_str(column);
         sql.push('"');
     }
-    sql.push_str(") VALUES ");
-    push_value_rows(&mut sql, backend, rows, columns.len());
-    sql.push_str(tail);
-    sql
+    sql.push(')');
 }
 
 /// Appends `(?, ?), (?, ?) …`, `rows` rows of `columns` parameters each, with the backend's
@@ -425,5 +577,83 @@ impl Database {
             self.writer.close().await?;
         }
         self.connection.close().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone as _;
+    use sea_orm::{ActiveValue::Set, ConnectionTrait, Statement};
+    use uuid::Uuid;
+
+    use super::*;
+
+    fn contact_row(id: u128, text: Option<&str>, import_id: Option<Uuid>) -> entity::contact::ActiveModel {
+        let at = chrono::Utc.with_ymd_and_hms(2026, 12, 7, 5, 4, 3).unwrap() + chrono::Duration::microseconds(120);
+        entity::contact::ActiveModel {
+            id: Set(Uuid::from_u128(id)),
+            external_id: Set(text.map(|text| format!("crm-{text}"))),
+            email: Set(text.map(|text| format!("\"quoted\" \\ {text} ü\n"))),
+            email_index: Set(Some(format!("index-{id}"))),
+            phone: Set(None),
+            phone_index: Set(None),
+            first_name: Set(text.map(str::to_owned)),
+            last_name: Set(Some(String::new())),
+            locale: Set(Some("de-CH".to_owned())),
+            time_zone: Set(None),
+            country: Set(Some("CH".to_owned())),
+            version: Set(i64::MAX),
+            created_at: Set(at),
+            updated_at: Set(at + chrono::Duration::seconds(1)),
+            attributes: Set(
+                serde_json::json!({ "ltv": { "number": 12.5 }, "vip": { "boolean": true }, "n": { "sealed": "x\"y" } }),
+            ),
+            import_id: Set(import_id),
+        }
+    }
+
+    /// Every column of the contact as SQLite stores it: its storage class and its value as text
+    /// (bytes as hex), so that a difference of type shows as well as one of value.
+    async fn stored(connection: &DatabaseConnection, id: u128) -> Vec<String> {
+        let columns: Vec<String> = <entity::contact::Entity as EntityTrait>::Column::iter()
+            .map(|column| format!("typeof(\"{0}\") || ':' || coalesce(hex(\"{0}\"), 'NULL')", column.as_str()))
+            .collect();
+        let sql = format!("SELECT {} FROM contact WHERE id = ?", columns.join(", "));
+        let statement = Statement::from_sql_and_values(DbBackend::Sqlite, sql, [Uuid::from_u128(id).into()]);
+        let row = connection.query_one_raw(statement).await.unwrap().expect("the row");
+        (0..columns.len()).map(|at| row.try_get_by_index::<String>(at).unwrap()).collect()
+    }
+
+    /// SQLite's inserts by one JSON document store every value exactly as sqlx binds it.
+    #[tokio::test]
+    async fn rows_inserted_as_one_json_document_are_stored_as_bound_rows_are() {
+        use migration::MigratorTrait as _;
+        let connection = sea_orm::Database::connect("sqlite::memory:").await.unwrap();
+        migration::Migrator::up(&connection, None).await.unwrap();
+        let columns: Vec<_> = <entity::contact::Entity as EntityTrait>::Column::iter().collect();
+        let delete = |id: u128| {
+            Statement::from_sql_and_values(
+                DbBackend::Sqlite,
+                "DELETE FROM contact WHERE id = ?",
+                [Uuid::from_u128(id).into()],
+            )
+        };
+        for (id, text, import_id) in [(1, Some("Ada"), None), (2, None, Some(Uuid::from_u128(99)))] {
+            let bound = bound_rows_statement(
+                DbBackend::Sqlite,
+                [contact_row(id, text, import_id)].into_iter(),
+                &columns,
+                "contact",
+                "",
+            );
+            connection.execute_raw(bound.unwrap()).await.unwrap();
+            let by_binding = stored(&connection, id).await;
+            connection.execute_raw(delete(id)).await.unwrap();
+            let json = json_rows_statement([contact_row(id, text, import_id)].into_iter(), &columns, "contact", "");
+            connection.execute_raw(json.unwrap()).await.unwrap();
+            let by_document = stored(&connection, id).await;
+            assert_eq!(by_document, by_binding);
+            assert!(by_document[0].starts_with("blob:"), "ids are bytes: {}", by_document[0]);
+        }
     }
 }
