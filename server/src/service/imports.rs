@@ -113,14 +113,22 @@ impl Services {
         let file_name = file_name(&options.file_name);
         let definitions = store::fields::by_key(self.db.connection()).await?;
         let keys = self.db.shared_keys()?;
+        let import_id = Uuid::now_v7();
         let (sender, mut receiver) = mpsc::channel(BATCHES_AHEAD);
         let parser = {
             let definitions = definitions.clone();
             let options = options.clone();
             let clock = Arc::clone(&self.clock);
+            let backend = self.db.backend();
             tokio::task::spawn_blocking(move || {
-                let context =
-                    ParseContext { definitions: &definitions, options: &options, keys: &keys, clock: &*clock };
+                let context = ParseContext {
+                    backend,
+                    import_id,
+                    definitions: &definitions,
+                    options: &options,
+                    keys: &keys,
+                    clock: &*clock,
+                };
                 parse_file(source, &context, &sender);
             })
         };
@@ -132,7 +140,7 @@ impl Services {
         };
         let (actor_kind, actor_id) = audit::actor_parts(&ctx.actor);
         let mut import = Import {
-            id: Uuid::now_v7(),
+            id: import_id,
             file_name,
             key: options.key,
             actor_kind: actor_kind.to_owned(),
@@ -350,8 +358,7 @@ impl Services {
             counts.updated = planned.updated;
             counts.unchanged = planned.unchanged;
             rejected.extend(planned.rejected);
-            let created =
-                planned.created.into_iter().map(|contact| NewContact::Prepared(contact.at(now, now))).collect();
+            let created = planned.created.into_iter().map(NewContact::Prepared).collect();
             (created, Vec::new(), Vec::new())
         } else {
             let mut plan = BatchPlan::new(existing, columns, definitions, now);
@@ -376,9 +383,7 @@ impl Services {
             let created = created
                 .into_iter()
                 .map(|contact| match prepared.remove(&contact.id) {
-                    Some(ahead) if ahead.holds(&contact) => {
-                        NewContact::Prepared(ahead.at(contact.created_at, contact.updated_at))
-                    }
+                    Some(ahead) if ahead.holds(&contact) => NewContact::Prepared(ahead),
                     _ => NewContact::Plain(contact),
                 })
                 .collect();
@@ -503,6 +508,8 @@ fn file_name(raw: &str) -> String {
 
 /// What the parsing thread works with.
 struct ParseContext<'a> {
+    backend: DbBackend,
+    import_id: Uuid,
     definitions: &'a HashMap<Key, FieldDefinition>,
     options: &'a ImportOptions,
     keys: &'a KeyRing,
@@ -632,14 +639,16 @@ impl Ahead {
             }
         }
         let (created, _) = plan.into_changes();
-        let created = created
+        // A row that cannot be built here fails the same way in the writer, which reports it.
+        let created: Option<Vec<PreparedContact>> = created
             .into_iter()
             .map(|contact| {
                 let email_index = contact.email.as_ref().and_then(|email| email_indexes.get(email)).cloned();
-                PreparedContact::new(keys, contact, email_index, fields)
+                PreparedContact::new(context.backend, keys, contact, email_index, fields, Some(context.import_id)).ok()
             })
             .collect();
-        Self { candidates, email_indexes, planned: Some(Planned { created, updated, unchanged, rejected }) }
+        let planned = created.map(|created| Planned { created, updated, unchanged, rejected });
+        Self { candidates, email_indexes, planned }
     }
 }
 

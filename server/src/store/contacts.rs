@@ -22,14 +22,14 @@ use serde_json::{Map, Value as Json, json};
 use uuid::Uuid;
 
 use super::{
-    Conflict, StoreError, StoreResult,
+    Conflict, InsertRow, StoreError, StoreResult,
     entity::{
-        consent, consent_change, contact as entity, erased_address, field_definition, import_contact, topic,
-        topic_subscription,
+        consent, consent_change, contact as entity, contact_key, erased_address, field_definition, import_contact,
+        topic, topic_subscription,
     },
-    insert_rows, keys,
+    insert_prepared_rows, insert_rows, is_in_texts, keys, render_row,
 };
-use crate::crypto::{DataKey, KeyRing, WrappedKey};
+use crate::crypto::{DataKey, KeyRing};
 use crate::domain::{
     contact::{
         Attributes, Contact, ContactId, ContactRef, CountryCode, EmailAddress, ExternalId, Locale, PersonName,
@@ -542,12 +542,13 @@ pub async fn find_for_update(
     if emails.is_empty() && external_ids.is_empty() {
         return Ok(Vec::new());
     }
+    let backend = conn.get_database_backend();
     let mut any = Condition::any();
     if !emails.is_empty() {
-        any = any.add(entity::Column::EmailIndex.is_in(emails.iter().map(|(_, index)| *index)));
+        any = any.add(is_in_texts(backend, entity::Column::EmailIndex, emails.iter().map(|(_, index)| *index)));
     }
     if !external_ids.is_empty() {
-        any = any.add(entity::Column::ExternalId.is_in(external_ids.iter().map(|id| id.as_str())));
+        any = any.add(is_in_texts(backend, entity::Column::ExternalId, external_ids.iter().map(|id| id.as_str())));
     }
     let models = entity::Entity::find().filter(any).lock_exclusive().all(conn).await?;
     opened(conn, keys, models).await
@@ -575,7 +576,11 @@ pub async fn erased_among(
     let indexes: Vec<String> = erased_address::Entity::find()
         .select_only()
         .column(erased_address::Column::BlindIndex)
-        .filter(erased_address::Column::BlindIndex.is_in(by_index.keys().cloned()))
+        .filter(is_in_texts(
+            conn.get_database_backend(),
+            erased_address::Column::BlindIndex,
+            by_index.keys().map(String::as_str),
+        ))
         .into_tuple()
         .all(conn)
         .await?;
@@ -597,33 +602,49 @@ pub async fn erased_among(
 /// row is built with.
 pub type FieldSecrecy = HashMap<String, bool>;
 
-/// A new contact's row, sealed under a data key of its own, and that key wrapped: built before
-/// the transaction that inserts it, so that the encryption and the building can run beside the
-/// database's work instead of inside it (an import builds them on its parsing thread while the
-/// batch before is written).
+/// A new contact's row, sealed under a data key of its own, and that key's row: built before
+/// the transaction that inserts them, so that the encryption and the building can run beside
+/// the database's work instead of inside it (an import builds them on its parsing thread while
+/// the batch before is written). On SQLite both rows are rendered for the insert as well.
 pub struct PreparedContact {
     contact: Contact,
-    row: entity::ActiveModel,
-    wrapped: WrappedKey,
+    row: InsertRow<entity::ActiveModel>,
+    key_row: InsertRow<contact_key::ActiveModel>,
+    import_id: Option<Uuid>,
     /// The fields the row was built with: if they have changed by the time it is written, the
     /// row is built again.
     fields: Arc<FieldSecrecy>,
 }
 
 impl PreparedContact {
-    /// Builds `contact`'s row; `email_index` is its email address's blind index if it is known.
-    pub fn new(keys: &KeyRing, contact: Contact, email_index: Option<String>, fields: &Arc<FieldSecrecy>) -> Self {
+    /// Builds the rows of `contact`, created by the import `import_id` if one does, for
+    /// `backend`; `email_index` is its email address's blind index if it is known.
+    pub fn new(
+        backend: DbBackend,
+        keys: &KeyRing,
+        contact: Contact,
+        email_index: Option<String>,
+        fields: &Arc<FieldSecrecy>,
+        import_id: Option<Uuid>,
+    ) -> StoreResult<Self> {
         let key = DataKey::generate();
-        let row = to_active(&contact, keys, &key, email_index, fields);
-        let wrapped = key.wrap(&keys.masters, &contact.id.as_uuid().to_string());
-        Self { contact, row, wrapped, fields: Arc::clone(fields) }
+        let mut row = to_active(&contact, keys, &key, email_index, fields);
+        row.import_id = Set(import_id);
+        let contact_id = contact.id.as_uuid();
+        let key_row = keys::key_row(contact_id, key.wrap(&keys.masters, &contact_id.to_string()), contact.created_at);
+        let (row, key_row) = match backend {
+            DbBackend::Sqlite => (InsertRow::Rendered(render_row(row)?), InsertRow::Rendered(render_row(key_row)?)),
+            _ => (InsertRow::Model(row), InsertRow::Model(key_row)),
+        };
+        Ok(Self { contact, row, key_row, import_id, fields: Arc::clone(fields) })
     }
 
     pub fn contact(&self) -> &Contact {
         &self.contact
     }
 
-    /// Whether the row holds `contact`, whatever the times of both.
+    /// Whether the row holds `contact`, whatever the times of both: a contact prepared ahead
+    /// keeps the time it was prepared at as its creation time.
     pub fn holds(&self, contact: &Contact) -> bool {
         let Contact { id, external_id, email, profile, attributes, created_at: _, updated_at: _, version } =
             &self.contact;
@@ -634,18 +655,9 @@ impl PreparedContact {
             && *attributes == contact.attributes
             && *version == contact.version
     }
-
-    /// The same contact, created and updated at these times (which are not sealed).
-    pub fn at(mut self, created_at: DateTime<Utc>, updated_at: DateTime<Utc>) -> Self {
-        self.contact.created_at = created_at;
-        self.contact.updated_at = updated_at;
-        self.row.created_at = Set(created_at);
-        self.row.updated_at = Set(updated_at);
-        self
-    }
 }
 
-/// A contact for `insert_many` to create: its row built ahead, or to be built there.
+/// A contact for `insert_many` to create: its rows built ahead, or to be built there.
 // Nearly every contact an import creates is prepared: boxing them would allocate once more each.
 #[allow(clippy::large_enum_variant)]
 pub enum NewContact {
@@ -665,25 +677,28 @@ pub async fn insert_many(
         return Ok(());
     }
     let fields = defined_fields(conn).await?;
+    let now = Utc::now();
     let mut rows = Vec::with_capacity(contacts.len());
-    let mut wrapped_keys = Vec::with_capacity(contacts.len());
+    let mut key_rows = Vec::with_capacity(contacts.len());
     for contact in contacts {
-        let (id, mut row, wrapped) = match contact {
-            NewContact::Prepared(prepared) if *prepared.fields == fields => {
-                (prepared.contact.id, prepared.row, prepared.wrapped)
+        match contact {
+            NewContact::Prepared(prepared) if *prepared.fields == fields && prepared.import_id == import_id => {
+                rows.push(prepared.row);
+                key_rows.push(prepared.key_row);
             }
             NewContact::Prepared(PreparedContact { contact, .. }) | NewContact::Plain(contact) => {
                 let key = DataKey::generate();
-                let row = to_active(&contact, keys, &key, None, &fields);
-                (contact.id, row, key.wrap(&keys.masters, &contact.id.as_uuid().to_string()))
+                let mut row = to_active(&contact, keys, &key, None, &fields);
+                row.import_id = Set(import_id);
+                rows.push(InsertRow::Model(row));
+                let contact_id = contact.id.as_uuid();
+                let wrapped = key.wrap(&keys.masters, &contact_id.to_string());
+                key_rows.push(InsertRow::Model(keys::key_row(contact_id, wrapped, now)));
             }
-        };
-        row.import_id = Set(import_id);
-        rows.push(row);
-        wrapped_keys.push((id.as_uuid(), wrapped));
+        }
     }
-    insert_rows(conn, rows, Conflict::Fail, ROWS_PER_STATEMENT).await?;
-    keys::store_many(conn, wrapped_keys).await
+    insert_prepared_rows(conn, rows, Conflict::Fail, ROWS_PER_STATEMENT).await?;
+    keys::store_many(conn, key_rows).await
 }
 
 /// Writes new states (`after`) of stored contacts (`before`) set-wise. The caller holds them

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use sea_orm::{
     ActiveValue::Set,
     ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Statement, Value,
@@ -13,9 +13,9 @@ use sea_orm::{
 use uuid::Uuid;
 
 use super::{
-    Conflict, StoreError, StoreResult,
+    Conflict, InsertRow, StoreError, StoreResult,
     entity::{blind_index_key, contact_key},
-    execute_in_turn, insert_rows, push_value_rows,
+    execute_in_turn, insert_prepared_rows, push_value_rows,
 };
 use crate::crypto::{BlindIndexKey, CryptoError, DataKey, KeyRing, MasterKeys, WrappedKey};
 
@@ -60,19 +60,22 @@ pub async fn store(conn: &impl ConnectionTrait, keys: &KeyRing, contact_id: Uuid
     Ok(())
 }
 
-/// Stores the data keys of new contacts set-wise, as wrapped by the current master key.
-pub async fn store_many(conn: &impl ConnectionTrait, wrapped_keys: Vec<(Uuid, WrappedKey)>) -> StoreResult<()> {
-    let now = Utc::now();
-    let rows = wrapped_keys
-        .into_iter()
-        .map(|(contact_id, wrapped)| contact_key::ActiveModel {
-            contact_id: Set(contact_id),
-            master_key_id: Set(wrapped.master_key_id),
-            wrapped_key: Set(wrapped.wrapped),
-            created_at: Set(now),
-        })
-        .collect();
-    insert_rows(conn, rows, Conflict::Fail, ROWS_PER_STATEMENT).await
+/// The row of a new contact's data key, wrapped by the current master key.
+pub(super) fn key_row(contact_id: Uuid, wrapped: WrappedKey, created_at: DateTime<Utc>) -> contact_key::ActiveModel {
+    contact_key::ActiveModel {
+        contact_id: Set(contact_id),
+        master_key_id: Set(wrapped.master_key_id),
+        wrapped_key: Set(wrapped.wrapped),
+        created_at: Set(created_at),
+    }
+}
+
+/// Stores the data keys of new contacts set-wise (rows made by `key_row`).
+pub(super) async fn store_many(
+    conn: &impl ConnectionTrait,
+    rows: Vec<InsertRow<contact_key::ActiveModel>>,
+) -> StoreResult<()> {
+    insert_prepared_rows(conn, rows, Conflict::Fail, ROWS_PER_STATEMENT).await
 }
 
 /// Rows per multi-row INSERT of keys: well under SQLite's limit of bound parameters.

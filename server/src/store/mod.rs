@@ -29,9 +29,9 @@ use std::{
 };
 
 use sea_orm::{
-    ActiveModelTrait, ConnectOptions, ConnectionTrait, Database as SeaDatabase, DatabaseConnection,
+    ActiveModelTrait, ColumnTrait, ConnectOptions, ConnectionTrait, Database as SeaDatabase, DatabaseConnection,
     DatabaseTransaction, DbBackend, DbErr, EntityName, EntityTrait, IdenStatic, Iterable, SqlErr,
-    SqliteTransactionMode, Statement, TransactionOptions, TransactionTrait, Value,
+    SqliteTransactionMode, Statement, TransactionOptions, TransactionTrait, Value, sea_query::ColumnType,
 };
 
 pub use sea_orm::DatabaseConnection as Connection;
@@ -157,6 +157,24 @@ pub async fn insert_rows<A: ActiveModelTrait>(
     on_conflict: Conflict<'_, <A::Entity as EntityTrait>::Column>,
     rows_per_statement: usize,
 ) -> StoreResult<()> {
+    let rows = rows.into_iter().map(InsertRow::Model).collect();
+    insert_prepared_rows(conn, rows, on_conflict, rows_per_statement).await
+}
+
+/// A row for [`insert_prepared_rows`]: its model, or on SQLite the JSON array that
+/// [`render_row`] made of it beforehand (on a thread that has the time).
+pub enum InsertRow<A> {
+    Model(A),
+    Rendered(Vec<u8>),
+}
+
+/// [`insert_rows`], for rows that may have been rendered beforehand.
+pub async fn insert_prepared_rows<A: ActiveModelTrait>(
+    conn: &impl ConnectionTrait,
+    rows: Vec<InsertRow<A>>,
+    on_conflict: Conflict<'_, <A::Entity as EntityTrait>::Column>,
+    rows_per_statement: usize,
+) -> StoreResult<()> {
     let backend = conn.get_database_backend();
     let columns: Vec<<A::Entity as EntityTrait>::Column> = <A::Entity as EntityTrait>::Column::iter().collect();
     let table = A::Entity::default();
@@ -179,6 +197,26 @@ pub async fn insert_rows<A: ActiveModelTrait>(
     outcome.map(|_| ())
 }
 
+/// `column IN (values…)`. On SQLite the values are bound as one JSON array that SQLite takes
+/// apart, for the reason [`insert_rows`] gives: an import's lookups name thousands of them.
+pub fn is_in_texts<'a, C: ColumnTrait>(
+    backend: DbBackend,
+    column: C,
+    values: impl IntoIterator<Item = &'a str>,
+) -> sea_orm::sea_query::SimpleExpr {
+    match backend {
+        DbBackend::Sqlite => {
+            let values: Vec<&str> = values.into_iter().collect();
+            let document = serde_json::to_string(&values).unwrap_or_else(|_| "[]".to_owned());
+            sea_orm::sea_query::Expr::cust_with_values(
+                format!("\"{}\" IN (SELECT \"value\" FROM json_each(?))", column.as_str()),
+                [Value::String(Some(document))],
+            )
+        }
+        _ => column.is_in(values),
+    }
+}
+
 /// The value of `column`, moved out of `row`.
 fn take_value<A: ActiveModelTrait>(
     row: &mut A,
@@ -193,14 +231,17 @@ fn take_value<A: ActiveModelTrait>(
 /// `INSERT … VALUES (…), (…)` with a bound value per column and row.
 fn bound_rows_statement<A: ActiveModelTrait>(
     backend: DbBackend,
-    chunk: impl Iterator<Item = A>,
+    chunk: impl Iterator<Item = InsertRow<A>>,
     columns: &[<A::Entity as EntityTrait>::Column],
     table: &str,
     clause: &str,
 ) -> Result<Statement, DbErr> {
     let mut values = Vec::new();
     let mut count = 0;
-    for mut row in chunk {
+    for row in chunk {
+        let InsertRow::Model(mut row) = row else {
+            return Err(DbErr::Custom(format!("insert_rows: a row of {table} was rendered for SQLite")));
+        };
         for column in columns {
             values.push(take_value(&mut row, *column, table)?);
         }
@@ -211,42 +252,53 @@ fn bound_rows_statement<A: ActiveModelTrait>(
     Ok(Statement::from_sql_and_values(backend, sql, values))
 }
 
-/// `INSERT … SELECT … FROM jsonb_each(?)` on SQLite: the rows as one JSON array of arrays, each
-/// value written as sqlx would have bound it (see `push_json_value`). `jsonb_each` hands each
-/// row to `->>` in SQLite's binary form; `json_each` would write each row out as text for `->>`
-/// to parse again.
+/// One row as the JSON array that SQLite's statements of [`insert_prepared_rows`] take apart,
+/// each value written as sqlx would have bound it (see `push_json_value`).
+pub fn render_row<A: ActiveModelTrait>(mut row: A) -> Result<Vec<u8>, DbErr> {
+    let mut rendered = Vec::with_capacity(256);
+    push_rendered_row(&mut rendered, &mut row)?;
+    Ok(rendered)
+}
+
+fn push_rendered_row<A: ActiveModelTrait>(document: &mut Vec<u8>, row: &mut A) -> Result<(), DbErr> {
+    let table = A::Entity::default();
+    document.push(b'[');
+    for (index, column) in <A::Entity as EntityTrait>::Column::iter().enumerate() {
+        if index > 0 {
+            document.push(b',');
+        }
+        let value = take_value(row, column, table.table_name())?;
+        push_json_value(document, value).map_err(|kind| {
+            DbErr::Custom(format!(
+                "insert_rows: {}.{} holds {kind}, which SQLite cannot take as JSON",
+                table.table_name(),
+                column.as_str()
+            ))
+        })?;
+    }
+    document.push(b']');
+    Ok(())
+}
+
+/// `INSERT … SELECT … FROM jsonb_each(?)` on SQLite: the rows as one JSON array of the arrays
+/// [`render_row`] makes. `jsonb_each` hands each row to `->>` in SQLite's binary form;
+/// `json_each` would write each row out as text for `->>` to parse again.
 fn json_rows_statement<A: ActiveModelTrait>(
-    chunk: impl Iterator<Item = A>,
+    chunk: impl Iterator<Item = InsertRow<A>>,
     columns: &[<A::Entity as EntityTrait>::Column],
     table: &str,
     clause: &str,
 ) -> Result<Statement, DbErr> {
     let mut document = Vec::with_capacity(64 * 1024);
-    // Per column, whether its values are bytes, written as hex: the first row says.
-    let mut binary: Vec<bool> = Vec::with_capacity(columns.len());
     document.push(b'[');
-    for (at, mut row) in chunk.enumerate() {
-        document.extend_from_slice(if at == 0 { b"[" } else { b",[" });
-        for (index, column) in columns.iter().enumerate() {
-            if index > 0 {
-                document.push(b',');
-            }
-            let value = take_value(&mut row, *column, table)?;
-            let is_binary = push_json_value(&mut document, value).map_err(|kind| {
-                DbErr::Custom(format!(
-                    "insert_rows: {table}.{} holds {kind}, which SQLite cannot take as JSON",
-                    column.as_str()
-                ))
-            })?;
-            match binary.get(index) {
-                None => binary.push(is_binary),
-                Some(known) if *known == is_binary => {}
-                Some(_) => {
-                    return Err(DbErr::Custom(format!("insert_rows: {table}.{} changes type", column.as_str())));
-                }
-            }
+    for (at, row) in chunk.enumerate() {
+        if at > 0 {
+            document.push(b',');
         }
-        document.push(b']');
+        match row {
+            InsertRow::Model(mut row) => push_rendered_row(&mut document, &mut row)?,
+            InsertRow::Rendered(rendered) => document.extend_from_slice(&rendered),
+        }
     }
     document.push(b']');
     let document = String::from_utf8(document).map_err(|error| DbErr::Custom(error.to_string()))?;
@@ -254,11 +306,16 @@ fn json_rows_statement<A: ActiveModelTrait>(
     let mut sql = String::with_capacity(64 + columns.len() * 40 + clause.len());
     push_insert_into(&mut sql, table, &names);
     sql.push_str(" SELECT ");
-    for (index, is_binary) in binary.iter().enumerate() {
+    for (index, column) in columns.iter().enumerate() {
         if index > 0 {
             sql.push_str(", ");
         }
-        if *is_binary {
+        // Bytes (UUIDs too) travel as hex.
+        let binary = matches!(
+            column.def().get_column_type(),
+            ColumnType::Uuid | ColumnType::Binary(_) | ColumnType::VarBinary(_) | ColumnType::Blob
+        );
+        if binary {
             sql.push_str(&format!("unhex(\"value\" ->> {index})"));
         } else {
             sql.push_str(&format!("\"value\" ->> {index}"));
@@ -272,9 +329,9 @@ fn json_rows_statement<A: ActiveModelTrait>(
 
 /// Writes `value` as a JSON value that SQLite's `->>` turns into what sqlx binds for it: text
 /// as a string, numbers as numbers, booleans as 1 and 0, times as sqlx's RFC 3339 text, JSON as
-/// its text, and bytes (UUIDs too) as hex for `unhex`, which says so by returning true. A
-/// kind of value that has no such form is refused with its name.
-fn push_json_value(document: &mut Vec<u8>, value: Value) -> Result<bool, &'static str> {
+/// its text, and bytes (UUIDs too) as hex for `unhex`. A kind of value that has no such form is
+/// refused with its name.
+fn push_json_value(document: &mut Vec<u8>, value: Value) -> Result<(), &'static str> {
     use std::io::Write as _;
     fn write_json(document: &mut Vec<u8>, value: &impl serde::Serialize) -> Result<(), &'static str> {
         serde_json::to_writer(document, value).map_err(|_| "a value JSON cannot hold")
@@ -283,31 +340,31 @@ fn push_json_value(document: &mut Vec<u8>, value: Value) -> Result<bool, &'stati
         if number.is_finite() { Ok(number) } else { Err("a number that is not finite") }
     }
     match value {
-        Value::Bool(value) => write_json(document, &value).map(|()| false),
-        Value::TinyInt(value) => write_json(document, &value).map(|()| false),
-        Value::SmallInt(value) => write_json(document, &value).map(|()| false),
-        Value::Int(value) => write_json(document, &value).map(|()| false),
-        Value::BigInt(value) => write_json(document, &value).map(|()| false),
-        Value::TinyUnsigned(value) => write_json(document, &value).map(|()| false),
-        Value::SmallUnsigned(value) => write_json(document, &value).map(|()| false),
-        Value::Unsigned(value) => write_json(document, &value).map(|()| false),
+        Value::Bool(value) => write_json(document, &value),
+        Value::TinyInt(value) => write_json(document, &value),
+        Value::SmallInt(value) => write_json(document, &value),
+        Value::Int(value) => write_json(document, &value),
+        Value::BigInt(value) => write_json(document, &value),
+        Value::TinyUnsigned(value) => write_json(document, &value),
+        Value::SmallUnsigned(value) => write_json(document, &value),
+        Value::Unsigned(value) => write_json(document, &value),
         Value::Float(value) => {
             let value = value.map(|number| finite(f64::from(number))).transpose()?;
-            write_json(document, &value).map(|()| false)
+            write_json(document, &value)
         }
         Value::Double(value) => {
             let value = value.map(finite).transpose()?;
-            write_json(document, &value).map(|()| false)
+            write_json(document, &value)
         }
-        Value::String(value) => write_json(document, &value).map(|()| false),
-        Value::Char(value) => write_json(document, &value).map(|()| false),
+        Value::String(value) => write_json(document, &value),
+        Value::Char(value) => write_json(document, &value),
         Value::Json(value) => {
             let text = value.map(|json| json.to_string());
-            write_json(document, &text).map(|()| false)
+            write_json(document, &text)
         }
         Value::ChronoDateTimeUtc(value) => {
             let text = value.map(|at| at.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, false));
-            write_json(document, &text).map(|()| false)
+            write_json(document, &text)
         }
         Value::Uuid(value) => {
             match value {
@@ -316,7 +373,7 @@ fn push_json_value(document: &mut Vec<u8>, value: Value) -> Result<bool, &'stati
                 }
                 None => document.extend_from_slice(b"null"),
             }
-            Ok(true)
+            Ok(())
         }
         Value::Bytes(value) => {
             match value {
@@ -327,7 +384,7 @@ fn push_json_value(document: &mut Vec<u8>, value: Value) -> Result<bool, &'stati
                 }
                 None => document.extend_from_slice(b"null"),
             }
-            Ok(true)
+            Ok(())
         }
         _ => Err("a kind of value this writer does not know"),
     }
@@ -639,17 +696,15 @@ mod tests {
             )
         };
         for (id, text, import_id) in [(1, Some("Ada"), None), (2, None, Some(Uuid::from_u128(99)))] {
-            let bound = bound_rows_statement(
-                DbBackend::Sqlite,
-                [contact_row(id, text, import_id)].into_iter(),
-                &columns,
-                "contact",
-                "",
-            );
+            let row = InsertRow::Model(contact_row(id, text, import_id));
+            let bound = bound_rows_statement(DbBackend::Sqlite, [row].into_iter(), &columns, "contact", "");
             connection.execute_raw(bound.unwrap()).await.unwrap();
             let by_binding = stored(&connection, id).await;
             connection.execute_raw(delete(id)).await.unwrap();
-            let json = json_rows_statement([contact_row(id, text, import_id)].into_iter(), &columns, "contact", "");
+            let row = InsertRow::<entity::contact::ActiveModel>::Rendered(
+                render_row(contact_row(id, text, import_id)).unwrap(),
+            );
+            let json = json_rows_statement([row].into_iter(), &columns, "contact", "");
             connection.execute_raw(json.unwrap()).await.unwrap();
             let by_document = stored(&connection, id).await;
             assert_eq!(by_document, by_binding);
