@@ -23,7 +23,7 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::instrument;
 use uuid::Uuid;
 
-use super::{Clock, Error, RequestContext, Result, Services};
+use super::{Clock, Error, RequestContext, Result, Services, stored_now};
 use crate::{
     audit::{self, Changes},
     crypto::KeyRing,
@@ -114,6 +114,8 @@ impl Services {
         let definitions = store::fields::by_key(self.db.connection()).await?;
         let keys = self.db.shared_keys()?;
         let import_id = Uuid::now_v7();
+        // Before the parser starts: the contacts it prepares take their batch's time.
+        let started_at = self.now();
         let (sender, mut receiver) = mpsc::channel(BATCHES_AHEAD);
         let parser = {
             let definitions = definitions.clone();
@@ -147,7 +149,7 @@ impl Services {
             actor_id,
             request_id: ctx.request_id.clone(),
             status: ImportStatus::Running,
-            started_at: self.now(),
+            started_at,
             finished_at: None,
             counts: ImportCounts::default(),
             failure: None,
@@ -328,8 +330,8 @@ impl Services {
         }
     }
 
-    /// One try at a batch. The contacts prepared ahead are used up by the try that writes them;
-    /// a later try builds again whatever it still needs.
+    /// One try at a batch. The first try uses up the contacts prepared ahead, whether it commits
+    /// or not; a later try builds again whatever it needs.
     #[allow(clippy::too_many_arguments)]
     async fn try_write_batch(
         &self,
@@ -354,9 +356,9 @@ impl Services {
         let as_planned = existing.is_empty() && erased_emails.is_empty() && erased_phones.is_empty();
         let (created, updated, stored_matched) = if as_planned && let Some(planned) = ahead.planned.take() {
             // Nothing stored meets the batch: the parsing thread's decision stands as it is.
-            counts.created = planned.created.len() as u64;
-            counts.updated = planned.updated;
-            counts.unchanged = planned.unchanged;
+            counts.created = planned.counts.created;
+            counts.updated = planned.counts.updated;
+            counts.unchanged = planned.counts.unchanged;
             rejected.extend(planned.rejected);
             let created = planned.created.into_iter().map(NewContact::Prepared).collect();
             (created, Vec::new(), Vec::new())
@@ -364,14 +366,7 @@ impl Services {
             let mut plan = BatchPlan::new(existing, columns, definitions, now);
             plan.erased_emails = erased_emails;
             plan.erased_phones = erased_phones;
-            for (row, candidate) in rows.iter().zip(&ahead.candidates) {
-                match plan.apply(row, *candidate) {
-                    Ok(Applied::Created) => counts.created += 1,
-                    Ok(Applied::Updated) => counts.updated += 1,
-                    Ok(Applied::Unchanged) => counts.unchanged += 1,
-                    Err(error) => rejected.push(error),
-                }
-            }
+            plan.apply_all(rows, &ahead.candidates, &mut counts, &mut rejected);
             let stored_matched = std::mem::take(&mut plan.stored_matched);
             let (created, updated) = plan.into_changes();
             // A contact created as the parsing thread foresaw keeps the row it built.
@@ -607,9 +602,8 @@ struct Ahead {
 struct Planned {
     /// The contacts it creates, their rows built and sealed.
     created: Vec<PreparedContact>,
-    /// Rows that changed (or left as they were) a contact an earlier row of the batch created.
-    updated: u64,
-    unchanged: u64,
+    /// Created, and updated or unchanged by rows after the one that created their contact.
+    counts: ImportCounts,
     rejected: Vec<RowError>,
 }
 
@@ -627,19 +621,11 @@ impl Ahead {
             .filter_map(|row| row.email.as_ref())
             .map(|email| (email.clone(), contacts_store::email_index(keys, email)))
             .collect();
-        let now = crate::domain::at_storage_precision(context.clock.now());
-        let mut plan = BatchPlan::new(Vec::new(), columns, context.definitions, now);
-        let (mut updated, mut unchanged, mut rejected) = (0, 0, Vec::new());
-        for (row, candidate) in rows.iter().zip(&candidates) {
-            match plan.apply(row, *candidate) {
-                Ok(Applied::Created) => {}
-                Ok(Applied::Updated) => updated += 1,
-                Ok(Applied::Unchanged) => unchanged += 1,
-                Err(error) => rejected.push(error),
-            }
-        }
+        let mut plan = BatchPlan::new(Vec::new(), columns, context.definitions, stored_now(context.clock));
+        let (mut counts, mut rejected) = (ImportCounts::default(), Vec::new());
+        plan.apply_all(rows, &candidates, &mut counts, &mut rejected);
         let (created, _) = plan.into_changes();
-        // A row that cannot be built here fails the same way in the writer, which reports it.
+        // A row that cannot be built here fails to build in the writer too, and fails the batch.
         let created: Option<Vec<PreparedContact>> = created
             .into_iter()
             .map(|contact| {
@@ -647,7 +633,7 @@ impl Ahead {
                 PreparedContact::new(context.backend, keys, contact, email_index, fields, Some(context.import_id)).ok()
             })
             .collect();
-        let planned = created.map(|created| Planned { created, updated, unchanged, rejected });
+        let planned = created.map(|created| Planned { created, counts, rejected });
         Self { candidates, email_indexes, planned }
     }
 }
@@ -721,7 +707,26 @@ impl<'a> BatchPlan<'a> {
         }
     }
 
-    /// Applies `row`; a contact it creates gets the id `candidate` (the one sealed ahead for it).
+    /// Applies `rows` in order, each creating its contact with the id of the same place in
+    /// `candidates`, and counts what each did.
+    fn apply_all(
+        &mut self,
+        rows: &[ImportRow],
+        candidates: &[ContactId],
+        counts: &mut ImportCounts,
+        rejected: &mut Vec<RowError>,
+    ) {
+        for (row, candidate) in rows.iter().zip(candidates) {
+            match self.apply(row, *candidate) {
+                Ok(Applied::Created) => counts.created += 1,
+                Ok(Applied::Updated) => counts.updated += 1,
+                Ok(Applied::Unchanged) => counts.unchanged += 1,
+                Err(error) => rejected.push(error),
+            }
+        }
+    }
+
+    /// Applies `row`; a contact it creates gets the id `candidate`.
     fn apply(&mut self, row: &ImportRow, candidate: ContactId) -> std::result::Result<Applied, RowError> {
         let found = match self.columns.key() {
             ImportKey::Email => row.email.as_ref().and_then(|email| self.by_email.get(email)),

@@ -45,6 +45,11 @@ pub trait Clock: Send + Sync {
 
 pub struct SystemClock;
 
+/// `clock`'s time at the database's resolution (see `Services::now`).
+pub(crate) fn stored_now(clock: &dyn Clock) -> DateTime<Utc> {
+    crate::domain::at_storage_precision(clock.now())
+}
+
 impl Clock for SystemClock {
     fn now(&self) -> DateTime<Utc> {
         Utc::now()
@@ -127,6 +132,6 @@ impl Services {
     /// Database time resolution is a microsecond; truncating here makes values read back equal
     /// to the values written.
     pub(crate) fn now(&self) -> DateTime<Utc> {
-        crate::domain::at_storage_precision(self.clock.now())
+        stored_now(&*self.clock)
     }
 }

@@ -148,8 +148,8 @@ pub enum Conflict<'a, C> {
 /// On SQLite a statement binds one value, its rows as a JSON document that SQLite takes apart
 /// (`jsonb_each`), instead of a value per column and row. sea-orm copies every bound value of a
 /// statement, and sqlx encodes and frees each one, all on the thread that drives the
-/// transaction, while SQLite's own thread waits: that was most of an import's time on SQLite.
-/// One document costs one copy. PostgreSQL's server, not the client, is what an import waits
+/// transaction, while SQLite's own thread waits: an import's 2,000-row batches spent about six
+/// such waits of 0.5–5 ms each (BENCHMARKS.md, contact import). One document costs one copy. PostgreSQL's server, not the client, is what an import waits
 /// for there, so it keeps a bound value per column and row.
 pub async fn insert_rows<A: ActiveModelTrait>(
     conn: &impl ConnectionTrait,
@@ -163,13 +163,13 @@ pub async fn insert_rows<A: ActiveModelTrait>(
 
 /// A row for [`insert_prepared_rows`]: its model, or on SQLite the JSON array that
 /// [`render_row`] made of it beforehand (on a thread that has the time).
-pub enum InsertRow<A> {
+enum InsertRow<A> {
     Model(A),
     Rendered(Vec<u8>),
 }
 
 /// [`insert_rows`], for rows that may have been rendered beforehand.
-pub async fn insert_prepared_rows<A: ActiveModelTrait>(
+async fn insert_prepared_rows<A: ActiveModelTrait>(
     conn: &impl ConnectionTrait,
     rows: Vec<InsertRow<A>>,
     on_conflict: Conflict<'_, <A::Entity as EntityTrait>::Column>,
@@ -198,23 +198,24 @@ pub async fn insert_prepared_rows<A: ActiveModelTrait>(
 }
 
 /// `column IN (values…)`. On SQLite the values are bound as one JSON array that SQLite takes
-/// apart, for the reason [`insert_rows`] gives: an import's lookups name thousands of them.
-pub fn is_in_texts<'a, C: ColumnTrait>(
+/// apart, as [`insert_rows`] binds its rows: an import's lookups name thousands of values (how
+/// much that saves was within the spread of runs, BENCHMARKS.md).
+fn is_in_texts<'a, C: ColumnTrait>(
     backend: DbBackend,
     column: C,
     values: impl IntoIterator<Item = &'a str>,
-) -> sea_orm::sea_query::SimpleExpr {
-    match backend {
+) -> Result<sea_orm::sea_query::SimpleExpr, DbErr> {
+    Ok(match backend {
         DbBackend::Sqlite => {
             let values: Vec<&str> = values.into_iter().collect();
-            let document = serde_json::to_string(&values).unwrap_or_else(|_| "[]".to_owned());
+            let document = serde_json::to_string(&values).map_err(|error| DbErr::Custom(error.to_string()))?;
             sea_orm::sea_query::Expr::cust_with_values(
-                format!("\"{}\" IN (SELECT \"value\" FROM json_each(?))", column.as_str()),
+                format!("\"{}\".\"{}\" IN (SELECT \"value\" FROM json_each(?))", column.entity_name(), column.as_str()),
                 [Value::String(Some(document))],
             )
         }
         _ => column.is_in(values),
-    }
+    })
 }
 
 /// The value of `column`, moved out of `row`.
@@ -254,7 +255,7 @@ fn bound_rows_statement<A: ActiveModelTrait>(
 
 /// One row as the JSON array that SQLite's statements of [`insert_prepared_rows`] take apart,
 /// each value written as sqlx would have bound it (see `push_json_value`).
-pub fn render_row<A: ActiveModelTrait>(mut row: A) -> Result<Vec<u8>, DbErr> {
+fn render_row<A: ActiveModelTrait>(mut row: A) -> Result<Vec<u8>, DbErr> {
     let mut rendered = Vec::with_capacity(256);
     push_rendered_row(&mut rendered, &mut row)?;
     Ok(rendered)
@@ -268,13 +269,18 @@ fn push_rendered_row<A: ActiveModelTrait>(document: &mut Vec<u8>, row: &mut A) -
             document.push(b',');
         }
         let value = take_value(row, column, table.table_name())?;
-        push_json_value(document, value).map_err(|kind| {
+        let failure = |kind: &str| {
             DbErr::Custom(format!(
                 "insert_rows: {}.{} holds {kind}, which SQLite cannot take as JSON",
                 table.table_name(),
                 column.as_str()
             ))
-        })?;
+        };
+        // The statement reads a column as hex by its type (`json_rows_statement`).
+        if matches!(value, Value::Uuid(_) | Value::Bytes(_)) != is_binary(&column) {
+            return Err(failure("a value of another type than its column's"));
+        }
+        push_json_value(document, value).map_err(failure)?;
     }
     document.push(b']');
     Ok(())
@@ -310,12 +316,7 @@ fn json_rows_statement<A: ActiveModelTrait>(
         if index > 0 {
             sql.push_str(", ");
         }
-        // Bytes (UUIDs too) travel as hex.
-        let binary = matches!(
-            column.def().get_column_type(),
-            ColumnType::Uuid | ColumnType::Binary(_) | ColumnType::VarBinary(_) | ColumnType::Blob
-        );
-        if binary {
+        if is_binary(column) {
             sql.push_str(&format!("unhex(\"value\" ->> {index})"));
         } else {
             sql.push_str(&format!("\"value\" ->> {index}"));
@@ -325,6 +326,14 @@ fn json_rows_statement<A: ActiveModelTrait>(
     sql.push_str(" FROM jsonb_each(?) WHERE true");
     sql.push_str(clause);
     Ok(Statement::from_sql_and_values(DbBackend::Sqlite, sql, [Value::String(Some(document))]))
+}
+
+/// Whether `column` holds bytes (UUIDs too), which travel in the JSON as hex.
+fn is_binary(column: &impl ColumnTrait) -> bool {
+    matches!(
+        column.def().get_column_type(),
+        ColumnType::Uuid | ColumnType::Binary(_) | ColumnType::VarBinary(_) | ColumnType::Blob
+    )
 }
 
 /// Writes `value` as a JSON value that SQLite's `->>` turns into what sqlx binds for it: text
@@ -718,5 +727,34 @@ mod tests {
             assert_eq!(by_document, by_binding);
             assert!(by_document[0].starts_with("blob:"), "ids are bytes: {}", by_document[0]);
         }
+    }
+
+    /// The JSON form on SQLite keeps the conflict clauses that `update_many` and the import's
+    /// links rely on: a row already stored stays as it is, or takes the new values it names.
+    #[tokio::test]
+    async fn rows_inserted_as_one_json_document_keep_their_conflict_clause() {
+        use entity::contact::Column;
+        use migration::MigratorTrait as _;
+        let connection = sea_orm::Database::connect("sqlite::memory:").await.unwrap();
+        migration::Migrator::up(&connection, None).await.unwrap();
+        let first_name = || async {
+            let sql = "SELECT first_name FROM contact WHERE id = ?";
+            let statement = Statement::from_sql_and_values(DbBackend::Sqlite, sql, [Uuid::from_u128(1).into()]);
+            let row = connection.query_one_raw(statement).await.unwrap().expect("the row");
+            row.try_get_by_index::<String>(0).unwrap()
+        };
+        insert_rows(&connection, vec![contact_row(1, Some("Ada"), None)], Conflict::Fail, 10).await.unwrap();
+        let grace = || entity::contact::ActiveModel {
+            first_name: Set(Some("Grace".to_owned())),
+            ..contact_row(1, Some("Ada"), None)
+        };
+
+        insert_rows(&connection, vec![grace()], Conflict::Ignore { target: &[Column::Id] }, 10).await.unwrap();
+        assert_eq!(first_name().await, "Ada");
+        let update = Conflict::Update { target: &[Column::Id], set: &[Column::FirstName] };
+        insert_rows(&connection, vec![grace()], update, 10).await.unwrap();
+        assert_eq!(first_name().await, "Grace");
+        let again = insert_rows(&connection, vec![grace()], Conflict::Fail, 10).await;
+        assert!(matches!(again, Err(StoreError::Conflict(_) | StoreError::Database(_))), "{again:?}");
     }
 }
