@@ -259,6 +259,37 @@ on_both_databases! {
         }
     }
 
+    async fn a_contact_prepared_with_an_erased_phone_is_built_again_without_it(app) {
+        // The parsing thread prepares Nikolaevna with the phone of her second row. That phone
+        // belongs to an erased contact: the writer rejects the row and builds her again from
+        // the first row alone, sealed as ever.
+        let upsert = "mutation($input: UpsertContactInput!) { upsertContact(input: $input) { contact { id } } }";
+        let ada = json!({ "input": { "email": "ada@example.com", "phone": "+44 20 7946 0001" } });
+        let id = app.data(upsert, ada).await["upsertContact"]["contact"]["id"].clone();
+        app.data("mutation($id: ID!) { eraseContact(id: $id) { contactId } }", json!({ "id": id })).await;
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("contacts.csv"),
+            "email,first_name,phone\nnia@example.com,Nikolaevna,\nnia@example.com,,+44 20 7946 0001\n",
+        )
+        .unwrap();
+        let (success, stdout, stderr) = import(&app, dir.path(), &["contacts.csv"]);
+        assert!(success, "{stdout}{stderr}");
+        assert!(stdout.contains("2 rows, 1 created, 0 updated, 0 unchanged, 1 rejected"), "{stdout}{stderr}");
+        let nia = app
+            .data("query { contact(by: { email: \"nia@example.com\" }) { firstName phone version } }", json!({}))
+            .await["contact"]
+            .clone();
+        assert_eq!(nia, json!({ "firstName": "Nikolaevna", "phone": null, "version": 1 }));
+        let rejections = imports(&app).await[0]["rejections"].clone();
+        assert_eq!(
+            rejections,
+            json!([{ "line": 3, "column": "phone", "reason": "this phone number was erased at its owner's request" }])
+        );
+        let raw = crate::encryption::raw_database(&app).await;
+        assert!(!raw.contains("Nikolaevna"), "the first name is stored in clear");
+    }
+
     async fn batches_written_side_by_side_end_as_if_written_in_file_order(app) {
         // Batches of two rows. On PostgreSQL a batch is written beside the one before it when
         // that one only creates contacts and the two share no address; a batch naming an
