@@ -899,3 +899,57 @@ fn parse<T, E>(
 fn corrupt(column: &'static str) -> StoreError {
     StoreError::Corrupt { table: "contact", column }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        crypto::{MasterKey, MasterKeys},
+        domain::field::FieldDefinition,
+    };
+
+    /// A field made personal after an import prepared its rows (here, as it read the file) is
+    /// sealed all the same: the rows are built again against the fields read where they are
+    /// written.
+    #[tokio::test]
+    async fn a_contact_prepared_before_its_field_became_personal_is_stored_sealed() {
+        use migration::MigratorTrait as _;
+        let connection = sea_orm::Database::connect("sqlite::memory:").await.unwrap();
+        migration::Migrator::up(&connection, None).await.unwrap();
+        let keys = keys::open(&connection, MasterKeys::new(MasterKey::generate(), None)).await.unwrap();
+        let nickname = Key::parse("nickname").unwrap();
+        let now = Utc::now();
+        let definition = FieldDefinition {
+            key: nickname.clone(),
+            label: "Nickname".to_owned(),
+            field_type: FieldType::String,
+            enum_values: Vec::new(),
+            required: false,
+            personal: true,
+            created_at: now,
+            updated_at: now,
+        };
+        super::super::fields::insert(&connection, &definition).await.unwrap();
+        let contact = Contact {
+            id: ContactId::generate(),
+            external_id: None,
+            email: Some(EmailAddress::parse("ada@example.com").unwrap()),
+            profile: Profile::default(),
+            attributes: Attributes::from([(nickname, FieldValue::String("Enchantress".to_owned()))]),
+            created_at: crate::domain::at_storage_precision(now),
+            updated_at: crate::domain::at_storage_precision(now),
+            version: 1,
+        };
+        let prepared_while_not_personal = Arc::new(FieldSecrecy::from([("nickname".to_owned(), false)]));
+        let prepared =
+            PreparedContact::new(DbBackend::Sqlite, &keys, contact.clone(), None, &prepared_while_not_personal, None)
+                .unwrap();
+
+        insert_many(&connection, &keys, vec![NewContact::Prepared(prepared)], None).await.unwrap();
+        let stored = entity::Entity::find_by_id(contact.id.as_uuid()).one(&connection).await.unwrap().expect("stored");
+        let document = stored.attributes.to_string();
+        assert!(document.contains("sealed") && !document.contains("Enchantress"), "{document}");
+        let read = find(&connection, &keys, &ContactRef::Id(contact.id)).await.unwrap().expect("found");
+        assert_eq!(read, contact);
+    }
+}
