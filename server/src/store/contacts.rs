@@ -929,7 +929,7 @@ mod tests {
             created_at: now,
             updated_at: now,
         };
-        super::super::fields::insert(&connection, &definition).await.unwrap();
+        crate::store::fields::insert(&connection, &definition).await.unwrap();
         let contact = Contact {
             id: ContactId::generate(),
             external_id: None,

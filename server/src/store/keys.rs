@@ -49,14 +49,7 @@ pub async fn open(conn: &impl ConnectionTrait, masters: MasterKeys) -> StoreResu
 /// Stores a new contact's data key, wrapped by the current master key.
 pub async fn store(conn: &impl ConnectionTrait, keys: &KeyRing, contact_id: Uuid, key: &DataKey) -> StoreResult<()> {
     let wrapped = key.wrap(&keys.masters, &contact_id.to_string());
-    contact_key::Entity::insert(contact_key::ActiveModel {
-        contact_id: Set(contact_id),
-        master_key_id: Set(wrapped.master_key_id),
-        wrapped_key: Set(wrapped.wrapped),
-        created_at: Set(Utc::now()),
-    })
-    .exec_without_returning(conn)
-    .await?;
+    contact_key::Entity::insert(key_row(contact_id, wrapped, Utc::now())).exec_without_returning(conn).await?;
     Ok(())
 }
 

@@ -149,8 +149,9 @@ pub enum Conflict<'a, C> {
 /// (`jsonb_each`), instead of a value per column and row. sea-orm copies every bound value of a
 /// statement, and sqlx encodes and frees each one, all on the thread that drives the
 /// transaction, while SQLite's own thread waits: an import's 2,000-row batches spent about six
-/// such waits of 0.5–5 ms each (BENCHMARKS.md, contact import). One document costs one copy. PostgreSQL's server, not the client, is what an import waits
-/// for there, so it keeps a bound value per column and row.
+/// such waits of 0.5–5 ms each (BENCHMARKS.md, contact import). One document costs one copy.
+/// PostgreSQL's server, not the client, is what an import waits for there, so it keeps a bound
+/// value per column and row.
 pub async fn insert_rows<A: ActiveModelTrait>(
     conn: &impl ConnectionTrait,
     rows: Vec<A>,
@@ -178,6 +179,7 @@ async fn insert_prepared_rows<A: ActiveModelTrait>(
     let backend = conn.get_database_backend();
     let columns: Vec<<A::Entity as EntityTrait>::Column> = <A::Entity as EntityTrait>::Column::iter().collect();
     let table = A::Entity::default();
+    let head = insert_head(table.table_name(), &columns);
     let clause = conflict_clause(&on_conflict);
     let mut rows = rows.into_iter().peekable();
     let mut failure = None;
@@ -185,8 +187,8 @@ async fn insert_prepared_rows<A: ActiveModelTrait>(
         rows.peek()?;
         let chunk = rows.by_ref().take(rows_per_statement);
         let built = match backend {
-            DbBackend::Sqlite => json_rows_statement(chunk, &columns, table.table_name(), &clause),
-            _ => bound_rows_statement(backend, chunk, &columns, table.table_name(), &clause),
+            DbBackend::Sqlite => json_rows_statement(chunk, &columns, &head, &clause),
+            _ => bound_rows_statement(backend, chunk, &columns, table.table_name(), &head, &clause),
         };
         built.map_err(|error| failure = Some(error)).ok()
     });
@@ -229,12 +231,14 @@ fn take_value<A: ActiveModelTrait>(
         .ok_or_else(|| DbErr::Custom(format!("insert_rows: {table}.{} is not set", column.as_str())))
 }
 
-/// `INSERT … VALUES (…), (…)` with a bound value per column and row.
+/// `head VALUES (…), (…)` with a bound value per column and row; `head` is the statement's
+/// `INSERT INTO … (…)`.
 fn bound_rows_statement<A: ActiveModelTrait>(
     backend: DbBackend,
     chunk: impl Iterator<Item = InsertRow<A>>,
     columns: &[<A::Entity as EntityTrait>::Column],
     table: &str,
+    head: &str,
     clause: &str,
 ) -> Result<Statement, DbErr> {
     let mut values = Vec::new();
@@ -248,8 +252,11 @@ fn bound_rows_statement<A: ActiveModelTrait>(
         }
         count += 1;
     }
-    let names: Vec<&str> = columns.iter().map(|column| column.as_str()).collect();
-    let sql = insert_sql(backend, table, &names, count, clause);
+    let mut sql = String::with_capacity(head.len() + 8 + count * columns.len() * 7 + clause.len());
+    sql.push_str(head);
+    sql.push_str(" VALUES ");
+    push_value_rows(&mut sql, backend, count, columns.len());
+    sql.push_str(clause);
     Ok(Statement::from_sql_and_values(backend, sql, values))
 }
 
@@ -286,15 +293,17 @@ fn push_rendered_row<A: ActiveModelTrait>(document: &mut Vec<u8>, row: &mut A) -
     Ok(())
 }
 
-/// `INSERT … SELECT … FROM jsonb_each(?)` on SQLite: the rows as one JSON array of the arrays
-/// [`render_row`] makes. `jsonb_each` hands each row to `->>` in SQLite's binary form;
-/// `json_each` would write each row out as text for `->>` to parse again.
+/// `head SELECT … FROM jsonb_each(?)` on SQLite (`head` is the statement's `INSERT INTO … (…)`):
+/// the rows as one JSON array of the arrays [`render_row`] makes. `jsonb_each` hands each row to
+/// `->>` in SQLite's binary form; `json_each` would write each row out as text for `->>` to parse
+/// again.
 fn json_rows_statement<A: ActiveModelTrait>(
     chunk: impl Iterator<Item = InsertRow<A>>,
     columns: &[<A::Entity as EntityTrait>::Column],
-    table: &str,
+    head: &str,
     clause: &str,
 ) -> Result<Statement, DbErr> {
+    use std::fmt::Write as _;
     let mut document = Vec::with_capacity(64 * 1024);
     document.push(b'[');
     for (at, row) in chunk.enumerate() {
@@ -308,19 +317,18 @@ fn json_rows_statement<A: ActiveModelTrait>(
     }
     document.push(b']');
     let document = String::from_utf8(document).map_err(|error| DbErr::Custom(error.to_string()))?;
-    let names: Vec<&str> = columns.iter().map(|column| column.as_str()).collect();
-    let mut sql = String::with_capacity(64 + columns.len() * 40 + clause.len());
-    push_insert_into(&mut sql, table, &names);
+    let mut sql = String::with_capacity(head.len() + columns.len() * 24 + 48 + clause.len());
+    sql.push_str(head);
     sql.push_str(" SELECT ");
     for (index, column) in columns.iter().enumerate() {
         if index > 0 {
             sql.push_str(", ");
         }
-        if is_binary(column) {
-            sql.push_str(&format!("unhex(\"value\" ->> {index})"));
+        let _ = if is_binary(column) {
+            write!(sql, "unhex(\"value\" ->> {index})")
         } else {
-            sql.push_str(&format!("\"value\" ->> {index}"));
-        }
+            write!(sql, "\"value\" ->> {index}")
+        };
     }
     // "WHERE true" keeps an ON CONFLICT clause from being read as a join's ON.
     sql.push_str(" FROM jsonb_each(?) WHERE true");
@@ -413,19 +421,9 @@ fn conflict_clause<C: IdenStatic>(on_conflict: &Conflict<'_, C>) -> String {
     }
 }
 
-/// `INSERT INTO "table" ("a", "b") VALUES (?, ?), (?, ?) …` for `rows` rows, with the
-/// backend's placeholders.
-fn insert_sql(backend: DbBackend, table: &str, columns: &[&str], rows: usize, tail: &str) -> String {
-    let mut sql = String::with_capacity(64 + columns.len() * (24 + rows * 7) + tail.len());
-    push_insert_into(&mut sql, table, columns);
-    sql.push_str(" VALUES ");
-    push_value_rows(&mut sql, backend, rows, columns.len());
-    sql.push_str(tail);
-    sql
-}
-
-/// Appends `INSERT INTO "table" ("a", "b")`.
-fn push_insert_into(sql: &mut String, table: &str, columns: &[&str]) {
+/// `INSERT INTO "table" ("a", "b")`: the head of a multi-row insert.
+fn insert_head<C: IdenStatic>(table: &str, columns: &[C]) -> String {
+    let mut sql = String::with_capacity(16 + table.len() + columns.len() * 24);
     sql.push_str("INSERT INTO \"");
     sql.push_str(table);
     sql.push_str("\" (");
@@ -434,10 +432,11 @@ fn push_insert_into(sql: &mut String, table: &str, columns: &[&str]) {
             sql.push_str(", ");
         }
         sql.push('"');
-        sql.push_str(column);
+        sql.push_str(column.as_str());
         sql.push('"');
     }
     sql.push(')');
+    sql
 }
 
 /// Appends `(?, ?), (?, ?) …`, `rows` rows of `columns` parameters each, with the backend's
@@ -705,6 +704,7 @@ mod tests {
         let connection = sea_orm::Database::connect("sqlite::memory:").await.unwrap();
         migration::Migrator::up(&connection, None).await.unwrap();
         let columns: Vec<_> = <entity::contact::Entity as EntityTrait>::Column::iter().collect();
+        let head = insert_head("contact", &columns);
         let delete = |id: u128| {
             Statement::from_sql_and_values(
                 DbBackend::Sqlite,
@@ -714,14 +714,14 @@ mod tests {
         };
         for (id, text, import_id) in [(1, Some("Ada"), None), (2, None, Some(Uuid::from_u128(99)))] {
             let row = InsertRow::Model(contact_row(id, text, import_id));
-            let bound = bound_rows_statement(DbBackend::Sqlite, [row].into_iter(), &columns, "contact", "");
+            let bound = bound_rows_statement(DbBackend::Sqlite, [row].into_iter(), &columns, "contact", &head, "");
             connection.execute_raw(bound.unwrap()).await.unwrap();
             let by_binding = stored(&connection, id).await;
             connection.execute_raw(delete(id)).await.unwrap();
             let row = InsertRow::<entity::contact::ActiveModel>::Rendered(
                 render_row(contact_row(id, text, import_id)).unwrap(),
             );
-            let json = json_rows_statement([row].into_iter(), &columns, "contact", "");
+            let json = json_rows_statement([row].into_iter(), &columns, &head, "");
             connection.execute_raw(json.unwrap()).await.unwrap();
             let by_document = stored(&connection, id).await;
             assert_eq!(by_document, by_binding);
