@@ -1,11 +1,13 @@
 //! GraphQL subscriptions over `graphql-transport-ws` at `/graphql/ws`, with a real WebSocket
-//! client: committed contact changes arrive, filtered by contact and type; a socket without a
-//! credential is closed.
+//! client: committed contact changes arrive, filtered by contact and type; the admin feed brings
+//! the statistics of the moment and audited actions, among them an endpoint disabled after
+//! failing; a socket without a credential is closed.
 
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use rapport_e2e::{TestApp, on_both_databases};
+use rapport::config::Settings;
+use rapport_e2e::{TestApp, on_both_databases, webhooks::WebhookReceiver};
 use serde_json::{Value, json};
 use tokio_tungstenite::{
     MaybeTlsStream, WebSocketStream, connect_async,
@@ -66,7 +68,70 @@ const CHANGES: &str = "subscription($contact: ID, $types: [ContactChangeType!]) 
   contactChanges(contactId: $contact, types: $types) { seq type contactId changes occurredAt }
 }";
 
+const FEED: &str = "subscription($actions: [String!], $statistics: Boolean! = true) {
+  feed(actions: $actions, statistics: $statistics) {
+    __typename
+    ... on Statistics { contacts importsRunning mailWaiting webhookDeliveriesPending webhookDeliveriesFailed webhookEndpointsDisabled takenAt }
+    ... on AuditEntry { action targetKind targetId }
+  }
+}";
+
+/// The next item of the feed of type `typename` (counts taken every ten seconds may come
+/// between).
+async fn next_item(socket: &mut Socket, typename: &str) -> Value {
+    loop {
+        let message = next(socket).await;
+        assert_eq!(message["type"], "next", "{message}");
+        let item = &message["payload"]["data"]["feed"];
+        if item["__typename"] == typename {
+            return item.clone();
+        }
+    }
+}
+
+/// Loopback receivers allowed, and the whole webhook retry schedule run in about two seconds.
+fn local_and_quick(settings: &mut Settings) {
+    settings.webhooks.allow_private_networks = true;
+    settings.webhooks.retry_base = Duration::from_micros(50);
+}
+
 on_both_databases! {
+    async fn the_feed_brings_the_counts_at_once_and_the_audited_actions_asked_for(app) {
+        app.upsert_contact(json!({ "email": "ada@example.com" })).await;
+        app.upsert_contact(json!({ "email": "grace@example.com" })).await;
+        let mut feed = subscribed(&app, FEED, json!({ "actions": ["topic.defined", "consent_purpose."] })).await;
+        let first = next(&mut feed).await;
+        let counts = &first["payload"]["data"]["feed"];
+        assert_eq!(counts["__typename"], "Statistics", "the counts come first: {first}");
+        assert_eq!(counts["contacts"], 2, "{counts}");
+        assert_eq!((counts["webhookDeliveriesFailed"].clone(), counts["webhookEndpointsDisabled"].clone()), (json!(0), json!(0)));
+
+        app.upsert_contact(json!({ "email": "linus@example.com" })).await;
+        app.data("mutation { defineTopic(input: { key: \"news\", name: \"News\" }) { key } }", json!({})).await;
+        let entry = next_item(&mut feed, "AuditEntry").await;
+        assert_eq!((entry["action"].as_str(), entry["targetId"].as_str()), (Some("topic.defined"), Some("news")), "the contact's creation is not asked for: {entry}");
+
+        let mut counts_only = subscribed(&app, FEED, json!({ "actions": [] })).await;
+        assert_eq!(next_item(&mut counts_only, "Statistics").await["contacts"], 3, "a new subscriber gets fresh counts");
+        let statistics = app.data("{ statistics { contacts importsRunning mailWaiting } }", json!({})).await;
+        assert_eq!(statistics["statistics"], json!({ "contacts": 3, "importsRunning": 0, "mailWaiting": 0 }));
+    }
+
+    #[settings(local_and_quick)]
+    async fn an_endpoint_disabled_after_failing_is_told_on_the_feed_and_counted(app) {
+        // A receiver without the secret answers 503 to everything.
+        let receiver = WebhookReceiver::start(0).await;
+        let create = "mutation($url: String!) { createWebhookEndpoint(input: { url: $url }) { endpoint { id } } }";
+        let endpoint = app.data(create, json!({ "url": receiver.url() })).await["createWebhookEndpoint"]["endpoint"]["id"].as_str().unwrap().to_owned();
+        let mut feed = subscribed(&app, FEED, json!({ "actions": ["webhook_endpoint.disabled"], "statistics": false })).await;
+        app.upsert_contact(json!({ "email": "ada@example.com" })).await;
+
+        let told = next_item(&mut feed, "AuditEntry").await;
+        assert_eq!(told, json!({ "__typename": "AuditEntry", "action": "webhook_endpoint.disabled", "targetKind": "webhook_endpoint", "targetId": endpoint }));
+        let statistics = app.data("{ statistics { webhookDeliveriesPending webhookDeliveriesFailed webhookEndpointsDisabled } }", json!({})).await;
+        assert_eq!(statistics["statistics"], json!({ "webhookDeliveriesPending": 0, "webhookDeliveriesFailed": 1, "webhookEndpointsDisabled": 1 }));
+    }
+
     async fn committed_contact_changes_arrive_filtered_by_contact_and_type(app) {
         let ada = app.upsert_contact(json!({ "email": "ada@example.com", "firstName": "Ada" })).await["id"].as_str().unwrap().to_owned();
         let grace = app.upsert_contact(json!({ "email": "grace@example.com" })).await["id"].as_str().unwrap().to_owned();
@@ -94,6 +159,17 @@ on_both_databases! {
         assert_eq!(only["payload"]["data"]["contactChanges"]["type"], "CONTACT_UPDATED");
         let nothing_more = tokio::time::timeout(Duration::from_millis(500), ada_updates.next()).await;
         assert!(nothing_more.is_err(), "only Ada's updates: {nothing_more:?}");
+    }
+
+    async fn the_feed_needs_the_audit_permission(app) {
+        let analyst = app.signed_in_token("analyst@example.com", "ANALYST").await;
+        let mut socket = open(&app).await;
+        send(&mut socket, json!({ "type": "connection_init", "payload": { "Authorization": format!("Bearer {analyst}") } })).await;
+        assert_eq!(next(&mut socket).await["type"], "connection_ack");
+        send(&mut socket, json!({ "id": "1", "type": "subscribe", "payload": { "query": FEED, "variables": {} } })).await;
+        let refused = next(&mut socket).await;
+        assert_eq!(refused["payload"]["data"], Value::Null, "{refused}");
+        assert_eq!(refused["payload"]["errors"][0]["extensions"]["code"], "FORBIDDEN", "{refused}");
     }
 
     async fn a_socket_without_a_valid_credential_is_closed(app) {

@@ -18,6 +18,7 @@ pub mod page;
 pub mod preferences;
 pub mod privacy;
 pub mod request;
+pub mod statistics;
 pub mod stream;
 pub mod texts;
 pub mod topic;

@@ -59,6 +59,12 @@ pub struct AuditActor {
 
 pub struct AuditEntryNode(AuditEntry);
 
+impl From<AuditEntry> for AuditEntryNode {
+    fn from(entry: AuditEntry) -> Self {
+        Self(entry)
+    }
+}
+
 #[Object(name = "AuditEntry")]
 impl AuditEntryNode {
     /// Position in the hash chain, from 1.

@@ -17,6 +17,7 @@ pub mod pagination;
 pub mod preferences;
 pub mod privacy;
 pub mod sending;
+pub mod statistics;
 pub mod subscriptions;
 pub mod topics;
 pub mod webhooks;
@@ -44,6 +45,7 @@ pub struct QueryRoot(
     forms::FormQuery,
     webhooks::WebhookQuery,
     imports::ImportQuery,
+    statistics::StatisticsQuery,
 );
 
 #[derive(MergedObject, Default)]

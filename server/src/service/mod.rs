@@ -70,7 +70,7 @@ pub struct Services {
     /// `RAPPORT_PUBLIC_URL` without a trailing slash: the base of links in emails.
     public_url: Arc<str>,
     catalog: Arc<catalog::CatalogCache>,
-    feed: Arc<feed::ChangeFeed>,
+    feeds: Arc<feed::Feeds>,
     event_writer: Arc<event_writer::EventWriter>,
 }
 
@@ -85,7 +85,7 @@ impl Services {
             mail_wakeup: Arc::new(tokio::sync::Notify::new()),
             public_url: Arc::from(crate::config::Settings::default().public_url.as_str()),
             catalog: Arc::default(),
-            feed: Arc::default(),
+            feeds: Arc::default(),
             event_writer: Arc::default(),
         }
     }

@@ -17,6 +17,7 @@ pub mod imports;
 pub mod keys;
 pub mod outbox;
 pub mod preferences;
+pub mod statistics;
 pub mod topics;
 pub mod webhooks;
 
