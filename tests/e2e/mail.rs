@@ -271,6 +271,30 @@ on_both_databases! {
         assert_eq!(receiver.delivered().len(), 2, "a test send announces nothing");
     }
 
+    #[settings(|settings: &mut Settings| settings.webhooks.allow_private_networks = true)]
+    async fn bounces_and_complaints_reported_later_reach_the_webhooks_that_asked_for_them(app) {
+        let mut receiver = rapport_e2e::webhooks::WebhookReceiver::start(0).await;
+        let create = "mutation($input: CreateWebhookEndpointInput!) { createWebhookEndpoint(input: $input) { secret } }";
+        let input = json!({ "url": receiver.url(), "eventTypes": ["email.bounced", "email.complained"] });
+        let created = app.data(create, json!({ "input": input })).await;
+        receiver.set_secret(created["createWebhookEndpoint"]["secret"].as_str().unwrap()).await;
+        let kim = contact(&app, "kim@example.com", Some("Kim"), false).await;
+        let suppress = "mutation($address: String!, $reason: SuppressionReason!) { suppressAddress(address: $address, reason: $reason) }";
+        for (address, reason) in [("kim@example.com", "HARD_BOUNCE"), ("kim@example.com", "HARD_BOUNCE"), ("nobody@example.com", "COMPLAINT"), ("lou@example.com", "MANUAL")] {
+            app.data(suppress, json!({ "address": address, "reason": reason })).await;
+        }
+
+        let received = receiver.wait_for(2).await;
+        let mut bodies: Vec<&Value> = received.iter().map(|report| &report["body"]).collect();
+        bodies.sort_by_key(|body| body["type"].as_str().map(str::to_owned));
+        assert_eq!(bodies[0]["type"], "email.bounced", "{bodies:#?}");
+        assert_eq!(bodies[0]["data"], json!({ "contactId": kim, "reason": "hard_bounce", "source": "admin" }));
+        assert_eq!(bodies[1]["type"], "email.complained", "{bodies:#?}");
+        assert_eq!(bodies[1]["data"], json!({ "contactId": null, "reason": "complaint", "source": "admin" }), "no address in it");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(receiver.delivered().len(), 2, "a repeated bounce and a manual suppression announce nothing");
+    }
+
     async fn a_550_bounces_suppresses_the_address_and_is_never_retried(app) {
         let smtp = SmtpServer::start().await;
         let app = delivering(&app, &smtp, |_| {}).await;

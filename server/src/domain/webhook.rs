@@ -14,7 +14,8 @@ use super::{access::Permission, key::Key, string_enum};
 string_enum! {
     /// What a webhook tells about. Each is written in the transaction of what it reports: the
     /// contact and consent ones with the change, `event.received` with the stored event, the
-    /// email ones with the delivery's outcome.
+    /// email ones with the delivery's outcome or with the suppression a bounce or complaint
+    /// reported later (by an inbound webhook) puts in place.
     WebhookEventType {
         ContactCreated => "contact.created",
         ContactUpdated => "contact.updated",
@@ -24,6 +25,7 @@ string_enum! {
         EventReceived => "event.received",
         EmailSent => "email.sent",
         EmailBounced => "email.bounced",
+        EmailComplained => "email.complained",
     }
 }
 

@@ -33,7 +33,10 @@ impl ContactChangeType {
             WebhookEventType::ContactDeleted => Self::ContactDeleted,
             WebhookEventType::ConsentChanged => Self::ConsentChanged,
             WebhookEventType::TopicChanged => Self::TopicChanged,
-            WebhookEventType::EventReceived | WebhookEventType::EmailSent | WebhookEventType::EmailBounced => {
+            WebhookEventType::EventReceived
+            | WebhookEventType::EmailSent
+            | WebhookEventType::EmailBounced
+            | WebhookEventType::EmailComplained => {
                 return None;
             }
         })

@@ -16,6 +16,7 @@ use crate::{
         email::{Email, EmailVersion},
         event::EventProperties,
         page::{Page, PageRequest},
+        webhook::WebhookEventType,
     },
     store::{self, outbox::SendFilter},
 };
@@ -162,6 +163,16 @@ impl Services {
         let entry = Suppression { reason, contact_id, source: source.to_owned(), detail, created_at: now };
         let added = store::outbox::suppress(&tx, &index, &entry).await?;
         if added {
+            if let Some(event_type) = announced_as(reason) {
+                // One address's reports stay in order; no personal data: the address is not in it.
+                let ordering_key = contact_id.map_or_else(|| index.clone(), |id| id.to_string());
+                let data = serde_json::json!({
+                    "contactId": contact_id.map(|id| id.to_string()),
+                    "reason": reason.as_str(),
+                    "source": source,
+                });
+                store::webhooks::record(&tx, event_type, &ordering_key, data, now).await?;
+            }
             let mut changes = Changes::new();
             changes.field("reason", None, Some(Value::from(reason.as_str())));
             let entry = audit::Entry::new("address.suppressed", "address", index, changes);
@@ -265,4 +276,15 @@ pub(super) async fn lift_suppression(
         audit::append(tx, ctx, now, entry).await?;
     }
     Ok(removed)
+}
+
+/// The webhook a new suppression is announced as: a bounce or complaint a mail provider reported
+/// (an inbound webhook, or an admin recording one) is mail news like a bounce during delivery;
+/// an unsubscribe is announced as the consent change it comes with.
+fn announced_as(reason: SuppressionReason) -> Option<WebhookEventType> {
+    match reason {
+        SuppressionReason::HardBounce => Some(WebhookEventType::EmailBounced),
+        SuppressionReason::Complaint => Some(WebhookEventType::EmailComplained),
+        SuppressionReason::Unsubscribe | SuppressionReason::Manual => None,
+    }
 }
