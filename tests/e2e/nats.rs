@@ -1,8 +1,8 @@
 //! The NATS JetStream consumer end to end, against a real NATS server: events published to the
 //! subject land on their contacts once and are acknowledged, repeated idempotency keys and bad
-//! messages are settled without blocking the stream, the consumer carries on after the broker is
-//! killed and restarted, and a Rapport killed mid-stream stores every event exactly once after
-//! its restart.
+//! messages are settled without blocking the stream, messages delivered again after they were
+//! stored are stored once, the consumer carries on after the broker is killed and restarted, and
+//! a Rapport killed mid-stream stores every event exactly once after its restart.
 
 use std::{collections::BTreeSet, time::Duration};
 
@@ -109,6 +109,36 @@ on_both_databases! {
         let actors = column(&app, "SELECT actor_kind || ':' || actor_id FROM audit_entry WHERE action = 'events.tracked'").await;
         assert!(!actors.is_empty());
         assert!(actors.iter().all(|actor| *actor == format!("stream:{}", stream.settings.stream)), "{actors:?}");
+    }
+
+    #[settings(consuming)]
+    async fn messages_delivered_again_after_they_were_stored_are_stored_once(app) {
+        // What a crash between a commit and its acknowledgement leaves: the broker delivers
+        // stored messages again. A second durable consumer on the same stream reads all of them
+        // again from the start, whatever key they carry (derived from the stream sequence, their
+        // own, or a publisher's Nats-Msg-Id).
+        let settings = app.settings.nats.clone().expect("consumer configured");
+        wait_for_status(&app, |status| status["status"] == "consuming").await;
+        app.upsert_contact(json!({ "externalId": "ann" })).await;
+        let stream = TestStream::connect(settings.clone()).await;
+        let messages = (0..300).map(|n| {
+            let mut event = json!({ "contact": { "externalId": "ann" }, "type": "page.viewed", "properties": { "n": n } });
+            if n % 3 == 1 {
+                event["idempotencyKey"] = json!(format!("own-{n}"));
+            }
+            ((n % 3 == 2).then(|| format!("msg-{n}")), event.to_string())
+        });
+        stream.publish_all(messages).await;
+        wait_for_status(&app, |status| status["stored"] == 300).await;
+        stream.wait_until_all_acknowledged(PATIENCE).await;
+
+        let again = rapport::config::NatsSettings { consumer: "rapport-again".to_owned(), ..settings };
+        let second = respawn(&app, Settings { nats: Some(again.clone()), ..app.settings.clone() }).await;
+        let status = wait_for_status(&second, |status| status["duplicates"] == 300).await;
+        assert_eq!(status["stored"], 0, "{status}");
+        TestStream::connect(again).await.wait_until_all_acknowledged(PATIENCE).await;
+        assert_eq!(stored_events(&app).await, 300, "each event stored once");
+        assert_eq!(event_count(&app, "ann").await, 300, "contact activity counts each event once");
     }
 
     async fn the_consumer_carries_on_after_the_broker_is_killed_and_restarted(app) {
