@@ -381,6 +381,7 @@ on_both_databases! {
             ("replayWebhookDelivery", "mutation($id: ID!) { replayWebhookDelivery(id: $id) }".into(), json!({ "id": key_id })),
             ("imports", "{ imports { nodes { id } } }".into(), json!({})),
             ("import", "query($id: ID!) { import(id: $id) { id } }".into(), json!({ "id": key_id })),
+            ("statistics", "{ statistics { contacts } }".into(), json!({})),
         ];
         for (field, query, variables) in &attempts {
             let (_, body) = app.graphql_as(Some(&token_a), query, variables.clone()).await;

@@ -1,6 +1,7 @@
 //! Contact imports: `rapport import contacts` run as operators run it against the test's
 //! database, and the `importContacts` upload over GraphQL; the counts, the stored (decrypted)
-//! data, the report of rejected rows, the recorded run with its contacts, and its audit entry.
+//! data, the report of rejected rows, the recorded run with its contacts, its audit entry, and
+//! the webhooks of the contacts it created or changed.
 
 use std::{path::Path, process::Command};
 
@@ -161,6 +162,40 @@ on_both_databases! {
         assert_eq!(entries[0]["targetId"], run["id"]);
         assert_eq!(entries[0]["changes"]["created"]["after"], 2);
         assert_eq!(entries[0]["changes"]["rejected"]["after"], 3);
+    }
+
+    #[settings(|settings: &mut rapport_e2e::Settings| settings.webhooks.allow_private_networks = true)]
+    async fn an_import_announces_the_contacts_it_creates_and_changes_to_the_webhooks_that_want_them(app) {
+        let mut receiver = rapport_e2e::webhooks::WebhookReceiver::start(0).await;
+        let create = "mutation($input: CreateWebhookEndpointInput!) { createWebhookEndpoint(input: $input) { secret } }";
+        let input = json!({ "url": receiver.url(), "eventTypes": ["contact.created", "contact.updated"] });
+        let created = app.data(create, json!({ "input": input })).await;
+        receiver.set_secret(created["createWebhookEndpoint"]["secret"].as_str().unwrap()).await;
+        let ada = app.upsert_contact(json!({ "email": "ada@example.com", "firstName": "Ada" })).await["id"].as_str().unwrap().to_owned();
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("people.csv"), "email,first_name,country\nada@example.com,Ada,GB\ngrace@example.com,Grace,\nalan@example.com,Alan,GB\nnot-an-address,,\n").unwrap();
+        let (success, stdout, stderr) = import(&app, dir.path(), &["people.csv", "--batch-size", "2"]);
+        assert!(success, "{stdout}{stderr}");
+        let import_id = imports(&app).await[0]["id"].clone();
+
+        let received = receiver.wait_for(4).await;
+        let mut announced: Vec<&Value> = received.iter().map(|report| &report["body"]).filter(|body| body["data"]["importId"] == import_id).collect();
+        assert_eq!(announced.len(), 3, "one webhook per contact the import created or changed: {received:#?}");
+        announced.sort_by_key(|body| body["data"]["changes"]["country"]["after"].as_str().map(str::to_owned));
+        let grace = announced[0];
+        assert_eq!(grace["type"], "contact.created", "{announced:#?}");
+        assert_eq!(grace["data"]["changes"]["email"], json!({ "before": null, "after": "[redacted]" }), "personal values stay out: {grace}");
+        let update = announced.iter().find(|body| body["data"]["contactId"] == ada.as_str()).expect("Ada's update");
+        assert_eq!(update["type"], "contact.updated");
+        assert_eq!(update["data"]["changes"], json!({ "country": { "before": null, "after": "GB" } }), "only what changed: {update}");
+        let alan = announced.iter().find(|body| body["type"] == "contact.created" && body["data"]["changes"]["country"]["after"] == "GB").expect("Alan's creation");
+        let alan_id = app.data(CONTACT, json!({ "email": "alan@example.com" })).await["contact"]["id"].clone();
+        assert_eq!(alan["data"]["contactId"], alan_id);
+
+        let (success, stdout, stderr) = import(&app, dir.path(), &["people.csv"]);
+        assert!(success, "{stdout}{stderr}");
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        assert_eq!(receiver.delivered().len(), 4, "an import that changes nothing announces nothing");
     }
 
     async fn running_the_same_import_again_changes_nothing_and_duplicates_no_one(app) {

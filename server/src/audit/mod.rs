@@ -83,13 +83,17 @@ impl Changes {
     }
 
     /// `{field: {before, after}}`, fields in name order.
-    pub fn to_json_text(&self) -> String {
+    pub fn to_json(&self) -> Value {
         let object: serde_json::Map<String, Value> = self
             .0
             .iter()
             .map(|(field, (before, after))| (field.clone(), json!({ "before": before, "after": after })))
             .collect();
-        Value::Object(object).to_string()
+        Value::Object(object)
+    }
+
+    pub fn to_json_text(&self) -> String {
+        self.to_json().to_string()
     }
 }
 

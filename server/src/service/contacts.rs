@@ -327,7 +327,7 @@ fn contact_entry(action: &'static str, id: ContactId, changes: Changes) -> audit
 /// What changed between two states of a contact (`None`: it did not exist), for the audit log.
 /// Email, phone, names and personal custom fields are redacted; a field whose definition is
 /// gone counts as personal, to err on the side of saying less.
-fn contact_changes(
+pub(super) fn contact_changes(
     before: Option<&Contact>,
     after: Option<&Contact>,
     definitions: &HashMap<Key, FieldDefinition>,

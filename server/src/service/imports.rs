@@ -23,7 +23,7 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::instrument;
 use uuid::Uuid;
 
-use super::{Clock, Error, RequestContext, Result, Services, stored_now};
+use super::{Clock, Error, RequestContext, Result, Services, contacts::contact_changes, stored_now};
 use crate::{
     audit::{self, Changes},
     crypto::KeyRing,
@@ -34,11 +34,13 @@ use crate::{
         import::{ColumnMap, Import, ImportCounts, ImportKey, ImportRow, ImportStatus, MappingError, RowError, Target},
         key::Key,
         page::{Page, PageRequest},
+        webhook::{WebhookEndpoint, WebhookEventType},
     },
     store::{
         self,
         contacts::{self as contacts_store, FieldSecrecy, NewContact, PreparedContact},
         imports as repository,
+        webhooks::NewMessage,
     },
 };
 
@@ -360,7 +362,7 @@ impl Services {
             counts.updated = planned.counts.updated;
             counts.unchanged = planned.counts.unchanged;
             rejected.extend(planned.rejected);
-            let created = planned.created.into_iter().map(NewContact::Prepared).collect();
+            let created: Vec<NewContact> = planned.created.into_iter().map(NewContact::Prepared).collect();
             (created, Vec::new(), Vec::new())
         } else {
             let mut plan = BatchPlan::new(existing, columns, definitions, now);
@@ -375,7 +377,7 @@ impl Services {
                 .take()
                 .map(|planned| planned.created.into_iter().map(|contact| (contact.contact().id, contact)).collect())
                 .unwrap_or_default();
-            let created = created
+            let created: Vec<NewContact> = created
                 .into_iter()
                 .map(|contact| match prepared.remove(&contact.id) {
                     Some(ahead) if ahead.holds(&contact) => NewContact::Prepared(ahead),
@@ -388,14 +390,50 @@ impl Services {
         counts.rejected = rejected.len() as u64;
 
         only_creates.keep(updated.is_empty())?;
+        let endpoints = store::webhooks::endpoints(&tx).await?;
+        let announced = announcements(&endpoints, definitions, import_id, &created, &updated);
         contacts_store::insert_many(&tx, keys, created, Some(import_id)).await?;
         contacts_store::update_many(&tx, keys, &updated).await?;
         repository::link(&tx, import_id, &stored_matched).await?;
         repository::reject(&tx, import_id, &rejected).await?;
         repository::add_counts(&tx, import_id, &counts).await?;
+        store::webhooks::record_for(&tx, &endpoints, announced, now).await?;
         tx.commit().await?;
         Ok((counts, rejected))
     }
+}
+
+/// The `contact.created` and `contact.updated` webhooks of a batch, described as a change made
+/// through the API describes them, with the import's id. They are built only when some endpoint
+/// wants them: an import nobody listens to pays one read of the endpoints per batch.
+fn announcements(
+    endpoints: &[WebhookEndpoint],
+    definitions: &HashMap<Key, FieldDefinition>,
+    import_id: Uuid,
+    created: &[NewContact],
+    updated: &[(Contact, Contact)],
+) -> Vec<NewMessage> {
+    let wanted = |event_type| endpoints.iter().any(|endpoint| endpoint.wants(event_type));
+    let announce = |event_type, before: Option<&Contact>, after: &Contact| NewMessage {
+        event_type,
+        ordering_key: after.id.to_string(),
+        data: serde_json::json!({
+            "contactId": after.id.to_string(),
+            "changes": contact_changes(before, Some(after), definitions).to_json(),
+            "importId": import_id,
+        }),
+    };
+    let mut messages = Vec::new();
+    if wanted(WebhookEventType::ContactCreated) {
+        let new = created.iter().map(|contact| announce(WebhookEventType::ContactCreated, None, contact.contact()));
+        messages.extend(new);
+    }
+    if wanted(WebhookEventType::ContactUpdated) {
+        let changed =
+            updated.iter().map(|(before, after)| announce(WebhookEventType::ContactUpdated, Some(before), after));
+        messages.extend(changed);
+    }
+    messages
 }
 
 /// A batch's outcome, with how far into the file it reaches.

@@ -676,6 +676,15 @@ pub enum NewContact {
     Plain(Contact),
 }
 
+impl NewContact {
+    pub fn contact(&self) -> &Contact {
+        match self {
+            NewContact::Prepared(prepared) => prepared.contact(),
+            NewContact::Plain(contact) => contact,
+        }
+    }
+}
+
 /// Inserts new contacts set-wise, each sealed under a data key of its own; `import_id` names
 /// the import that creates them, if one does.
 pub async fn insert_many(
