@@ -5,12 +5,14 @@ It prints `LISTENING <port>` once it listens, then reads the endpoint's `whsec_`
 first line of stdin (the test learns it only after registering this receiver's URL), and exits
 when stdin closes. Until the secret arrives, and for the first `--fail-first` verified requests,
 it answers 503 (reported as `unready` and `failed`); a request whose signature does not verify gets 401.
+With `--delay`, it waits that many seconds before answering a verified request.
 """
 
 import argparse
 import json
 import sys
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
@@ -26,6 +28,7 @@ def report(**fields):
 
 class Handler(BaseHTTPRequestHandler):
     fail_first = 0
+    delay = 0.0
 
     def do_POST(self):
         body = self.rfile.read(int(self.headers.get("content-length", "0")))
@@ -43,6 +46,7 @@ class Handler(BaseHTTPRequestHandler):
         with lock:
             state["verified"] += 1
             failing = state["verified"] <= self.fail_first
+        time.sleep(self.delay)
         if failing:
             report(outcome="failed", id=headers["webhook-id"])
             return self.answer(503)
@@ -61,8 +65,10 @@ class Handler(BaseHTTPRequestHandler):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--fail-first", type=int, default=0, help="answer 503 to this many verified requests")
+    parser.add_argument("--delay", type=float, default=0.0, help="seconds to wait before answering a verified request")
     args = parser.parse_args()
     Handler.fail_first = args.fail_first
+    Handler.delay = args.delay
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     print(f"LISTENING {server.server_address[1]}", flush=True)
     threading.Thread(target=server.serve_forever, daemon=True).start()

@@ -24,9 +24,14 @@ pub struct WebhookReceiver {
 impl WebhookReceiver {
     /// Answers 503 to the first `fail_first` requests that verify.
     pub async fn start(fail_first: usize) -> Self {
+        Self::start_with(fail_first, Duration::ZERO).await
+    }
+
+    /// Like `start`, taking `delay` to answer each request that verifies.
+    pub async fn start_with(fail_first: usize, delay: Duration) -> Self {
         let mut child = Command::new(python())
             .arg(tests_dir().join("webhook_receiver.py"))
-            .args(["--fail-first", &fail_first.to_string()])
+            .args(["--fail-first", &fail_first.to_string(), "--delay", &delay.as_secs_f64().to_string()])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

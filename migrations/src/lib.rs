@@ -29,6 +29,8 @@ mod m20261206_000003_attributes_in_contact_row;
 mod m20261206_000004_contact_import;
 mod m20261207_000001_lean_contact_indexes;
 mod m20261207_000002_data_key_deletion_trigger;
+mod m20261207_000003_webhook_lease_holder;
+mod m20261207_000004_inbound_webhook_completion;
 
 pub struct Migrator;
 
@@ -62,6 +64,8 @@ impl MigratorTrait for Migrator {
             Box::new(m20261206_000004_contact_import::Migration),
             Box::new(m20261207_000001_lean_contact_indexes::Migration),
             Box::new(m20261207_000002_data_key_deletion_trigger::Migration),
+            Box::new(m20261207_000003_webhook_lease_holder::Migration),
+            Box::new(m20261207_000004_inbound_webhook_completion::Migration),
         ]
     }
 }

@@ -79,7 +79,8 @@ pub struct WebhookSettings {
     /// `domain::webhook`), about three days in all with the default of 5 s.
     pub retry_base: Duration,
     /// How long a worker holds deliveries it took: after a crash, they wait this long for
-    /// another worker. Longer than a receiver may take to answer (15 s).
+    /// another worker. The worker renews it while it posts them, so a receiver slower than the
+    /// lease is not sent a message twice.
     pub lease: Duration,
 }
 

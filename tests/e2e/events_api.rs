@@ -324,6 +324,23 @@ on_both_databases! {
         assert_eq!(event_rows(&app).await, 2);
     }
 
+    async fn an_event_whose_namesake_was_refused_is_stored_with_its_own_changes(app) {
+        // The first is refused when its contact is written; the second, a corrected retry with
+        // the same idempotency key in the same request, stands on its own.
+        let answer = post(&app, "?createContacts=true", json!([
+            { "contact": { "externalId": "dee" }, "type": "signup", "idempotencyKey": "k-1", "identify": { "attributes": { "nope": 1 } } },
+            { "contact": { "externalId": "dee" }, "type": "signup", "idempotencyKey": "k-1", "identify": { "firstName": "Dee" } },
+            { "contact": { "externalId": "dee" }, "type": "signup", "idempotencyKey": "k-1", "identify": { "firstName": "Later" } },
+        ])).await;
+        assert_eq!(statuses(&answer), ["rejected", "created", "duplicate"], "{answer:#}");
+        assert_error_result(&answer["results"][0], "BAD_USER_INPUT", Some("identify.attributes.nope"));
+        assert_eq!(answer["results"][2]["eventId"], answer["results"][1]["eventId"]);
+        let dee = contact_by_external_id(&app, "dee").await;
+        assert_eq!(dee["firstName"], "Dee", "a duplicate changes nothing: {dee:#}");
+        assert_eq!(dee["activity"]["eventCount"], 1);
+        assert_eq!(event_rows(&app).await, 1);
+    }
+
     async fn last_seen_follows_the_newest_event_right_after_the_response(app) {
         let id = new_contact(&app, json!({ "externalId": "ann" })).await;
         assert_eq!(contact_by_external_id(&app, "ann").await["activity"], Value::Null);

@@ -1,8 +1,13 @@
 //! Inbound webhooks, `POST /hooks/{source}`, signed by an implementation we did not write (the
 //! `standardwebhooks` package, tests/webhook_sign.py): an event and a contact change land on the
 //! profile, bounces and complaints reach the suppression list, and forged, stale and replayed
-//! requests change nothing.
+//! requests change nothing. A request whose handler died is done by the sender's retry, one being
+//! handled is answered 409, and an oversized body is refused with a JSON 413.
 
+use rapport::{
+    domain::key::Key,
+    store::hooks::{self, Claim},
+};
 use rapport_e2e::{TestApp, on_both_databases, smtp::python};
 use serde_json::{Value, json};
 
@@ -59,6 +64,40 @@ const STATE: &str = "query($email: String!) { contact(by: { email: $email }) {
 } }";
 
 on_both_databases! {
+    async fn a_retry_does_what_a_dead_handler_claimed_and_waits_for_a_live_one(app) {
+        let secret = source(&app, "shop", "EVENTS").await;
+        let conn = app.services.database().connection();
+        let shop = Key::parse("shop").unwrap();
+        let now = chrono::Utc::now();
+        let forget_before = now - chrono::Duration::hours(1);
+        // Claims as a process makes them before the work: one a minute ago by a process that died
+        // before finishing, one now by a process still at it.
+        let a_minute_ago = now - chrono::Duration::minutes(1);
+        let claimed = hooks::claim(conn, &shop, "msg_died", a_minute_ago, a_minute_ago, forget_before).await.unwrap();
+        assert_eq!(claimed, Claim::Taken);
+        assert_eq!(hooks::claim(conn, &shop, "msg_busy", now, now, forget_before).await.unwrap(), Claim::Taken);
+
+        let event = |kind: &str| json!({ "type": "event", "data": { "contact": { "email": "ada@example.com" }, "type": kind } });
+        let retried = signed(&app, "shop", &secret, "msg_died", &event("order.placed")).await;
+        assert_eq!(retried, (200, json!({ "status": "accepted" })), "the retry does the work the dead process claimed");
+        let (status, answer) = signed(&app, "shop", &secret, "msg_busy", &event("order.paid")).await;
+        assert_eq!((status, &answer["error"]["code"]), (409, &json!("CONFLICT")), "{answer}");
+        let types = |state: Value| -> Vec<Value> { state["contact"]["events"]["nodes"].as_array().unwrap().iter().map(|event| event["type"].clone()).collect() };
+        assert_eq!(types(app.data(STATE, json!({ "email": "ada@example.com" })).await), [json!("order.placed")]);
+
+        hooks::complete(conn, &shop, "msg_busy", chrono::Utc::now()).await.unwrap();
+        let replay = signed(&app, "shop", &secret, "msg_busy", &event("order.paid")).await;
+        assert_eq!(replay, (200, json!({ "status": "duplicate" })), "once done, the id is a replay");
+        let replay = signed(&app, "shop", &secret, "msg_died", &event("order.placed")).await;
+        assert_eq!(replay, (200, json!({ "status": "duplicate" })));
+        assert_eq!(types(app.data(STATE, json!({ "email": "ada@example.com" })).await), [json!("order.placed")]);
+
+        let huge = json!({ "type": "event", "data": { "contact": { "email": "ada@example.com" }, "type": "x", "properties": { "pad": "x".repeat(1_500_000) } } }).to_string();
+        let at = now.timestamp();
+        let (status, answer) = post(&app, "shop", "msg_huge", at, &sign(&secret, "msg_huge", at, &huge), &huge).await;
+        assert_eq!((status, &answer["error"]["code"]), (413, &json!("BAD_USER_INPUT")), "{answer}");
+    }
+
     async fn a_signed_event_and_contact_change_land_on_the_profile_once(app) {
         app.data("mutation { defineField(input: { key: \"plan\", label: \"Plan\", type: STRING }) { key } }", json!({})).await;
         let secret = source(&app, "shop", "EVENTS").await;

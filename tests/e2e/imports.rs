@@ -451,6 +451,38 @@ on_both_databases! {
         assert_eq!(imports(&app).await.len(), 1);
     }
 
+    async fn an_upload_whose_client_hangs_up_is_imported_to_the_end(app) {
+        let mut csv = String::from("email,first_name\n");
+        for n in 0..30_000 {
+            csv.push_str(&format!("person{n}@example.com,P{n}\n"));
+        }
+        let operations = json!({ "query": "mutation($file: Upload!) { importContacts(file: $file) { id } }", "variables": { "file": null } });
+        let form = reqwest::multipart::Form::new()
+            .text("operations", operations.to_string())
+            .text("map", json!({ "0": ["variables.file"] }).to_string())
+            .part("0", reqwest::multipart::Part::bytes(csv.into_bytes()).file_name("people.csv"));
+        let request = app.client.post(app.url("/graphql")).bearer_auth(rapport_e2e::ADMIN_TOKEN).multipart(form).send();
+        let client = tokio::spawn(request);
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+        while imports(&app).await.is_empty() {
+            assert!(tokio::time::Instant::now() < deadline, "the import never started");
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        // The client hangs up while the import runs.
+        client.abort();
+        let finished = loop {
+            let run = imports(&app).await.remove(0);
+            if run["status"] != "RUNNING" {
+                break run;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "still running: {run:#}");
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        };
+        assert_eq!(finished["status"], "COMPLETED", "{finished:#}");
+        assert_eq!([&finished["rows"], &finished["created"]], [30_000, 30_000]);
+        assert_eq!(contact(&app, "person29999@example.com").await["firstName"], "P29999");
+    }
+
     // Deleting a contact destroys its data key (crypto-shredding) whether a foreign key or,
     // from `m20261207_000002`, a trigger does it; the migration keeps every key both ways.
     async fn a_deleted_contact_takes_its_data_key_with_it_across_the_trigger_migration(app) {

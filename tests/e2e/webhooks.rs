@@ -3,6 +3,8 @@
 //! the change; a receiver that fails at first gets each message exactly once; one that never
 //! accepts gets its endpoint disabled, and a replay sends the message again; private addresses
 //! are refused unless allowed; a server killed with a delivery pending delivers it after restart.
+//! A disabled endpoint's backlog holds up no other endpoint, and a receiver slower than the lease
+//! gets a message once although two workers share the database.
 //! What people change on their own pages (the preference page, a one-click unsubscribe) is
 //! announced like any other change.
 
@@ -12,10 +14,12 @@ use chrono::Utc;
 use rapport::{
     config::Settings,
     domain::webhook::WebhookEventType,
+    service::webhooks::WebhookWorker,
     store::{self, webhooks::WrittenListener},
 };
 use rapport_e2e::{Backend, TestApp, on_both_databases, respawn, webhooks::WebhookReceiver};
 use serde_json::{Value, json};
+use tokio::sync::watch;
 
 use crate::rapport_binary;
 
@@ -115,7 +119,7 @@ on_both_databases! {
         assert!(!store::webhooks::any_due(conn, earlier).await.unwrap(), "due before it was written");
 
         let lease_until = at + chrono::Duration::seconds(60);
-        let claimed = store::webhooks::claim(conn, at, lease_until, 10).await.expect("claim");
+        let claimed = store::webhooks::claim(conn, at, uuid::Uuid::now_v7(), lease_until, 10).await.expect("claim");
         assert_eq!(claimed.len(), 1, "the second waits behind the first: {claimed:?}");
         assert!(!store::webhooks::any_due(conn, at).await.unwrap(), "one leased, the other behind it");
         let lease_over = lease_until + chrono::Duration::seconds(1);
@@ -304,6 +308,62 @@ on_both_databases! {
         assert_eq!(bad["errors"][0]["extensions"]["code"], "BAD_USER_INPUT", "{bad}");
         let bad = app.graphql(CREATE, json!({ "input": { "url": "https://example.com/x", "eventTypes": ["contact.exploded"] } })).await;
         assert_eq!(bad["errors"][0]["extensions"]["field"], "input.eventTypes[0]", "{bad}");
+    }
+
+    #[settings(|settings: &mut Settings| {
+        local_and_quick(settings);
+        settings.webhooks.deliver = false;
+    })]
+    async fn a_disabled_endpoints_backlog_does_not_hold_up_the_other_endpoints(app) {
+        // It never gets its secret, so it would answer 503 to anything that reached it.
+        let neglected = WebhookReceiver::start(0).await;
+        let created = app.data(CREATE, json!({ "input": { "url": neglected.url(), "eventTypes": ["contact.created"] } })).await;
+        let disabled = created["createWebhookEndpoint"]["endpoint"]["id"].as_str().unwrap().to_owned();
+        // More due deliveries than a worker takes at once, all older than the one that matters.
+        for n in 0..80 {
+            app.upsert_contact(json!({ "email": format!("backlog{n}@example.com") })).await;
+        }
+        let disable = "mutation($id: ID!) { updateWebhookEndpoint(input: { id: $id, enabled: false }) { enabled } }";
+        app.data(disable, json!({ "id": disabled })).await;
+        let mut receiver = WebhookReceiver::start(0).await;
+        register(&app, &mut receiver, &["contact.created"]).await;
+        let waiting = app.upsert_contact(json!({ "email": "waiting@example.com" })).await;
+
+        let mut settings = app.settings.webhooks.clone();
+        settings.deliver = true;
+        let (stop, stopped) = watch::channel(false);
+        let worker = tokio::spawn(WebhookWorker::new(app.services.clone(), settings).expect("worker").run(stopped));
+        let delivered = receiver.wait_for(1).await;
+        assert_eq!(delivered[0]["body"]["data"]["contactId"], waiting["id"]);
+        assert!(neglected.reports().is_empty(), "the disabled endpoint was sent {:#?}", neglected.reports());
+        let backlog = app.data("query($id: ID!) { webhookDeliveries(endpointId: $id, first: 500) { status attempts } }", json!({ "id": disabled })).await;
+        let backlog = backlog["webhookDeliveries"].as_array().unwrap();
+        assert_eq!(backlog.len(), 80);
+        assert!(backlog.iter().all(|delivery| delivery["status"] == "PENDING" && delivery["attempts"] == 0), "kept for when it is enabled: {backlog:#?}");
+        stop.send(true).unwrap();
+        worker.await.unwrap();
+    }
+
+    #[settings(|settings: &mut Settings| {
+        local_and_quick(settings);
+        settings.webhooks.lease = Duration::from_secs(1);
+    })]
+    async fn a_receiver_slower_than_the_lease_gets_the_message_once_from_two_workers(app) {
+        // A second worker on the same database, as another process would run.
+        let (stop, stopped) = watch::channel(false);
+        let settings = app.settings.webhooks.clone();
+        let second = tokio::spawn(WebhookWorker::new(app.services.clone(), settings).expect("worker").run(stopped));
+        let mut receiver = WebhookReceiver::start_with(0, Duration::from_millis(3_500)).await;
+        let endpoint = register(&app, &mut receiver, &["contact.created"]).await;
+        app.upsert_contact(json!({ "email": "patient@example.com" })).await;
+        receiver.wait_for(1).await;
+        let log = wait_for_status(&app, &endpoint, "DELIVERED").await;
+        // Long enough for a second post, started when the first lease ran out, to be answered.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        assert_eq!(receiver.delivered().len(), 1, "posted again while the first post waited: {:#?}", receiver.reports());
+        assert_eq!(log[0]["attempts"], 1, "{log:#?}");
+        stop.send(true).unwrap();
+        second.await.unwrap();
     }
 
     #[settings(|settings: &mut Settings| settings.webhooks.deliver = false)]

@@ -237,7 +237,13 @@ impl ImportMutation {
             ignore_unknown: ignore_unknown_columns,
             batch_rows: DEFAULT_BATCH_ROWS,
         };
-        let import = services_of(ctx)?.import_contacts(request_of(ctx)?, upload.content, options, |_, _| {}).await?;
+        // A task of its own: a client that hangs up must not stop the import midway, leaving a
+        // run that says it is running for ever.
+        let services = services_of(ctx)?.clone();
+        let request = request_of(ctx)?.clone();
+        let running =
+            tokio::spawn(async move { services.import_contacts(&request, upload.content, options, |_, _| {}).await });
+        let import = running.await.map_err(|error| GqlError::from(Error::Internal(error.into())))??;
         Ok(ImportNode(import))
     }
 }

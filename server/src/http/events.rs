@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 
 use axum::{
     Json,
-    body::{Body, to_bytes},
+    body::Body,
     extract::{ConnectInfo, RawQuery, State},
     http::{HeaderMap, HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
@@ -16,7 +16,7 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 use uuid::Uuid;
 
-use super::{AppState, error::ApiError, page_context};
+use super::{AppState, body_within, error::ApiError, page_context};
 use crate::{
     graphql::error::{Code, GqlError},
     service::{
@@ -60,20 +60,9 @@ pub async fn ingest(
             .into_response();
         }
     };
-    let too_large = || {
-        ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            Code::BadUserInput,
-            format!("the body exceeds {MAX_BODY_BYTES} bytes; send the events in several requests"),
-        )
-        .into_response()
-    };
-    let announced = headers.get(header::CONTENT_LENGTH).and_then(|value| value.to_str().ok()?.parse::<usize>().ok());
-    if announced.is_some_and(|length| length > MAX_BODY_BYTES) {
-        return too_large();
-    }
-    let Ok(bytes) = to_bytes(body, MAX_BODY_BYTES).await else {
-        return too_large();
+    let bytes = match body_within(&headers, body, MAX_BODY_BYTES, "send the events in several requests").await {
+        Ok(bytes) => bytes,
+        Err(refused) => return refused,
     };
     let items = match if ndjson { ndjson_items(&bytes) } else { array_items(&bytes) } {
         Ok(items) => items,

@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 
 use axum::{
     Json,
-    body::Bytes,
+    body::Body,
     extract::{ConnectInfo, Path, State},
     http::{HeaderMap, StatusCode},
     response::{IntoResponse, Response},
@@ -16,7 +16,10 @@ use axum::{
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use super::{AppState, error::ApiError, page_context};
+use super::{AppState, body_within, error::ApiError, page_context};
+
+/// One event or contact with room to spare: an event's properties take at most 32 KB.
+const MAX_BODY_BYTES: usize = 1024 * 1024;
 use crate::{
     domain::contact::{EmailAddress, ExternalId},
     service::{
@@ -54,8 +57,12 @@ pub async fn receive(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     Path(source): Path<String>,
-    body: Bytes,
+    body: Body,
 ) -> Response {
+    let body = match body_within(&headers, body, MAX_BODY_BYTES, "a webhook carries one event or contact").await {
+        Ok(body) => body,
+        Err(refused) => return refused,
+    };
     let header = |name: &str| headers.get(name).and_then(|value| value.to_str().ok()).unwrap_or_default();
     let request = SignedRequest {
         webhook_id: header("webhook-id"),

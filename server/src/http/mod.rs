@@ -147,6 +147,29 @@ fn request_id(headers: &HeaderMap) -> String {
     headers.get(REQUEST_ID).and_then(|value| value.to_str().ok()).unwrap_or_default().to_owned()
 }
 
+/// The whole body, or a JSON 413 if it is longer than `limit` (as its `Content-Length` says, or
+/// as reading it finds), with `advice` on what to send instead.
+async fn body_within(
+    headers: &HeaderMap,
+    body: axum::body::Body,
+    limit: usize,
+    advice: &str,
+) -> Result<axum::body::Bytes, Response> {
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            Code::BadUserInput,
+            format!("the body exceeds {limit} bytes; {advice}"),
+        )
+        .into_response()
+    };
+    let announced = headers.get(header::CONTENT_LENGTH).and_then(|value| value.to_str().ok()?.parse::<usize>().ok());
+    if announced.is_some_and(|length| length > limit) {
+        return Err(too_large());
+    }
+    axum::body::to_bytes(body, limit).await.map_err(|_| too_large())
+}
+
 #[cfg(test)]
 mod tests {
     use super::logged_path;

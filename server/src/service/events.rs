@@ -191,13 +191,14 @@ impl Services {
             .collect();
         let stored = store::events::stored_ids(self.db.connection(), &keyed).await?;
         let may_change_profiles = ctx.actor.may(Permission::ProfilesWrite);
-        let mut seen_keys: HashSet<(Key, IdempotencyKey)> = HashSet::new();
+        let mut written_keys: HashSet<(Key, IdempotencyKey)> = HashSet::new();
         let mut created: HashMap<ContactRef, ContactId> = HashMap::new();
         let mut outcomes = Vec::with_capacity(items.len());
         for item in items.iter_mut() {
             let batch_key = item.event.idempotency_key.clone().map(|key| (item.event.source.clone(), key));
-            // A later event with the key of an earlier one is its duplicate: it writes nothing.
-            let repeated = batch_key.as_ref().is_some_and(|key| !seen_keys.insert(key.clone()));
+            // A later event with the key of an earlier one that was written is its duplicate: it
+            // writes nothing. One whose namesake was refused is written in its stead.
+            let repeated = batch_key.as_ref().is_some_and(|key| written_keys.contains(key));
             if repeated || !writes(item) {
                 outcomes.push(None);
                 continue;
@@ -223,6 +224,7 @@ impl Services {
             };
             match written {
                 Ok(id) => {
+                    written_keys.extend(batch_key);
                     item.event.contact = ContactRef::Id(id);
                     outcomes.push(None);
                 }

@@ -22,8 +22,12 @@ use crate::{
         key::Key,
         webhook::{TIMESTAMP_TOLERANCE, WebhookSource, WebhookSourceKind},
     },
-    store,
+    store::{self, hooks::Claim},
 };
+
+/// How long a claim on a `webhook-id` may go uncompleted before a retry takes it over: far
+/// longer than handling one request takes, and shorter than senders' later retries.
+const CLAIM_GOES_STALE: chrono::Duration = chrono::Duration::seconds(30);
 
 /// What a verified request carries.
 #[derive(Debug, Clone)]
@@ -138,18 +142,33 @@ impl Services {
         payload: InboundPayload,
     ) -> Result<Received> {
         let now = self.now();
-        // Claimed before the work, so that two copies arriving at once do it once; given back
-        // if the work fails, so that the sender's retry is taken.
+        // Claimed before the work, so that two copies arriving at once do it once; completed
+        // after it; given back if it fails, so that the sender's retry is taken. A claim whose
+        // holder died before completing it goes stale, and a retry then does the work: the work
+        // is idempotent (the event's idempotency key, an upsert, a suppression), so a holder
+        // that died after the work but before completing it causes no second effect.
         let forget_before = now - TIMESTAMP_TOLERANCE * 2;
         let conn = self.db.connection();
-        if !store::hooks::remember(conn, &source.key, webhook_id, now, forget_before).await? {
-            return Ok(Received::Duplicate);
+        match store::hooks::claim(conn, &source.key, webhook_id, now, now - CLAIM_GOES_STALE, forget_before).await? {
+            Claim::Taken => {}
+            Claim::Completed => return Ok(Received::Duplicate),
+            Claim::Held => {
+                return Err(Error::Conflict {
+                    field: Some("webhook-id".to_owned()),
+                    reason: "a request with this webhook-id is being handled; retry later".to_owned(),
+                });
+            }
         }
-        let done = self.act_on_webhook(ctx, source, webhook_id, payload).await;
-        if done.is_err() {
-            store::hooks::forget(conn, &source.key, webhook_id).await?;
+        match self.act_on_webhook(ctx, source, webhook_id, payload).await {
+            Ok(()) => {
+                store::hooks::complete(conn, &source.key, webhook_id, self.now()).await?;
+                Ok(Received::Accepted)
+            }
+            Err(error) => {
+                store::hooks::forget(conn, &source.key, webhook_id).await?;
+                Err(error)
+            }
         }
-        done.map(|()| Received::Accepted)
     }
 
     async fn act_on_webhook(

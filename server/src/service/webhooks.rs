@@ -249,6 +249,8 @@ impl WebhookWorker {
             .connect_timeout(Duration::from_secs(5))
             // A redirect could lead anywhere; a receiver answers where it was registered.
             .redirect(reqwest::redirect::Policy::none())
+            // A proxy would connect for us, past the address check below.
+            .no_proxy()
             .user_agent(concat!("Rapport-Webhooks/", env!("CARGO_PKG_VERSION")))
             .dns_resolver(Arc::new(PublicOnly { allow_private: settings.allow_private_networks }))
             .build()?;
@@ -317,36 +319,56 @@ impl WebhookWorker {
         }
     }
 
+    fn lease_until(&self) -> DateTime<Utc> {
+        self.services.now() + chrono::Duration::from_std(self.settings.lease).unwrap_or(chrono::Duration::days(365))
+    }
+
     /// Claims and delivers one batch; how many deliveries it handled.
     async fn round(&self) -> Result<usize> {
-        let now = self.services.now();
-        let lease_until = now + chrono::Duration::from_std(self.settings.lease).unwrap_or(chrono::Duration::days(365));
-        let claimed = store::webhooks::claim(self.services.db.connection(), now, lease_until, BATCH).await?;
+        let conn = self.services.db.connection();
+        let holder = Uuid::now_v7();
+        let claimed = store::webhooks::claim(conn, self.services.now(), holder, self.lease_until(), BATCH).await?;
         if claimed.is_empty() {
             return Ok(0);
         }
-        let endpoints = store::webhooks::endpoints(self.services.db.connection()).await?;
+        let endpoints = store::webhooks::endpoints(conn).await?;
         let (ready, gone): (Vec<_>, Vec<_>) = claimed.into_iter().partition(|claimed| {
             endpoints.iter().any(|endpoint| endpoint.id == claimed.endpoint_id && endpoint.enabled)
         });
         let gone: Vec<Uuid> = gone.iter().map(|claimed| claimed.id).collect();
-        store::webhooks::release(self.services.db.connection(), &gone).await?;
+        store::webhooks::release(conn, holder, &gone).await?;
         let count = ready.len();
         let endpoints = &endpoints;
-        stream::iter(ready)
-            .for_each_concurrent(CONCURRENCY, |claimed| async move {
-                let Some(endpoint) = endpoints.iter().find(|endpoint| endpoint.id == claimed.endpoint_id) else {
-                    return;
-                };
-                if let Err(error) = self.deliver(endpoint, &claimed).await {
-                    tracing::error!(error = %error, delivery = %claimed.id, "cannot record a webhook attempt");
-                }
-            })
-            .await;
+        let delivering = stream::iter(ready).for_each_concurrent(CONCURRENCY, |claimed| async move {
+            let Some(endpoint) = endpoints.iter().find(|endpoint| endpoint.id == claimed.endpoint_id) else {
+                return;
+            };
+            if let Err(error) = self.deliver(endpoint, holder, &claimed).await {
+                tracing::error!(error = %error, delivery = %claimed.id, "cannot record a webhook attempt");
+            }
+        });
+        tokio::select! {
+            () = delivering => {}
+            () = self.keep_leased(holder) => {}
+        }
         Ok(count)
     }
 
-    async fn deliver(&self, endpoint: &WebhookEndpoint, claimed: &Claimed) -> Result<()> {
+    /// Renews the round's leases a few times per lease, for as long as the round lasts: slow
+    /// receivers (up to `REQUEST_TIMEOUT` each, several after one another) may keep a round
+    /// busy for longer than a lease, and a delivery whose lease ran out would be posted again
+    /// by another worker while this one still waits for its answer.
+    async fn keep_leased(&self, holder: Uuid) {
+        loop {
+            tokio::time::sleep(self.settings.lease / 3).await;
+            if let Err(error) = store::webhooks::renew(self.services.db.connection(), holder, self.lease_until()).await
+            {
+                tracing::warn!(error = %error, "cannot renew webhook delivery leases");
+            }
+        }
+    }
+
+    async fn deliver(&self, endpoint: &WebhookEndpoint, holder: Uuid, claimed: &Claimed) -> Result<()> {
         let conn = self.services.db.connection();
         let wrapped = store::webhooks::endpoint_secret(conn, endpoint.id)
             .await?
@@ -372,10 +394,12 @@ impl WebhookWorker {
         let attempt =
             Attempt { id: Uuid::now_v7(), delivery_id: claimed.id, attempted_at, status_code, error, latency_ms };
         if outcome == Outcome::Failed {
-            self.disable(endpoint, &attempt).await
-        } else {
-            Ok(store::webhooks::settle(conn, &attempt, outcome).await?)
+            return self.disable(endpoint, holder, &attempt).await;
         }
+        if !store::webhooks::settle(conn, holder, &attempt, outcome).await? {
+            tracing::warn!(delivery = %claimed.id, "a webhook delivery's lease ran out during its attempt");
+        }
+        Ok(())
     }
 
     /// One POST; the status code if the receiver answered, and what went wrong if it failed.
@@ -421,7 +445,7 @@ impl WebhookWorker {
 
     /// The schedule is spent: the delivery fails and the endpoint is disabled until an admin
     /// enables it again, which the audit log and the endpoint's `disabledReason` tell.
-    async fn disable(&self, endpoint: &WebhookEndpoint, attempt: &Attempt) -> Result<()> {
+    async fn disable(&self, endpoint: &WebhookEndpoint, holder: Uuid, attempt: &Attempt) -> Result<()> {
         let reason = format!(
             "disabled after {MAX_ATTEMPTS} failed attempts to deliver {}; last: {}",
             attempt.delivery_id,
@@ -429,14 +453,12 @@ impl WebhookWorker {
         );
         tracing::warn!(endpoint = %endpoint.id, url = %endpoint.url, "{reason}");
         let tx = self.services.db.begin_write().await?;
-        store::webhooks::settle(&tx, attempt, Outcome::Failed).await?;
-        let disabled = WebhookEndpoint {
-            enabled: false,
-            disabled_reason: Some(reason.clone()),
-            updated_at: attempt.attempted_at,
-            ..endpoint.clone()
-        };
-        store::webhooks::update_endpoint(&tx, &disabled).await?;
+        let settled = store::webhooks::settle(&tx, holder, attempt, Outcome::Failed).await?;
+        if !settled || !store::webhooks::disable_endpoint(&tx, endpoint.id, &reason, attempt.attempted_at).await? {
+            // Another worker has the delivery now, or an admin disabled the endpoint first.
+            tx.commit().await?;
+            return Ok(());
+        }
         let mut changes = Changes::new();
         changes.field("enabled", Some(Value::from(true)), Some(Value::from(false))).field(
             "disabledReason",

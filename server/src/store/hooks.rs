@@ -1,8 +1,10 @@
-//! Inbound webhook sources and the `webhook-id`s they recently sent.
+//! Inbound webhook sources and the `webhook-id`s they recently sent, claimed while handled.
 
 use chrono::{DateTime, Utc};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, sea_query::OnConflict,
+    ActiveValue::Set,
+    ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder,
+    sea_query::{Expr, OnConflict},
 };
 
 use super::{
@@ -53,25 +55,73 @@ pub async fn find(conn: &impl ConnectionTrait, key: &Key) -> StoreResult<Option<
     Ok(Some((to_domain(model)?, wrapped)))
 }
 
-/// Remembers `webhook_id` from `source_key`; false if it was already remembered (a replay).
-/// Ids older than `forget_before` are forgotten first: their timestamps no longer pass.
-pub async fn remember(
+/// What became of a claim on a `webhook-id`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Claim {
+    /// The caller handles the request, and then completes or forgets the id.
+    Taken,
+    /// A request with this id was handled: this one is a replay.
+    Completed,
+    /// A request with this id is being handled, by a holder that may still finish.
+    Held,
+}
+
+/// Claims `webhook_id` from `source_key` at `at`: taken if it is new, or if its claim was made
+/// before `stale_before` and never completed (its holder died). Ids older than `forget_before`
+/// are forgotten first: their timestamps no longer pass.
+pub async fn claim(
     conn: &impl ConnectionTrait,
     source_key: &Key,
     webhook_id: &str,
     at: DateTime<Utc>,
+    stale_before: DateTime<Utc>,
     forget_before: DateTime<Utc>,
-) -> StoreResult<bool> {
+) -> StoreResult<Claim> {
     seen::Entity::delete_many().filter(seen::Column::ReceivedAt.lt(forget_before)).exec(conn).await?;
     let inserted = seen::Entity::insert(seen::ActiveModel {
         source_key: Set(source_key.as_str().to_owned()),
         webhook_id: Set(webhook_id.to_owned()),
         received_at: Set(at),
+        completed_at: Set(None),
     })
     .on_conflict(OnConflict::columns([seen::Column::SourceKey, seen::Column::WebhookId]).do_nothing().to_owned())
     .exec_without_returning(conn)
     .await?;
-    Ok(inserted == 1)
+    if inserted == 1 {
+        return Ok(Claim::Taken);
+    }
+    let taken_over = seen::Entity::update_many()
+        .col_expr(seen::Column::ReceivedAt, Expr::value(at))
+        .filter(seen::Column::SourceKey.eq(source_key.as_str()))
+        .filter(seen::Column::WebhookId.eq(webhook_id))
+        .filter(seen::Column::CompletedAt.is_null())
+        .filter(seen::Column::ReceivedAt.lt(stale_before))
+        .exec(conn)
+        .await?;
+    if taken_over.rows_affected == 1 {
+        return Ok(Claim::Taken);
+    }
+    let completed = seen::Entity::find_by_id((source_key.as_str().to_owned(), webhook_id.to_owned()))
+        .one(conn)
+        .await?
+        .is_some_and(|row| row.completed_at.is_some());
+    Ok(if completed { Claim::Completed } else { Claim::Held })
+}
+
+/// Marks a claimed id handled: a request with it is a replay from now on.
+pub async fn complete(
+    conn: &impl ConnectionTrait,
+    source_key: &Key,
+    webhook_id: &str,
+    at: DateTime<Utc>,
+) -> StoreResult<()> {
+    seen::Entity::update_many()
+        .col_expr(seen::Column::CompletedAt, Expr::value(at))
+        .filter(seen::Column::SourceKey.eq(source_key.as_str()))
+        .filter(seen::Column::WebhookId.eq(webhook_id))
+        .exec(conn)
+        .await?;
+    Ok(())
 }
 
 /// Forgets an id whose request failed, so that the sender's retry is taken.

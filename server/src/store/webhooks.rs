@@ -241,6 +241,7 @@ fn new_delivery(
         attempts: Set(0),
         next_attempt_at: Set(at),
         leased_until: Set(None),
+        lease_holder: Set(None),
         last_status_code: Set(None),
         last_error: Set(None),
         delivered_at: Set(None),
@@ -258,8 +259,9 @@ pub struct Claimed {
     pub body: String,
 }
 
-/// The deliveries a worker may take at `now`, soonest first: pending, due, not leased, and not
-/// waiting behind an earlier pending one with their endpoint and ordering key, so that one
+/// The deliveries a worker may take at `now`, soonest first: pending, due, not leased, to an
+/// enabled endpoint (a disabled one's backlog waits for it without standing in others' way), and
+/// not waiting behind an earlier pending one with their endpoint and ordering key, so that one
 /// contact's webhooks arrive in order.
 fn due(now: DateTime<Utc>, limit: u64) -> SelectStatement {
     let pending = WebhookDeliveryStatus::Pending.as_str();
@@ -278,11 +280,14 @@ fn due(now: DateTime<Utc>, limit: u64) -> SelectStatement {
         )
         .and_where(Expr::col((earlier.clone(), delivery::Column::Status)).eq(pending))
         .and_where(Expr::col((earlier, delivery::Column::Id)).lt(Expr::col((delivery::Entity, delivery::Column::Id))));
+    let mut enabled = Query::select();
+    enabled.column(endpoint::Column::Id).from(endpoint::Entity).and_where(endpoint::Column::Enabled.eq(true));
     let mut due = Query::select();
     due.column(delivery::Column::Id)
         .from(delivery::Entity)
         .and_where(delivery::Column::Status.eq(pending))
         .and_where(delivery::Column::NextAttemptAt.lte(now))
+        .and_where(delivery::Column::EndpointId.in_subquery(enabled))
         .cond_where(
             Condition::any().add(delivery::Column::LeasedUntil.is_null()).add(delivery::Column::LeasedUntil.lt(now)),
         )
@@ -302,10 +307,11 @@ pub async fn any_due(conn: &impl ConnectionTrait, now: DateTime<Utc>) -> StoreRe
     Ok(found.unwrap_or(false))
 }
 
-/// Leases up to `limit` due deliveries (see `due`) until `lease_until`.
+/// Leases up to `limit` due deliveries (see `due`) to `holder` until `lease_until`.
 pub async fn claim(
     conn: &impl ConnectionTrait,
     now: DateTime<Utc>,
+    holder: Uuid,
     lease_until: DateTime<Utc>,
     limit: u64,
 ) -> StoreResult<Vec<Claimed>> {
@@ -316,6 +322,7 @@ pub async fn claim(
     update
         .table(delivery::Entity)
         .value(delivery::Column::LeasedUntil, lease_until)
+        .value(delivery::Column::LeaseHolder, holder)
         .and_where(Expr::col(delivery::Column::Id).in_subquery(due))
         .returning_all();
     let rows = conn.query_all(&update).await?;
@@ -367,8 +374,15 @@ pub enum Outcome {
     Failed,
 }
 
-/// Logs the attempt and settles the delivery, releasing its lease.
-pub async fn settle(conn: &impl ConnectionTrait, attempt_made: &Attempt, outcome: Outcome) -> StoreResult<()> {
+/// Logs the attempt and settles the delivery, releasing its lease, if `holder` still holds it;
+/// whether it did. One that does not (its lease ran out and another worker took the delivery)
+/// leaves it to that worker.
+pub async fn settle(
+    conn: &impl ConnectionTrait,
+    holder: Uuid,
+    attempt_made: &Attempt,
+    outcome: Outcome,
+) -> StoreResult<bool> {
     attempt::Entity::insert(attempt::ActiveModel {
         id: Set(attempt_made.id),
         delivery_id: Set(attempt_made.delivery_id),
@@ -386,32 +400,69 @@ pub async fn settle(conn: &impl ConnectionTrait, attempt_made: &Attempt, outcome
         Outcome::RetryAt(at) => (WebhookDeliveryStatus::Pending, at, None),
         Outcome::Failed => (WebhookDeliveryStatus::Failed, attempt_made.attempted_at, None),
     };
-    delivery::Entity::update_many()
+    let settled = delivery::Entity::update_many()
         .col_expr(delivery::Column::Status, Expr::value(status.as_str()))
         .col_expr(delivery::Column::Attempts, Expr::col(delivery::Column::Attempts).add(1))
         .col_expr(delivery::Column::NextAttemptAt, Expr::value(next_attempt_at))
         .col_expr(delivery::Column::LeasedUntil, Expr::value(Option::<DateTime<Utc>>::None))
+        .col_expr(delivery::Column::LeaseHolder, Expr::value(Option::<Uuid>::None))
         .col_expr(delivery::Column::LastStatusCode, Expr::value(attempt_made.status_code.map(i32::from)))
         .col_expr(delivery::Column::LastError, Expr::value(attempt_made.error.clone()))
         .col_expr(delivery::Column::DeliveredAt, Expr::value(delivered_at))
         .filter(delivery::Column::Id.eq(attempt_made.delivery_id))
+        .filter(delivery::Column::LeaseHolder.eq(holder))
+        .filter(delivery::Column::Status.eq(WebhookDeliveryStatus::Pending.as_str()))
+        .exec(conn)
+        .await?;
+    Ok(settled.rows_affected == 1)
+}
+
+/// Extends the leases `holder` still has to `lease_until`: a round that posts to slow receivers
+/// keeps its deliveries for as long as it works on them, and no longer than a lease once it
+/// stops (its process died).
+pub async fn renew(conn: &impl ConnectionTrait, holder: Uuid, lease_until: DateTime<Utc>) -> StoreResult<()> {
+    delivery::Entity::update_many()
+        .col_expr(delivery::Column::LeasedUntil, Expr::value(lease_until))
+        .filter(delivery::Column::LeaseHolder.eq(holder))
         .filter(delivery::Column::Status.eq(WebhookDeliveryStatus::Pending.as_str()))
         .exec(conn)
         .await?;
     Ok(())
 }
 
-/// Gives back leases without an attempt (the endpoint was deleted or disabled meanwhile).
-pub async fn release(conn: &impl ConnectionTrait, ids: &[Uuid]) -> StoreResult<()> {
+/// Gives back the leases `holder` has of `ids` without an attempt (the endpoint was deleted or
+/// disabled meanwhile).
+pub async fn release(conn: &impl ConnectionTrait, holder: Uuid, ids: &[Uuid]) -> StoreResult<()> {
     if ids.is_empty() {
         return Ok(());
     }
     delivery::Entity::update_many()
         .col_expr(delivery::Column::LeasedUntil, Expr::value(Option::<DateTime<Utc>>::None))
+        .col_expr(delivery::Column::LeaseHolder, Expr::value(Option::<Uuid>::None))
         .filter(delivery::Column::Id.is_in(ids.iter().copied()))
+        .filter(delivery::Column::LeaseHolder.eq(holder))
         .exec(conn)
         .await?;
     Ok(())
+}
+
+/// Disables an enabled endpoint, saying why; false if it was not enabled (an admin or another
+/// worker got there first). Only these columns: what an admin changed meanwhile stays.
+pub async fn disable_endpoint(
+    conn: &impl ConnectionTrait,
+    id: Uuid,
+    reason: &str,
+    at: DateTime<Utc>,
+) -> StoreResult<bool> {
+    let result = endpoint::Entity::update_many()
+        .col_expr(endpoint::Column::Enabled, Expr::value(false))
+        .col_expr(endpoint::Column::DisabledReason, Expr::value(reason))
+        .col_expr(endpoint::Column::UpdatedAt, Expr::value(at))
+        .filter(endpoint::Column::Id.eq(id))
+        .filter(endpoint::Column::Enabled.eq(true))
+        .exec(conn)
+        .await?;
+    Ok(result.rows_affected == 1)
 }
 
 /// A delivery as admins read it in the log.

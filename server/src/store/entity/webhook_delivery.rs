@@ -13,6 +13,8 @@ pub struct Model {
     pub attempts: i32,
     pub next_attempt_at: DateTimeUtc,
     pub leased_until: Option<DateTimeUtc>,
+    /// The worker round that holds the lease.
+    pub lease_holder: Option<Uuid>,
     pub last_status_code: Option<i32>,
     pub last_error: Option<String>,
     pub delivered_at: Option<DateTimeUtc>,
