@@ -326,19 +326,24 @@ on_both_databases! {
 
     async fn an_event_whose_namesake_was_refused_is_stored_with_its_own_changes(app) {
         // The first is refused when its contact is written; the second, a corrected retry with
-        // the same idempotency key in the same request, stands on its own.
+        // the same idempotency key in the same request, stands on its own. The last repeats an
+        // event that writes no contact: it is a duplicate, and changes nothing either.
+        new_contact(&app, json!({ "externalId": "eve", "firstName": "Eve" })).await;
         let answer = post(&app, "?createContacts=true", json!([
             { "contact": { "externalId": "dee" }, "type": "signup", "idempotencyKey": "k-1", "identify": { "attributes": { "nope": 1 } } },
             { "contact": { "externalId": "dee" }, "type": "signup", "idempotencyKey": "k-1", "identify": { "firstName": "Dee" } },
             { "contact": { "externalId": "dee" }, "type": "signup", "idempotencyKey": "k-1", "identify": { "firstName": "Later" } },
+            { "contact": { "externalId": "eve" }, "type": "visit", "idempotencyKey": "k-2" },
+            { "contact": { "externalId": "eve" }, "type": "visit", "idempotencyKey": "k-2", "identify": { "firstName": "Mallory" } },
         ])).await;
-        assert_eq!(statuses(&answer), ["rejected", "created", "duplicate"], "{answer:#}");
+        assert_eq!(statuses(&answer), ["rejected", "created", "duplicate", "created", "duplicate"], "{answer:#}");
         assert_error_result(&answer["results"][0], "BAD_USER_INPUT", Some("identify.attributes.nope"));
         assert_eq!(answer["results"][2]["eventId"], answer["results"][1]["eventId"]);
         let dee = contact_by_external_id(&app, "dee").await;
         assert_eq!(dee["firstName"], "Dee", "a duplicate changes nothing: {dee:#}");
         assert_eq!(dee["activity"]["eventCount"], 1);
-        assert_eq!(event_rows(&app).await, 1);
+        assert_eq!(contact_by_external_id(&app, "eve").await["firstName"], "Eve");
+        assert_eq!(event_rows(&app).await, 2);
     }
 
     async fn last_seen_follows_the_newest_event_right_after_the_response(app) {

@@ -191,15 +191,21 @@ impl Services {
             .collect();
         let stored = store::events::stored_ids(self.db.connection(), &keyed).await?;
         let may_change_profiles = ctx.actor.may(Permission::ProfilesWrite);
-        let mut written_keys: HashSet<(Key, IdempotencyKey)> = HashSet::new();
+        // The keys of the earlier events that will be recorded: those that write nothing here,
+        // and those whose writes went through.
+        let mut taken_keys: HashSet<(Key, IdempotencyKey)> = HashSet::new();
         let mut created: HashMap<ContactRef, ContactId> = HashMap::new();
         let mut outcomes = Vec::with_capacity(items.len());
         for item in items.iter_mut() {
             let batch_key = item.event.idempotency_key.clone().map(|key| (item.event.source.clone(), key));
-            // A later event with the key of an earlier one that was written is its duplicate: it
-            // writes nothing. One whose namesake was refused is written in its stead.
-            let repeated = batch_key.as_ref().is_some_and(|key| written_keys.contains(key));
-            if repeated || !writes(item) {
+            // A later event with the key of an earlier one is its duplicate: it writes nothing.
+            // One whose namesake was refused is written in its stead.
+            if batch_key.as_ref().is_some_and(|key| taken_keys.contains(key)) {
+                outcomes.push(None);
+                continue;
+            }
+            if !writes(item) {
+                taken_keys.extend(batch_key);
                 outcomes.push(None);
                 continue;
             }
@@ -224,7 +230,7 @@ impl Services {
             };
             match written {
                 Ok(id) => {
-                    written_keys.extend(batch_key);
+                    taken_keys.extend(batch_key);
                     item.event.contact = ContactRef::Id(id);
                     outcomes.push(None);
                 }
