@@ -180,7 +180,7 @@ on_both_databases! {
         assert_eq!(deleted["changes"]["attributes.plan"], json!({ "before": "pro", "after": null }));
 
         let raw = raw_audit_text(&app).await;
-        for secret in ["grace", "Grace", "Hopper", "Murray", "4930123456", "1906"] {
+        for secret in ["grace", "Grace", "Hopper", "Murray", "4930123456", "1906-12-09"] {
             assert!(!raw.contains(secret), "the audit table holds {secret:?}: {raw}");
         }
     }

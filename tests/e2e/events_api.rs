@@ -2,8 +2,15 @@
 //! one result per event, duplicates by idempotency key, contacts created on the fly, contact
 //! changes carried by events ("identify"), last-seen data, and the request-level refusals.
 
-use rapport::service::events::parallel_writers;
-use rapport_e2e::{ADMIN_TOKEN, TestApp, on_both_databases};
+use rapport::{
+    domain::{
+        contact::ContactId,
+        event::{Event, EventProperties, EventType, IdempotencyKey},
+        key::Key,
+    },
+    service::events::parallel_writers,
+};
+use rapport_e2e::{ADMIN_TOKEN, Backend, TestApp, on_both_databases};
 use sea_orm::{ConnectionTrait, Database, Statement};
 use serde_json::{Value, json};
 
@@ -322,6 +329,42 @@ on_both_databases! {
         assert_eq!(statuses(&repeat), ["duplicate"]);
         assert_eq!(contact_by_external_id(&app, "ann").await["firstName"], "Ann");
         assert_eq!(event_rows(&app).await, 2);
+    }
+
+    async fn an_event_stored_by_another_request_meanwhile_takes_back_the_contact_change_it_carried(app) {
+        let ann = new_contact(&app, json!({ "externalId": "ann", "firstName": "Ann" })).await;
+        let hold = hold_the_writer(&app).await;
+        let request = post_later(&app, json!([
+            { "contact": { "id": ann }, "type": "order.placed", "idempotencyKey": "order-1", "identify": { "firstName": "Changed" } },
+        ]));
+        // The request found no event with its key and is now held up writing its own.
+        if app.backend == Backend::Postgres {
+            while count(&app, "SELECT COUNT(*) AS n FROM pg_locks WHERE NOT granted").await == 0 {
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+        } else {
+            // SQLite has no lock table to watch; the request reads before it waits for the writer.
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        }
+        // Meanwhile another request stores an event with that key.
+        let stored = Event {
+            id: uuid::Uuid::now_v7(),
+            contact_id: ContactId::from_uuid(uuid::Uuid::parse_str(&ann).unwrap()),
+            event_type: EventType::parse("order.placed").unwrap(),
+            properties: EventProperties::parse(json!({})).unwrap(),
+            occurred_at: chrono::Utc::now(),
+            received_at: chrono::Utc::now(),
+            source: Key::parse("api").unwrap(),
+            idempotency_key: Some(IdempotencyKey::parse("order-1").unwrap()),
+        };
+        rapport::store::events::insert_all(&hold, &[&stored]).await.expect("insert");
+        hold.commit().await.expect("commit");
+
+        let (status, answer) = request.await.expect("request");
+        assert_eq!((status, statuses(&answer)), (200, vec!["duplicate".to_owned()]), "{answer:#}");
+        assert_eq!(answer["results"][0]["eventId"], stored.id.to_string());
+        assert_eq!(contact_by_external_id(&app, "ann").await["firstName"], "Ann", "a duplicate changes no contact");
+        assert_eq!(event_rows(&app).await, 1);
     }
 
     async fn an_event_whose_namesake_was_refused_is_stored_with_its_own_changes(app) {

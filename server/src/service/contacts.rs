@@ -5,6 +5,7 @@ use crate::domain::page::{Page, PageRequest};
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
+use futures_util::future::BoxFuture;
 use sea_orm::DatabaseTransaction;
 use serde_json::Value;
 use tracing::instrument;
@@ -60,6 +61,22 @@ pub struct Upserted {
     pub created: bool,
 }
 
+/// What was written beside a contact's change, in its transaction, and whether the change
+/// stands: one that does not is rolled back with what was written beside it.
+pub(super) struct Alongside<T> {
+    pub value: T,
+    pub commit: bool,
+}
+
+/// A write made beside a contact's change, in its transaction, given the contact as changed:
+/// the event that carried the change (`identify`), which must commit with it or not at all.
+pub(super) type AlongsideWrite<'f, T> =
+    dyn for<'a> Fn(&'a DatabaseTransaction, &'a Contact) -> BoxFuture<'a, Result<Alongside<T>>> + Send + Sync + 'f;
+
+fn nothing_alongside<'a>(_: &'a DatabaseTransaction, _: &'a Contact) -> BoxFuture<'a, Result<Alongside<()>>> {
+    Box::pin(std::future::ready(Ok(Alongside { value: (), commit: true })))
+}
+
 impl Services {
     pub async fn find_contact(&self, reference: &ContactRef) -> Result<Option<Contact>> {
         Ok(repository::find(self.db.connection(), self.db.keys()?, reference).await?)
@@ -76,13 +93,24 @@ impl Services {
 
     /// Creates the contact named by `key`, or applies `changes` to it if it exists. Sending the
     /// same upsert twice leaves the contact as the first one did, version included.
-    #[instrument(skip_all, fields(request_id = %ctx.request_id))]
     pub async fn upsert_contact(
         &self,
         ctx: &RequestContext,
         key: UpsertKey,
-        mut changes: ContactChanges,
+        changes: ContactChanges,
     ) -> Result<Upserted> {
+        Ok(self.upsert_contact_with(ctx, key, changes, &nothing_alongside).await?.0)
+    }
+
+    /// `upsert_contact`, with `alongside` written in the change's transaction.
+    #[instrument(skip_all, fields(request_id = %ctx.request_id))]
+    pub(super) async fn upsert_contact_with<T>(
+        &self,
+        ctx: &RequestContext,
+        key: UpsertKey,
+        mut changes: ContactChanges,
+        alongside: &AlongsideWrite<'_, T>,
+    ) -> Result<(Upserted, T)> {
         let reference = match &key {
             UpsertKey::ExternalId(external_id) => {
                 changes.external_id = Change::Set(external_id.clone());
@@ -99,7 +127,7 @@ impl Services {
         let mut attempts_left = 3;
         loop {
             attempts_left -= 1;
-            match self.try_upsert(ctx, &reference, &changes).await {
+            match self.try_upsert(ctx, &reference, &changes, alongside).await {
                 Err(Error::Conflict { field: Some(field), .. })
                     if attempts_left > 0
                         && matches!(
@@ -109,7 +137,7 @@ impl Services {
                                 | (_, "expectedVersion")
                         ) => {}
                 outcome => {
-                    if let Ok(upserted) = &outcome {
+                    if let Ok((upserted, _)) = &outcome {
                         tracing::info!(contact_id = %upserted.contact.id, created = upserted.created, "contact upserted");
                     }
                     return outcome;
@@ -118,12 +146,13 @@ impl Services {
         }
     }
 
-    async fn try_upsert(
+    async fn try_upsert<T>(
         &self,
         ctx: &RequestContext,
         reference: &ContactRef,
         changes: &ContactChanges,
-    ) -> Result<Upserted> {
+        alongside: &AlongsideWrite<'_, T>,
+    ) -> Result<(Upserted, T)> {
         let tx = self.db.begin_write().await?;
         let definitions = store::fields::by_key(&tx).await?;
         let now = self.now();
@@ -139,19 +168,35 @@ impl Services {
                 Upserted { contact, created: true }
             }
         };
-        tx.commit().await?;
-        Ok(upserted)
+        let beside = alongside(&tx, &upserted.contact).await?;
+        if beside.commit {
+            tx.commit().await?;
+        }
+        Ok((upserted, beside.value))
     }
 
     /// Applies `changes` if the contact is still at `expected_version`; otherwise writes nothing.
-    #[instrument(skip_all, fields(request_id = %ctx.request_id, contact_id = %id))]
     pub async fn update_contact(
         &self,
         ctx: &RequestContext,
         id: ContactId,
         expected_version: i64,
-        mut changes: ContactChanges,
+        changes: ContactChanges,
     ) -> Result<Contact> {
+        Ok(self.update_contact_with(ctx, id, expected_version, changes, &nothing_alongside).await?.0)
+    }
+
+    /// `update_contact`, with `alongside` written in the change's transaction (even when the
+    /// changes change nothing).
+    #[instrument(skip_all, fields(request_id = %ctx.request_id, contact_id = %id))]
+    pub(super) async fn update_contact_with<T>(
+        &self,
+        ctx: &RequestContext,
+        id: ContactId,
+        expected_version: i64,
+        mut changes: ContactChanges,
+        alongside: &AlongsideWrite<'_, T>,
+    ) -> Result<(Contact, T)> {
         let tx = self.db.begin_write().await?;
         let existing = repository::find(&tx, self.db.keys()?, &ContactRef::Id(id))
             .await?
@@ -163,12 +208,14 @@ impl Services {
         let now = self.now();
         let decisions = std::mem::take(&mut changes.consents);
         let updated = apply(&existing, changes, &definitions, now)?;
-        if updated == existing && decisions.is_empty() {
-            return Ok(existing);
+        if updated != existing || !decisions.is_empty() {
+            self.save(&tx, ctx, Some(&existing), &updated, decisions, &definitions, now).await?;
         }
-        self.save(&tx, ctx, Some(&existing), &updated, decisions, &definitions, now).await?;
-        tx.commit().await?;
-        Ok(updated)
+        let beside = alongside(&tx, &updated).await?;
+        if beside.commit {
+            tx.commit().await?;
+        }
+        Ok((updated, beside.value))
     }
 
     /// Writes a contact's new state (`before` is none for a new contact) with its audit entry,

@@ -204,24 +204,47 @@ fn take_waiting(waiting: &mut Vec<Queued>, budget: usize, at_least_one: bool) ->
 }
 
 /// Writes `group`, with the requests `absorb` hands over while it is written, and answers them.
-async fn write_group(db: &Database, mut group: Vec<Queued>, absorb: impl FnMut(usize) -> Vec<Queued>) {
-    match write_together(db, &mut group, Contacts::AsResolved, absorb).await {
+async fn write_group(db: &Database, group: Vec<Queued>, mut absorb: impl FnMut(usize) -> Vec<Queued>) {
+    let (mut submissions, mut replies): (Vec<Submission>, Vec<_>) =
+        group.into_iter().map(|queued| (queued.submission, queued.reply)).unzip();
+    let joining = |budget| {
+        let taken = absorb(budget);
+        taken
+            .into_iter()
+            .map(|queued| {
+                replies.push(queued.reply);
+                queued.submission
+            })
+            .collect()
+    };
+    match write_together(db, &mut submissions, Contacts::AsResolved, joining).await {
         Ok(written) => {
-            for (queued, written) in group.into_iter().zip(written) {
-                let _ = queued.reply.send(Ok(written));
+            for (reply, written) in replies.into_iter().zip(written) {
+                let _ = reply.send(Ok(written));
             }
         }
         Err(error) => {
-            tracing::debug!(error = %error, requests = group.len(), "event group failed; writing its requests one by one");
-            for queued in group {
-                let mut alone = vec![queued];
+            let requests = submissions.len();
+            tracing::debug!(error = %error, requests, "event group failed; writing its requests one by one");
+            for (submission, reply) in submissions.into_iter().zip(replies) {
+                let mut alone = vec![submission];
                 let written = write_together(db, &mut alone, Contacts::Again, |_| Vec::new()).await;
-                if let Some(queued) = alone.pop() {
-                    let _ = queued.reply.send(written.map(|mut written| written.pop().unwrap_or_default()));
-                }
+                let _ = reply.send(written.map(|mut written| written.pop().unwrap_or_default()));
             }
         }
     }
+}
+
+/// Writes one request's events in the caller's transaction, their contacts as resolved: for
+/// events whose contact's changes commit with them (`identify`).
+pub(crate) async fn write_in(
+    tx: &impl sea_orm::ConnectionTrait,
+    db: &Database,
+    submission: Submission,
+) -> Result<Written> {
+    let mut alone = vec![submission];
+    let mut written = write_on(tx, db, &mut alone, Contacts::AsResolved, |_| Vec::new()).await?;
+    Ok(written.pop().unwrap_or_default())
 }
 
 /// Where the events' contacts come from.
@@ -258,11 +281,11 @@ struct Placement {
 impl Placement {
     /// Places the events of the requests of `group` not placed yet, except those at the
     /// (request, position) pairs in `gone`; their new rows.
-    fn place<'a>(&mut self, group: &'a [Queued], gone: &HashSet<(usize, usize)>) -> Vec<&'a Event> {
+    fn place<'a>(&mut self, group: &'a [Submission], gone: &HashSet<(usize, usize)>) -> Vec<&'a Event> {
         let mut rows = Vec::new();
-        for (request, queued) in group.iter().enumerate().skip(self.slots.len()) {
-            let mut slots = Vec::with_capacity(queued.submission.events.len());
-            for (position, (_, event)) in queued.submission.events.iter().enumerate() {
+        for (request, submission) in group.iter().enumerate().skip(self.slots.len()) {
+            let mut slots = Vec::with_capacity(submission.events.len());
+            for (position, (_, event)) in submission.events.iter().enumerate() {
                 if gone.contains(&(request, position)) {
                     slots.push(Slot::Gone);
                     continue;
@@ -293,17 +316,17 @@ impl Placement {
 async fn resolve_again(
     tx: &impl sea_orm::ConnectionTrait,
     db: &Database,
-    group: &mut [Queued],
+    group: &mut [Submission],
     from: usize,
 ) -> Result<HashSet<(usize, usize)>> {
     let references: Vec<ContactRef> = group[from..]
         .iter()
-        .flat_map(|queued| queued.submission.events.iter().map(|(reference, _)| reference.clone()))
+        .flat_map(|submission| submission.events.iter().map(|(reference, _)| reference.clone()))
         .collect();
     let current = store::contacts::resolve(tx, db.keys()?, &references).await?;
     let mut gone = HashSet::new();
-    for (request, queued) in group.iter_mut().enumerate().skip(from) {
-        for (position, (reference, event)) in queued.submission.events.iter_mut().enumerate() {
+    for (request, submission) in group.iter_mut().enumerate().skip(from) {
+        for (position, (reference, event)) in submission.events.iter_mut().enumerate() {
             match current.get(reference) {
                 Some(id) => event.contact_id = *id,
                 None => {
@@ -320,11 +343,24 @@ async fn resolve_again(
 /// hands over while the events are inserted join the group.
 async fn write_together(
     db: &Database,
-    group: &mut Vec<Queued>,
+    group: &mut Vec<Submission>,
     contacts: Contacts,
-    mut absorb: impl FnMut(usize) -> Vec<Queued>,
+    absorb: impl FnMut(usize) -> Vec<Submission>,
 ) -> Result<Vec<Written>> {
     let tx = db.begin_write().await?;
+    let written = write_on(&tx, db, group, contacts, absorb).await?;
+    tx.commit().await?;
+    Ok(written)
+}
+
+/// `write_together` in the caller's transaction.
+async fn write_on(
+    tx: &impl sea_orm::ConnectionTrait,
+    db: &Database,
+    group: &mut Vec<Submission>,
+    contacts: Contacts,
+    mut absorb: impl FnMut(usize) -> Vec<Submission>,
+) -> Result<Vec<Written>> {
     let mut placement = Placement::default();
     let mut insertions = Vec::new();
     let mut events = 0;
@@ -332,21 +368,21 @@ async fn write_together(
         let from = placement.slots.len();
         let gone = match contacts {
             Contacts::AsResolved => HashSet::new(),
-            Contacts::Again => resolve_again(&tx, db, group, from).await?,
+            Contacts::Again => resolve_again(tx, db, group, from).await?,
         };
-        events += group[from..].iter().map(|queued| queued.submission.events.len()).sum::<usize>();
+        events += group[from..].iter().map(|submission| submission.events.len()).sum::<usize>();
         let rows = placement.place(group, &gone);
-        insertions.extend(store::events::insert_all(&tx, &rows).await?);
+        insertions.extend(store::events::insert_all(tx, &rows).await?);
         let joining = absorb(MAX_GROUP_EVENTS.saturating_sub(events));
         if joining.is_empty() {
             break;
         }
         group.extend(joining);
     }
-    let group: &[Queued] = group;
+    let group: &[Submission] = group;
     let row_event = |row: usize| {
         let (request, position) = placement.origins[row];
-        &group[request].submission.events[position].1
+        &group[request].events[position].1
     };
 
     let mut created_by_contact: HashMap<ContactId, Vec<&Event>> = HashMap::new();
@@ -357,13 +393,12 @@ async fn write_together(
         }
     }
     let activity: Vec<ContactActivity> = created_by_contact.into_values().filter_map(ContactActivity::of).collect();
-    store::events::record_activity(&tx, &activity).await?;
+    store::events::record_activity(tx, &activity).await?;
 
-    let endpoints = store::webhooks::endpoints(&tx).await?;
+    let endpoints = store::webhooks::endpoints(tx).await?;
     let received_wanted = endpoints.iter().any(|endpoint| endpoint.wants(WebhookEventType::EventReceived));
     let mut written_all = Vec::with_capacity(group.len());
-    for (queued, slots) in group.iter().zip(&placement.slots) {
-        let submission = &queued.submission;
+    for (submission, slots) in group.iter().zip(&placement.slots) {
         let written: Written = slots
             .iter()
             .map(|slot| match *slot {
@@ -382,12 +417,11 @@ async fn write_together(
                     _ => None,
                 })
                 .collect();
-            store::webhooks::record_for(&tx, &endpoints, received, submission.now).await?;
+            store::webhooks::record_for(tx, &endpoints, received, submission.now).await?;
         }
-        audit_submission(&tx, submission, &written).await?;
+        audit_submission(tx, submission, &written).await?;
         written_all.push(written);
     }
-    tx.commit().await?;
     Ok(written_all)
 }
 

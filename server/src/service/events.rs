@@ -1,7 +1,8 @@
 //! Tracking behavioural events in batches: every event gets its own outcome, a bad one never
 //! stops the good ones, and a repeated idempotency key stores nothing new. The events of a batch,
-//! their audit entry and their contacts' activity are written set-wise in one transaction; the
-//! contact changes some events carry ("identify") are written before it, one contact at a time.
+//! their audit entry and their contacts' activity are written set-wise in one transaction. An
+//! event that changes its contact ("identify") or creates it is written in that change's
+//! transaction instead, one contact at a time, so that the two commit together or not at all.
 
 use crate::domain::page::{Page, PageRequest};
 use std::collections::{HashMap, HashSet};
@@ -10,12 +11,14 @@ use chrono::{DateTime, Utc};
 use tracing::instrument;
 use uuid::Uuid;
 
+use futures_util::future::BoxFuture;
+use sea_orm::DatabaseTransaction;
 use serde_json::Value;
 
 pub use super::event_writer::{WriterLoad, parallel_writers};
 use super::{
     Error, RequestContext, Result, Services,
-    contacts::{ContactChanges, UpsertKey},
+    contacts::{Alongside, AlongsideWrite, ContactChanges, UpsertKey},
 };
 use crate::{
     domain::{
@@ -25,7 +28,7 @@ use crate::{
         event::{ContactActivity, Event, EventProperties, EventType, IdempotencyKey, TimelineKey},
         key::Key,
     },
-    service::event_writer::Submission,
+    service::event_writer::{self, Submission},
     store::{self, events::Insertion},
 };
 
@@ -117,7 +120,8 @@ impl Services {
     /// carry contact changes and may name contacts that do not exist yet. Contact changes need
     /// `profiles:write` as well; an item whose changes are refused or invalid is rejected alone.
     /// An event is checked before its contact is written, and an event already stored (by its
-    /// idempotency key) writes nothing, so a rejected or repeated item changes no contact.
+    /// idempotency key) writes nothing, so a rejected or repeated item changes no contact; one
+    /// that changes or creates its contact commits with that change.
     #[instrument(skip_all, fields(request_id = %ctx.request_id, events = batch.len()))]
     pub async fn ingest_events(
         &self,
@@ -147,7 +151,7 @@ impl Services {
             }
         }
         let written = if missing == MissingContacts::Create || pending.iter().any(|item| item.identify.is_some()) {
-            self.write_contacts(ctx, &mut pending, missing).await?
+            self.write_contacts(ctx, &mut pending, missing, now).await?
         } else {
             pending.iter().map(|_| None).collect()
         };
@@ -170,14 +174,15 @@ impl Services {
     }
 
     /// Applies the contact changes of these events and creates their missing contacts (if asked
-    /// to), in order, and points each event written for at its contact by id. Returns, per event,
-    /// its final outcome when it will not be recorded (its write was refused, or it is already
-    /// stored), else none.
+    /// to), in order, each with its event in its transaction, and points the other events at
+    /// their contacts by id. Returns, per event, its final outcome when it is settled here
+    /// (written with its contact's change, refused, or already stored), else none.
     async fn write_contacts(
         &self,
         ctx: &RequestContext,
         items: &mut [IngestEvent],
         missing: MissingContacts,
+        now: DateTime<Utc>,
     ) -> Result<Vec<Option<Result<Tracked>>>> {
         let references: Vec<ContactRef> = items.iter().map(|item| item.event.contact.clone()).collect();
         let known = store::contacts::resolve(self.db.connection(), self.db.keys()?, &references).await?;
@@ -219,20 +224,34 @@ impl Services {
             }
             let reference = item.event.contact.clone();
             let existing = known.get(&reference).or_else(|| created.get(&reference)).copied();
-            let written = match (existing, item.identify.take()) {
-                (Some(id), None) => Ok(id),
-                (Some(id), Some(changes)) => self.identify(ctx, id, changes).await,
+            let identify = item.identify.take();
+            if let (Some(id), None) = (existing, &identify) {
+                // Created by an earlier event of the request: recorded with the others.
+                taken_keys.extend(batch_key);
+                item.event.contact = ContactRef::Id(id);
+                outcomes.push(None);
+                continue;
+            }
+            let event = &item.event;
+            let write_event: &AlongsideWrite<'_, Tracked> =
+                &|tx, contact| self.write_event_with_contact(tx, ctx, event.clone(), contact.id, now);
+            let written = match (existing, identify) {
+                (Some(id), changes) => self.identify(ctx, id, changes.unwrap_or_default(), write_event).await,
                 (None, changes) => {
-                    self.create_contact(ctx, &reference, changes.unwrap_or_default()).await.inspect(|id| {
-                        created.insert(reference.clone(), *id);
+                    let created_now =
+                        self.create_contact(ctx, &reference, changes.unwrap_or_default(), write_event).await;
+                    created_now.map(|(id, tracked)| {
+                        if matches!(tracked, Tracked::Created(_)) {
+                            created.insert(reference.clone(), id);
+                        }
+                        tracked
                     })
                 }
             };
             match written {
-                Ok(id) => {
+                Ok(tracked) => {
                     taken_keys.extend(batch_key);
-                    item.event.contact = ContactRef::Id(id);
-                    outcomes.push(None);
+                    outcomes.push(Some(Ok(tracked)));
                 }
                 Err(error) => outcomes.push(Some(Err(error.within("identify")))),
             }
@@ -240,16 +259,50 @@ impl Services {
         Ok(outcomes)
     }
 
-    /// Applies `changes` to an existing contact, reading it afresh if another writer changed it
-    /// between our read and our write.
-    async fn identify(&self, ctx: &RequestContext, id: ContactId, changes: ContactChanges) -> Result<ContactId> {
+    /// Writes `event` for `contact_id` in the transaction of its contact's change; the change
+    /// stands only if the event is new.
+    fn write_event_with_contact<'a>(
+        &self,
+        tx: &'a DatabaseTransaction,
+        ctx: &RequestContext,
+        event: NewEvent,
+        contact_id: ContactId,
+        now: DateTime<Utc>,
+    ) -> BoxFuture<'a, Result<Alongside<Tracked>>> {
+        let db = self.db.clone();
+        let submission = Submission {
+            ctx: ctx.clone(),
+            now,
+            events: vec![(ContactRef::Id(contact_id), event_for(event, contact_id, now))],
+            rejected: 0,
+        };
+        Box::pin(async move {
+            let written = event_writer::write_in(tx, &db, submission).await?;
+            match written.first().copied().flatten() {
+                Some(Insertion::Created(id)) => Ok(Alongside { value: Tracked::Created(id), commit: true }),
+                // Stored meanwhile by another request: this one changes nothing.
+                Some(Insertion::Duplicate(id)) => Ok(Alongside { value: Tracked::Duplicate(id), commit: false }),
+                None => Err(Error::NotFound { what: "contact" }),
+            }
+        })
+    }
+
+    /// Applies `changes` to an existing contact with its event, reading it afresh if another
+    /// writer changed it between our read and our write.
+    async fn identify(
+        &self,
+        ctx: &RequestContext,
+        id: ContactId,
+        changes: ContactChanges,
+        write_event: &AlongsideWrite<'_, Tracked>,
+    ) -> Result<Tracked> {
         let mut attempts_left = 3;
         loop {
             attempts_left -= 1;
             let current = self.find_contact(&ContactRef::Id(id)).await?.ok_or(Error::NotFound { what: "contact" })?;
-            match self.update_contact(ctx, id, current.version, changes.clone()).await {
+            match self.update_contact_with(ctx, id, current.version, changes.clone(), write_event).await {
                 Err(Error::Conflict { field: Some(field), .. }) if field == "expectedVersion" && attempts_left > 0 => {}
-                outcome => return outcome.map(|contact| contact.id),
+                outcome => return outcome.map(|(_, tracked)| tracked),
             }
         }
     }
@@ -261,7 +314,8 @@ impl Services {
         ctx: &RequestContext,
         reference: &ContactRef,
         changes: ContactChanges,
-    ) -> Result<ContactId> {
+        write_event: &AlongsideWrite<'_, Tracked>,
+    ) -> Result<(ContactId, Tracked)> {
         let key = match reference {
             ContactRef::Id(_) => return Err(Error::NotFound { what: "contact" }),
             ContactRef::ExternalId(external_id) => {
@@ -285,7 +339,8 @@ impl Services {
                 UpsertKey::Email(email.clone())
             }
         };
-        Ok(self.upsert_contact(ctx, key, changes).await?.contact.id)
+        let (upserted, tracked) = self.upsert_contact_with(ctx, key, changes, write_event).await?;
+        Ok((upserted.contact.id, tracked))
     }
 
     /// Stores the events that can be stored, with their audit entry and their contacts' activity,
@@ -379,7 +434,11 @@ fn checked_time(event: NewEvent, now: DateTime<Utc>) -> Result<NewEvent> {
 
 fn with_contact(event: NewEvent, contacts: &HashMap<ContactRef, ContactId>, now: DateTime<Utc>) -> Result<Event> {
     let contact_id = *contacts.get(&event.contact).ok_or(Error::NotFound { what: "contact" })?;
-    Ok(Event {
+    Ok(event_for(event, contact_id, now))
+}
+
+fn event_for(event: NewEvent, contact_id: ContactId, now: DateTime<Utc>) -> Event {
+    Event {
         id: Uuid::now_v7(),
         contact_id,
         event_type: event.event_type,
@@ -388,5 +447,5 @@ fn with_contact(event: NewEvent, contacts: &HashMap<ContactRef, ContactId>, now:
         received_at: now,
         source: event.source,
         idempotency_key: event.idempotency_key,
-    })
+    }
 }
