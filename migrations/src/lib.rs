@@ -31,6 +31,7 @@ mod m20261207_000001_lean_contact_indexes;
 mod m20261207_000002_data_key_deletion_trigger;
 mod m20261207_000003_webhook_lease_holder;
 mod m20261207_000004_inbound_webhook_completion;
+mod m20261207_000005_import_progress;
 
 pub struct Migrator;
 
@@ -66,6 +67,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261207_000002_data_key_deletion_trigger::Migration),
             Box::new(m20261207_000003_webhook_lease_holder::Migration),
             Box::new(m20261207_000004_inbound_webhook_completion::Migration),
+            Box::new(m20261207_000005_import_progress::Migration),
         ]
     }
 }

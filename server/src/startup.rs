@@ -132,6 +132,10 @@ impl Application {
         let delivery = self.delivery.map(|worker| tokio::spawn(worker.run(delivery_stopped.clone())));
         let stream = self.stream.map(|consumer| tokio::spawn(consumer.run(delivery_stopped.clone())));
         let webhooks = self.webhooks.map(|worker| tokio::spawn(worker.run(delivery_stopped.clone())));
+        let stalled_imports = tokio::spawn(crate::service::imports::keep_failing_stalled_imports(
+            self.services.clone(),
+            delivery_stopped.clone(),
+        ));
         let timeline = (!self.manual_event_timeline).then(|| {
             tokio::spawn(crate::store::events::keep_timeline_indexed(
                 self.services.database().clone(),
@@ -155,6 +159,7 @@ impl Application {
         if let Some(timeline) = timeline {
             let _ = timeline.await;
         }
+        let _ = stalled_imports.await;
         served?;
         tracing::info!("stopped");
         self.services.database().clone().close().await.context("closing the database")?;

@@ -66,7 +66,7 @@ async fn new_contact(app: &TestApp, contact: Value) -> String {
 
 async fn contact_by_external_id(app: &TestApp, external_id: &str) -> Value {
     let query = "query($id: String!) { contact(by: { externalId: $id }) {
-        id email firstName attributes activity { lastSeenAt lastEventType eventCount }
+        id email firstName lastName attributes activity { lastSeenAt lastEventType eventCount }
     } }";
     app.data(query, json!({ "id": external_id })).await["contact"].clone()
 }
@@ -386,7 +386,14 @@ on_both_databases! {
         assert_eq!(dee["firstName"], "Dee", "a duplicate changes nothing: {dee:#}");
         assert_eq!(dee["activity"]["eventCount"], 1);
         assert_eq!(contact_by_external_id(&app, "eve").await["firstName"], "Eve");
-        assert_eq!(event_rows(&app).await, 2);
+        // Without createContacts, an event naming no contact is rejected: it takes no key either.
+        let answer = post(&app, "", json!([
+            { "contact": { "externalId": "nobody" }, "type": "visit", "idempotencyKey": "k-3" },
+            { "contact": { "externalId": "eve" }, "type": "visit", "idempotencyKey": "k-3", "identify": { "lastName": "Smith" } },
+        ])).await;
+        assert_eq!(statuses(&answer), ["rejected", "created"], "{answer:#}");
+        assert_eq!(contact_by_external_id(&app, "eve").await["lastName"], "Smith");
+        assert_eq!(event_rows(&app).await, 3);
     }
 
     async fn last_seen_follows_the_newest_event_right_after_the_response(app) {

@@ -68,7 +68,7 @@ on_both_databases! {
         let secret = source(&app, "shop", "EVENTS").await;
         let conn = app.services.database().connection();
         let shop = Key::parse("shop").unwrap();
-        let now = chrono::Utc::now();
+        let now = rapport::domain::at_storage_precision(chrono::Utc::now());
         let forget_before = now - chrono::Duration::hours(1);
         // Claims as a process makes them before the work: one a minute ago by a process that died
         // before finishing, one now by a process still at it.
@@ -85,12 +85,20 @@ on_both_databases! {
         let types = |state: Value| -> Vec<Value> { state["contact"]["events"]["nodes"].as_array().unwrap().iter().map(|event| event["type"].clone()).collect() };
         assert_eq!(types(app.data(STATE, json!({ "email": "ada@example.com" })).await), [json!("order.placed")]);
 
-        hooks::complete(conn, &shop, "msg_busy", chrono::Utc::now()).await.unwrap();
+        hooks::complete(conn, &shop, "msg_busy", now, chrono::Utc::now()).await.unwrap();
         let replay = signed(&app, "shop", &secret, "msg_busy", &event("order.paid")).await;
         assert_eq!(replay, (200, json!({ "status": "duplicate" })), "once done, the id is a replay");
         let replay = signed(&app, "shop", &secret, "msg_died", &event("order.placed")).await;
         assert_eq!(replay, (200, json!({ "status": "duplicate" })));
         assert_eq!(types(app.data(STATE, json!({ "email": "ada@example.com" })).await), [json!("order.placed")]);
+
+        // A holder too slow to keep its claim neither forgets nor completes its successor's.
+        let stale_before = now - chrono::Duration::seconds(30);
+        assert_eq!(hooks::claim(conn, &shop, "msg_slow", a_minute_ago, a_minute_ago, forget_before).await.unwrap(), Claim::Taken);
+        assert_eq!(hooks::claim(conn, &shop, "msg_slow", now, stale_before, forget_before).await.unwrap(), Claim::Taken);
+        hooks::forget(conn, &shop, "msg_slow", a_minute_ago).await.unwrap();
+        hooks::complete(conn, &shop, "msg_slow", a_minute_ago, now).await.unwrap();
+        assert_eq!(hooks::claim(conn, &shop, "msg_slow", now, stale_before, forget_before).await.unwrap(), Claim::Held);
 
         let huge = json!({ "type": "event", "data": { "contact": { "email": "ada@example.com" }, "type": "x", "properties": { "pad": "x".repeat(1_500_000) } } }).to_string();
         let at = now.timestamp();

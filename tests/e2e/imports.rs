@@ -1,10 +1,14 @@
 //! Contact imports: `rapport import contacts` run as operators run it against the test's
 //! database, and the `importContacts` upload over GraphQL; the counts, the stored (decrypted)
 //! data, the report of rejected rows, the recorded run with its contacts, its audit entry, and
-//! the webhooks of the contacts it created or changed.
+//! the webhooks of the contacts it created or changed; a run whose process died is marked failed.
 
 use std::{path::Path, process::Command};
 
+use rapport::{
+    domain::import::{Import, ImportCounts, ImportKey, ImportStatus},
+    store::imports as runs,
+};
 use rapport_e2e::{TestApp, on_both_databases};
 use secrecy::ExposeSecret;
 use serde_json::{Value, json};
@@ -449,6 +453,52 @@ on_both_databases! {
         let body: Value = response.json().await.unwrap();
         assert_eq!(body["errors"][0]["extensions"]["code"], "FORBIDDEN", "{body:#}");
         assert_eq!(imports(&app).await.len(), 1);
+    }
+
+    async fn a_run_that_stops_committing_batches_is_marked_failed_and_a_slow_one_is_not(app) {
+        let conn = app.services.database().connection();
+        let now = chrono::Utc::now();
+        let long_ago = now - chrono::Duration::minutes(20);
+        let run = |started_at| Import {
+            id: uuid::Uuid::now_v7(),
+            file_name: "people.csv".to_owned(),
+            key: ImportKey::Email,
+            actor_kind: "cli".to_owned(),
+            actor_id: None,
+            request_id: "req-1".to_owned(),
+            status: ImportStatus::Running,
+            started_at,
+            finished_at: None,
+            counts: ImportCounts::default(),
+            failure: None,
+        };
+        // Runs as their processes left them: one that died twenty minutes in, one as long under
+        // way but with a batch just committed, and one just started.
+        let (died, slow, fresh) = (run(long_ago), run(long_ago), run(now));
+        for import in [&died, &slow, &fresh] {
+            runs::insert(conn, import).await.unwrap();
+        }
+        let batch = ImportCounts { rows: 10, created: 10, ..ImportCounts::default() };
+        runs::add_counts(conn, slow.id, &batch, now).await.unwrap();
+
+        assert_eq!(app.services.fail_stalled_imports().await.unwrap(), 1);
+        let statuses: Vec<(Value, Value)> = imports(&app).await.into_iter().map(|run| (run["id"].clone(), run["status"].clone())).collect();
+        assert_eq!(statuses, [
+            (json!(fresh.id), json!("RUNNING")),
+            (json!(slow.id), json!("RUNNING")),
+            (json!(died.id), json!("FAILED")),
+        ]);
+        let failed = &imports(&app).await[2];
+        assert!(failed["failure"].as_str().unwrap().starts_with("interrupted"), "{failed:#}");
+        assert!(!failed["finishedAt"].is_null());
+        let audit = app.data("{ auditLog(filter: { action: \"contacts.imported\" }) { nodes { targetId changes } } }", json!({})).await;
+        let nodes = audit["auditLog"]["nodes"].as_array().unwrap();
+        assert_eq!(nodes.len(), 1, "{nodes:#?}");
+        assert_eq!(nodes[0]["targetId"], json!(died.id));
+        assert_eq!(nodes[0]["changes"]["status"]["after"], "failed");
+        assert_eq!(app.services.fail_stalled_imports().await.unwrap(), 0, "marked once");
+        let statistics = app.data("{ statistics { importsRunning } }", json!({})).await;
+        assert_eq!(statistics["statistics"]["importsRunning"], 2);
     }
 
     async fn an_upload_whose_client_hangs_up_is_imported_to_the_end(app) {

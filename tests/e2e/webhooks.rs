@@ -346,20 +346,20 @@ on_both_databases! {
 
     #[settings(|settings: &mut Settings| {
         local_and_quick(settings);
-        settings.webhooks.lease = Duration::from_secs(1);
+        settings.webhooks.lease = Duration::from_secs(2);
     })]
     async fn a_receiver_slower_than_the_lease_gets_the_message_once_from_two_workers(app) {
         // A second worker on the same database, as another process would run.
         let (stop, stopped) = watch::channel(false);
         let settings = app.settings.webhooks.clone();
         let second = tokio::spawn(WebhookWorker::new(app.services.clone(), settings).expect("worker").run(stopped));
-        let mut receiver = WebhookReceiver::start_with(0, Duration::from_millis(3_500)).await;
+        let mut receiver = WebhookReceiver::start_with(0, Duration::from_secs(5)).await;
         let endpoint = register(&app, &mut receiver, &["contact.created"]).await;
         app.upsert_contact(json!({ "email": "patient@example.com" })).await;
         receiver.wait_for(1).await;
         let log = wait_for_status(&app, &endpoint, "DELIVERED").await;
         // Long enough for a second post, started when the first lease ran out, to be answered.
-        tokio::time::sleep(Duration::from_secs(3)).await;
+        tokio::time::sleep(Duration::from_secs(4)).await;
         assert_eq!(receiver.delivered().len(), 1, "posted again while the first post waited: {:#?}", receiver.reports());
         assert_eq!(log[0]["attempts"], 1, "{log:#?}");
         stop.send(true).unwrap();

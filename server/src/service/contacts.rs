@@ -73,6 +73,14 @@ pub(super) struct Alongside<T> {
 pub(super) type AlongsideWrite<'f, T> =
     dyn for<'a> Fn(&'a DatabaseTransaction, &'a Contact) -> BoxFuture<'a, Result<Alongside<T>>> + Send + Sync + 'f;
 
+/// A contact's change as `save` writes it.
+struct Saved<'a> {
+    before: Option<&'a Contact>,
+    after: &'a Contact,
+    decisions: Vec<ConsentDecision>,
+    definitions: &'a HashMap<Key, FieldDefinition>,
+}
+
 fn nothing_alongside<'a>(_: &'a DatabaseTransaction, _: &'a Contact) -> BoxFuture<'a, Result<Alongside<()>>> {
     Box::pin(std::future::ready(Ok(Alongside { value: (), commit: true })))
 }
@@ -156,19 +164,17 @@ impl Services {
         let tx = self.db.begin_write().await?;
         let definitions = store::fields::by_key(&tx).await?;
         let now = self.now();
-        let upserted = match repository::find(&tx, self.db.keys()?, reference).await? {
+        let existing = repository::find(&tx, self.db.keys()?, reference).await?;
+        let upserted = match &existing {
             Some(existing) => {
-                let updated = apply(&existing, changes.clone(), &definitions, now)?;
-                self.save(&tx, ctx, Some(&existing), &updated, changes.consents.clone(), &definitions, now).await?;
-                Upserted { contact: updated, created: false }
+                Upserted { contact: apply(existing, changes.clone(), &definitions, now)?, created: false }
             }
-            None => {
-                let contact = create(changes.clone(), &definitions, now)?;
-                self.save(&tx, ctx, None, &contact, changes.consents.clone(), &definitions, now).await?;
-                Upserted { contact, created: true }
-            }
+            None => Upserted { contact: create(changes.clone(), &definitions, now)?, created: true },
         };
-        let beside = alongside(&tx, &upserted.contact).await?;
+        let decisions = changes.consents.clone();
+        let change =
+            Saved { before: existing.as_ref(), after: &upserted.contact, decisions, definitions: &definitions };
+        let beside = self.save(&tx, ctx, change, now, alongside).await?;
         if beside.commit {
             tx.commit().await?;
         }
@@ -208,30 +214,30 @@ impl Services {
         let now = self.now();
         let decisions = std::mem::take(&mut changes.consents);
         let updated = apply(&existing, changes, &definitions, now)?;
-        if updated != existing || !decisions.is_empty() {
-            self.save(&tx, ctx, Some(&existing), &updated, decisions, &definitions, now).await?;
-        }
-        let beside = alongside(&tx, &updated).await?;
+        let change = Saved { before: Some(&existing), after: &updated, decisions, definitions: &definitions };
+        let beside = self.save(&tx, ctx, change, now, alongside).await?;
         if beside.commit {
             tx.commit().await?;
         }
         Ok((updated, beside.value))
     }
 
-    /// Writes a contact's new state (`before` is none for a new contact) with its audit entry,
-    /// lets in the erased addresses it takes on if it may, and records the consent decisions
-    /// captured with it, all in the caller's transaction.
-    #[allow(clippy::too_many_arguments)]
-    async fn save(
+    /// Writes a contact's new state (`before` is none for a new contact; nothing if it did not
+    /// change) with its audit entry, lets in the erased addresses it takes on if it may, records
+    /// the consent decisions captured with it, and writes `alongside`, all in the caller's
+    /// transaction. `alongside` is written after the contact's row and before its audit entry:
+    /// the event writer takes the audit chain's head last too, and PostgreSQL transactions that
+    /// take the same locks in different orders deadlock. What is written after it is left out
+    /// when it says the change does not stand.
+    async fn save<T>(
         &self,
         tx: &DatabaseTransaction,
         ctx: &RequestContext,
-        before: Option<&Contact>,
-        after: &Contact,
-        decisions: Vec<ConsentDecision>,
-        definitions: &HashMap<Key, FieldDefinition>,
+        change: Saved<'_>,
         now: DateTime<Utc>,
-    ) -> Result<()> {
+        alongside: &AlongsideWrite<'_, T>,
+    ) -> Result<Alongside<T>> {
+        let Saved { before, after, decisions, definitions } = change;
         let decisions = if decisions.is_empty() {
             Vec::new()
         } else {
@@ -246,19 +252,24 @@ impl Services {
                 })
                 .collect::<Result<Vec<_>>>()?
         };
-        if before != Some(after) {
-            let action = match before {
-                Some(existing) => {
-                    if !repository::update(tx, self.db.keys()?, existing, after).await? {
-                        return Err(stale(existing));
-                    }
-                    "contact.updated"
+        let action = match before {
+            Some(existing) if existing == after => None,
+            Some(existing) => {
+                if !repository::update(tx, self.db.keys()?, existing, after).await? {
+                    return Err(stale(existing));
                 }
-                None => {
-                    repository::insert(tx, self.db.keys()?, after).await?;
-                    "contact.created"
-                }
-            };
+                Some("contact.updated")
+            }
+            None => {
+                repository::insert(tx, self.db.keys()?, after).await?;
+                Some("contact.created")
+            }
+        };
+        let beside = alongside(tx, after).await?;
+        if !beside.commit {
+            return Ok(beside);
+        }
+        if let Some(action) = action {
             let changes = contact_changes(before, Some(after), definitions);
             audit::append(tx, ctx, now, contact_entry(action, after.id, changes)).await?;
             self.admit_addresses(tx, ctx, before, after, &decisions, now).await?;
@@ -266,7 +277,7 @@ impl Services {
         for decision in &decisions {
             consents::append_decision(tx, ctx, decision, now).await?;
         }
-        Ok(())
+        Ok(beside)
     }
 
     #[instrument(skip_all, fields(request_id = %ctx.request_id, contact_id = %id))]

@@ -196,8 +196,8 @@ impl Services {
             .collect();
         let stored = store::events::stored_ids(self.db.connection(), &keyed).await?;
         let may_change_profiles = ctx.actor.may(Permission::ProfilesWrite);
-        // The keys of the earlier events that will be recorded: those that write nothing here,
-        // and those whose writes went through.
+        // The keys of the earlier events that will be recorded: those that write nothing here
+        // and name a contact that exists, and those whose writes went through.
         let mut taken_keys: HashSet<(Key, IdempotencyKey)> = HashSet::new();
         let mut created: HashMap<ContactRef, ContactId> = HashMap::new();
         let mut outcomes = Vec::with_capacity(items.len());
@@ -210,7 +210,9 @@ impl Services {
                 continue;
             }
             if !writes(item) {
-                taken_keys.extend(batch_key);
+                if known.contains_key(&item.event.contact) {
+                    taken_keys.extend(batch_key);
+                }
                 outcomes.push(None);
                 continue;
             }

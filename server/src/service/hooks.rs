@@ -141,7 +141,7 @@ impl Services {
         webhook_id: &str,
         payload: InboundPayload,
     ) -> Result<Received> {
-        let now = self.now();
+        let now = crate::domain::at_storage_precision(self.now());
         // Claimed before the work, so that two copies arriving at once do it once; completed
         // after it; given back if it fails, so that the sender's retry is taken. A claim whose
         // holder died before completing it goes stale, and a retry then does the work: the work
@@ -161,11 +161,11 @@ impl Services {
         }
         match self.act_on_webhook(ctx, source, webhook_id, payload).await {
             Ok(()) => {
-                store::hooks::complete(conn, &source.key, webhook_id, self.now()).await?;
+                store::hooks::complete(conn, &source.key, webhook_id, now, self.now()).await?;
                 Ok(Received::Accepted)
             }
             Err(error) => {
-                store::hooks::forget(conn, &source.key, webhook_id).await?;
+                store::hooks::forget(conn, &source.key, webhook_id, now).await?;
                 Err(error)
             }
         }

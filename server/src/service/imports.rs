@@ -23,7 +23,7 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::instrument;
 use uuid::Uuid;
 
-use super::{Clock, Error, RequestContext, Result, Services, contacts::contact_changes, stored_now};
+use super::{Actor, Clock, Error, RequestContext, Result, Services, contacts::contact_changes, stored_now};
 use crate::{
     audit::{self, Changes},
     crypto::KeyRing,
@@ -191,6 +191,29 @@ impl Services {
             unchanged = counts.unchanged, rejected = counts.rejected, status = %import.status, "import finished"
         );
         outcome.map(|()| import)
+    }
+
+    /// Marks failed the running imports that committed no batch for `IMPORT_STALLS_AFTER`: their
+    /// process died (a crash, a kill, a machine lost). Each gets its closing audit entry, as a
+    /// run that ends does; how many there were.
+    pub async fn fail_stalled_imports(&self) -> Result<usize> {
+        let now = self.now();
+        let failure = format!(
+            "interrupted: no batch committed for {} minutes (the process running it stopped); \
+             the batches committed before stay imported, running the file again adds the rest",
+            IMPORT_STALLS_AFTER.num_minutes()
+        );
+        let tx = self.db.begin_write().await?;
+        let failed = repository::fail_stalled(&tx, now - IMPORT_STALLS_AFTER, now, &failure).await?;
+        let ctx = RequestContext::internal(Actor::Cli, "import-sweeper");
+        for import in &failed {
+            audit::append(&tx, &ctx, now, import_entry(import)).await?;
+        }
+        tx.commit().await?;
+        for import in &failed {
+            tracing::warn!(import_id = %import.id, "import interrupted: marked failed");
+        }
+        Ok(failed.len())
     }
 
     pub async fn find_import(&self, ctx: &RequestContext, id: Uuid) -> Result<Option<Import>> {
@@ -396,7 +419,7 @@ impl Services {
         contacts_store::update_many(&tx, keys, &updated).await?;
         repository::link(&tx, import_id, &stored_matched).await?;
         repository::reject(&tx, import_id, &rejected).await?;
-        repository::add_counts(&tx, import_id, &counts).await?;
+        repository::add_counts(&tx, import_id, &counts, now).await?;
         store::webhooks::record_for(&tx, &endpoints, announced, now).await?;
         tx.commit().await?;
         Ok((counts, rejected))
@@ -517,6 +540,25 @@ fn row_keys(rows: &[ImportRow]) -> HashSet<String> {
 }
 
 /// The one audit entry of a run: what was imported and how it went, never a contact's data.
+/// How long a running import may go without committing a batch before it counts as interrupted:
+/// far longer than a batch takes, even on a loaded database.
+pub const IMPORT_STALLS_AFTER: chrono::Duration = chrono::Duration::minutes(15);
+/// How often `serve` looks for interrupted imports.
+const STALLED_IMPORTS_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Runs [`Services::fail_stalled_imports`] now and every `STALLED_IMPORTS_EVERY` until `stop`.
+pub async fn keep_failing_stalled_imports(services: Services, mut stop: tokio::sync::watch::Receiver<bool>) {
+    while !*stop.borrow() {
+        if let Err(error) = services.fail_stalled_imports().await {
+            tracing::warn!(error = %error, "looking for interrupted imports failed");
+        }
+        tokio::select! {
+            () = tokio::time::sleep(STALLED_IMPORTS_EVERY) => {}
+            _ = stop.changed() => {}
+        }
+    }
+}
+
 fn import_entry(import: &Import) -> audit::Entry {
     let mut changes = Changes::new();
     let counts = import.counts;

@@ -66,7 +66,8 @@ pub enum Claim {
     Held,
 }
 
-/// Claims `webhook_id` from `source_key` at `at`: taken if it is new, or if its claim was made
+/// Claims `webhook_id` from `source_key` at `at` (at storage precision: the claim's time tells
+/// its holder's later writes from another's): taken if it is new, or if its claim was made
 /// before `stale_before` and never completed (its holder died). Ids older than `forget_before`
 /// are forgotten first: their timestamps no longer pass.
 pub async fn claim(
@@ -108,27 +109,38 @@ pub async fn claim(
     Ok(if completed { Claim::Completed } else { Claim::Held })
 }
 
-/// Marks a claimed id handled: a request with it is a replay from now on.
+/// Marks an id claimed `claimed_at` handled: a request with it is a replay from now on. A claim
+/// taken over since (this holder was too slow) is the new holder's to complete.
 pub async fn complete(
     conn: &impl ConnectionTrait,
     source_key: &Key,
     webhook_id: &str,
+    claimed_at: DateTime<Utc>,
     at: DateTime<Utc>,
 ) -> StoreResult<()> {
     seen::Entity::update_many()
         .col_expr(seen::Column::CompletedAt, Expr::value(at))
         .filter(seen::Column::SourceKey.eq(source_key.as_str()))
         .filter(seen::Column::WebhookId.eq(webhook_id))
+        .filter(seen::Column::ReceivedAt.eq(claimed_at))
         .exec(conn)
         .await?;
     Ok(())
 }
 
-/// Forgets an id whose request failed, so that the sender's retry is taken.
-pub async fn forget(conn: &impl ConnectionTrait, source_key: &Key, webhook_id: &str) -> StoreResult<()> {
+/// Forgets an id claimed `claimed_at` whose request failed, so that the sender's retry is taken;
+/// a claim taken over since is left to its new holder.
+pub async fn forget(
+    conn: &impl ConnectionTrait,
+    source_key: &Key,
+    webhook_id: &str,
+    claimed_at: DateTime<Utc>,
+) -> StoreResult<()> {
     seen::Entity::delete_many()
         .filter(seen::Column::SourceKey.eq(source_key.as_str()))
         .filter(seen::Column::WebhookId.eq(webhook_id))
+        .filter(seen::Column::ReceivedAt.eq(claimed_at))
+        .filter(seen::Column::CompletedAt.is_null())
         .exec(conn)
         .await?;
     Ok(())

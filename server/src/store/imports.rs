@@ -2,9 +2,10 @@
 //! the rows it rejected. Batches add to the counts as they commit, so a run that is still going
 //! (or that failed) shows how far it came.
 
+use chrono::{DateTime, Utc};
 use sea_orm::{
-    ActiveValue::Set,
-    ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
+    ActiveValue::{NotSet, Set},
+    ColumnTrait, Condition, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
     sea_query::{Expr, ExprTrait},
 };
 use uuid::Uuid;
@@ -16,7 +17,7 @@ use super::{
 };
 use crate::domain::{
     contact::ContactId,
-    import::{Import, ImportCounts, RowError},
+    import::{Import, ImportCounts, ImportStatus, RowError},
     page::{Direction, Page, PageRequest},
 };
 
@@ -25,7 +26,8 @@ use crate::domain::{
 const ROWS_PER_STATEMENT: usize = 1_000;
 
 pub async fn insert(conn: &impl ConnectionTrait, import: &Import) -> StoreResult<()> {
-    entity::Entity::insert(to_active(import)).exec_without_returning(conn).await?;
+    let row = entity::ActiveModel { progressed_at: Set(Some(import.started_at)), ..to_active(import) };
+    entity::Entity::insert(row).exec_without_returning(conn).await?;
     Ok(())
 }
 
@@ -36,9 +38,16 @@ pub async fn save(conn: &impl ConnectionTrait, import: &Import) -> StoreResult<(
 }
 
 /// Adds a committed batch's counts to the run's, in the database: batches written side by
-/// side each add their own, whichever commits first.
-pub async fn add_counts(conn: &impl ConnectionTrait, id: Uuid, counts: &ImportCounts) -> StoreResult<()> {
-    let mut update = entity::Entity::update_many().filter(entity::Column::Id.eq(id));
+/// side each add their own, whichever commits first. The run progressed `at`.
+pub async fn add_counts(
+    conn: &impl ConnectionTrait,
+    id: Uuid,
+    counts: &ImportCounts,
+    at: DateTime<Utc>,
+) -> StoreResult<()> {
+    let mut update = entity::Entity::update_many()
+        .filter(entity::Column::Id.eq(id))
+        .col_expr(entity::Column::ProgressedAt, Expr::value(at));
     for (column, value) in [
         (entity::Column::Rows, counts.rows),
         (entity::Column::Created, counts.created),
@@ -50,6 +59,45 @@ pub async fn add_counts(conn: &impl ConnectionTrait, id: Uuid, counts: &ImportCo
     }
     update.exec(conn).await?;
     Ok(())
+}
+
+/// Marks failed, with `failure`, the running imports that have not progressed since
+/// `stalled_before` (their process died); the runs as they now are.
+pub async fn fail_stalled(
+    conn: &impl ConnectionTrait,
+    stalled_before: DateTime<Utc>,
+    at: DateTime<Utc>,
+    failure: &str,
+) -> StoreResult<Vec<Import>> {
+    let running = ImportStatus::Running.as_str();
+    let stalled = || {
+        Condition::all().add(entity::Column::Status.eq(running)).add(entity::Column::ProgressedAt.lt(stalled_before))
+    };
+    let ids: Vec<Uuid> = entity::Entity::find()
+        .select_only()
+        .column(entity::Column::Id)
+        .filter(stalled())
+        .into_tuple()
+        .all(conn)
+        .await?;
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    entity::Entity::update_many()
+        .col_expr(entity::Column::Status, Expr::value(ImportStatus::Failed.as_str()))
+        .col_expr(entity::Column::Failure, Expr::value(failure))
+        .col_expr(entity::Column::FinishedAt, Expr::value(at))
+        .filter(stalled())
+        .filter(entity::Column::Id.is_in(ids.iter().copied()))
+        .exec(conn)
+        .await?;
+    let rows = entity::Entity::find()
+        .filter(entity::Column::Id.is_in(ids))
+        .filter(entity::Column::FinishedAt.eq(at))
+        .filter(entity::Column::Failure.eq(failure))
+        .all(conn)
+        .await?;
+    rows.into_iter().map(to_domain).collect()
 }
 
 pub async fn find(conn: &impl ConnectionTrait, id: Uuid) -> StoreResult<Option<Import>> {
@@ -140,6 +188,7 @@ fn to_active(import: &Import) -> entity::ActiveModel {
         unchanged: count(import.counts.unchanged),
         rejected: count(import.counts.rejected),
         failure: Set(import.failure.clone()),
+        progressed_at: NotSet,
     }
 }
 

@@ -20,6 +20,8 @@ pub struct Model {
     pub unchanged: i64,
     pub rejected: i64,
     pub failure: Option<String>,
+    /// When it was started or last committed a batch.
+    pub progressed_at: Option<DateTimeUtc>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
