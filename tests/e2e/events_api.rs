@@ -393,6 +393,12 @@ on_both_databases! {
         ])).await;
         assert_eq!(statuses(&answer), ["rejected", "created"], "{answer:#}");
         assert_eq!(contact_by_external_id(&app, "eve").await["lastName"], "Smith");
+        // Nor do changes for a contact that does not exist create it.
+        let answer = post(&app, "", json!([
+            { "contact": { "externalId": "ghost" }, "type": "visit", "identify": { "firstName": "Ghost" } },
+        ])).await;
+        assert_error_result(&answer["results"][0], "NOT_FOUND", None);
+        assert_eq!(contact_by_external_id(&app, "ghost").await, Value::Null);
         assert_eq!(event_rows(&app).await, 3);
     }
 

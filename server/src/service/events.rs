@@ -239,6 +239,8 @@ impl Services {
                 &|tx, contact| self.write_event_with_contact(tx, ctx, event.clone(), contact.id, now);
             let written = match (existing, identify) {
                 (Some(id), changes) => self.identify(ctx, id, changes.unwrap_or_default(), write_event).await,
+                // Changes for a contact that does not exist create it only when asked to.
+                (None, _) if missing == MissingContacts::Reject => Err(Error::NotFound { what: "contact" }),
                 (None, changes) => {
                     let created_now =
                         self.create_contact(ctx, &reference, changes.unwrap_or_default(), write_event).await;

@@ -203,8 +203,13 @@ impl Services {
              the batches committed before stay imported, running the file again adds the rest",
             IMPORT_STALLS_AFTER.num_minutes()
         );
+        let stalled_before = now - IMPORT_STALLS_AFTER;
+        // A read first: most looks find nothing, and need not wait for SQLite's one writer.
+        if !repository::any_stalled(self.db.connection(), stalled_before).await? {
+            return Ok(0);
+        }
         let tx = self.db.begin_write().await?;
-        let failed = repository::fail_stalled(&tx, now - IMPORT_STALLS_AFTER, now, &failure).await?;
+        let failed = repository::fail_stalled(&tx, stalled_before, now, &failure).await?;
         let ctx = RequestContext::internal(Actor::Cli, "import-sweeper");
         for import in &failed {
             audit::append(&tx, &ctx, now, import_entry(import)).await?;
@@ -546,15 +551,20 @@ pub const IMPORT_STALLS_AFTER: chrono::Duration = chrono::Duration::minutes(15);
 /// How often `serve` looks for interrupted imports.
 const STALLED_IMPORTS_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
 
-/// Runs [`Services::fail_stalled_imports`] now and every `STALLED_IMPORTS_EVERY` until `stop`.
+/// Runs [`Services::fail_stalled_imports`] every `STALLED_IMPORTS_EVERY` until `stop`. The
+/// first look waits too: a run interrupted by this process's predecessor has stalled for at
+/// most a few minutes by the time it restarts.
 pub async fn keep_failing_stalled_imports(services: Services, mut stop: tokio::sync::watch::Receiver<bool>) {
-    while !*stop.borrow() {
-        if let Err(error) = services.fail_stalled_imports().await {
-            tracing::warn!(error = %error, "looking for interrupted imports failed");
-        }
+    loop {
         tokio::select! {
             () = tokio::time::sleep(STALLED_IMPORTS_EVERY) => {}
             _ = stop.changed() => {}
+        }
+        if *stop.borrow() {
+            return;
+        }
+        if let Err(error) = services.fail_stalled_imports().await {
+            tracing::warn!(error = %error, "looking for interrupted imports failed");
         }
     }
 }

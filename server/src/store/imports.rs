@@ -61,6 +61,18 @@ pub async fn add_counts(
     Ok(())
 }
 
+/// Running imports that have not progressed since `stalled_before`.
+fn stalled(stalled_before: DateTime<Utc>) -> Condition {
+    Condition::all()
+        .add(entity::Column::Status.eq(ImportStatus::Running.as_str()))
+        .add(entity::Column::ProgressedAt.lt(stalled_before))
+}
+
+/// Whether some running import has not progressed since `stalled_before`.
+pub async fn any_stalled(conn: &impl ConnectionTrait, stalled_before: DateTime<Utc>) -> StoreResult<bool> {
+    Ok(entity::Entity::find().filter(stalled(stalled_before)).one(conn).await?.is_some())
+}
+
 /// Marks failed, with `failure`, the running imports that have not progressed since
 /// `stalled_before` (their process died); the runs as they now are.
 pub async fn fail_stalled(
@@ -69,10 +81,7 @@ pub async fn fail_stalled(
     at: DateTime<Utc>,
     failure: &str,
 ) -> StoreResult<Vec<Import>> {
-    let running = ImportStatus::Running.as_str();
-    let stalled = || {
-        Condition::all().add(entity::Column::Status.eq(running)).add(entity::Column::ProgressedAt.lt(stalled_before))
-    };
+    let stalled = || stalled(stalled_before);
     let ids: Vec<Uuid> = entity::Entity::find()
         .select_only()
         .column(entity::Column::Id)
