@@ -339,7 +339,12 @@ on_both_databases! {
         ]));
         // The request found no event with its key and is now held up writing its own.
         if app.backend == Backend::Postgres {
-            while count(&app, "SELECT COUNT(*) AS n FROM pg_locks WHERE NOT granted").await == 0 {
+            // Only this test's database: the server is shared with tests running beside it.
+            let waiting = "SELECT COUNT(*) AS n FROM pg_locks WHERE NOT granted \
+                           AND database = (SELECT oid FROM pg_database WHERE datname = current_database())";
+            let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+            while count(&app, waiting).await == 0 {
+                assert!(tokio::time::Instant::now() < deadline, "the request never waited for the lock");
                 tokio::time::sleep(std::time::Duration::from_millis(10)).await;
             }
         } else {
