@@ -17,9 +17,6 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::{AppState, body_within, error::ApiError, page_context};
-
-/// One event or contact with room to spare: an event's properties take at most 32 KB.
-const MAX_BODY_BYTES: usize = 1024 * 1024;
 use crate::{
     domain::contact::{EmailAddress, ExternalId},
     service::{
@@ -29,6 +26,9 @@ use crate::{
         hooks::{InboundPayload, Received, SignedRequest},
     },
 };
+
+/// One event or contact with room to spare: an event's properties take at most 32 KB.
+const MAX_BODY_BYTES: usize = 1024 * 1024;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -544,7 +544,6 @@ fn row_keys(rows: &[ImportRow]) -> HashSet<String> {
     keys
 }
 
-/// The one audit entry of a run: what was imported and how it went, never a contact's data.
 /// How long a running import may go without committing a batch before it counts as interrupted:
 /// far longer than a batch takes, even on a loaded database.
 pub const IMPORT_STALLS_AFTER: chrono::Duration = chrono::Duration::minutes(15);
@@ -569,6 +568,7 @@ pub async fn keep_failing_stalled_imports(services: Services, mut stop: tokio::s
     }
 }
 
+/// The one audit entry of a run: what was imported and how it went, never a contact's data.
 fn import_entry(import: &Import) -> audit::Entry {
     let mut changes = Changes::new();
     let counts = import.counts;
